@@ -1,0 +1,34 @@
+# bilevel_jax: every target installs what it needs into ./.venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup run test test-slow test-all ntk-oracle bench clean-venv
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job (README's first command).
+run: setup
+	$(BIN)/python -m experiments.prepare_data --dataset=fsdd --workdir=runs/prepare_fsdd
+
+# Fast suite (README's second command; .ci/run calls exactly this): < 20 min on 2 cores.
+test: setup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow" --durations=15
+
+# Tests marked slow (minutes each).
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow --durations=15
+
+test-all: setup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=25
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,66 @@
+"""Atomic file writes: a killed process never leaves a half-written result."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def _to_jsonable(obj: Any) -> Any:
+  if isinstance(obj, dict):
+    return {str(k): _to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_to_jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray) or hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+    return _to_jsonable(np.asarray(obj).tolist())
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, pathlib.Path):
+    return str(obj)
+  return obj
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Writes `obj` (numpy/jax arrays allowed) as indented JSON, atomically."""
+  text = json.dumps(_to_jsonable(obj), indent=1, sort_keys=False)
+  atomic_write_bytes(path, (text + "\n").encode())
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+  """Saves one array as .npy atomically (readable with np.load(mmap_mode='r'))."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npy")
+  os.close(fd)
+  try:
+    np.save(tmp, np.asarray(array))
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def read_json(path: str | os.PathLike) -> Any:
+  with open(path) as f:
+    return json.load(f)
