@@ -1,0 +1,7 @@
+"""Batch-selection strategies behind one `select(key, ctx, b)` interface, looked up by name."""
+from bilevel_jax.strategies.base import (RoundContext, Strategy, available, entropy, get,
+                                         register, select, top_b_in_pool, uniform_in_pool)
+from bilevel_jax.strategies import baselines  # noqa: F401  (registers the baselines)
+
+__all__ = ["RoundContext", "Strategy", "available", "entropy", "get", "register", "select",
+           "top_b_in_pool", "uniform_in_pool"]

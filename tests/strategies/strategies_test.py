@@ -1,0 +1,149 @@
+"""Property tests for every registered strategy and reference tests for the baselines."""
+from __future__ import annotations
+
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn.metrics import pairwise_distances
+
+from bilevel_jax import strategies
+from bilevel_jax.strategies import baselines
+
+_BASELINES = ("uniform", "max_entropy", "kcenter", "consistency")
+
+
+def _context(seed: int, n: int = 24, c: int = 4, e: int = 5, num_labeled: int = 6,
+             k: int = 5) -> strategies.RoundContext:
+  """A random RoundContext with fixed keys; all optional fields filled."""
+  rng = np.random.default_rng(seed)
+  labeled_idx = rng.choice(n, num_labeled, replace=False).astype(np.int32)
+  mask = np.zeros(n, bool)
+  mask[labeled_idx] = True
+  labels = np.where(mask, rng.integers(0, c, n), -1).astype(np.int32)
+  logits = rng.normal(size=(k + 1, n, c)).astype(np.float32)
+  probs = jax.nn.softmax(jnp.asarray(logits), axis=-1)
+  return strategies.RoundContext(
+      probs=probs[0], labeled_mask=jnp.asarray(mask), labeled_idx=jnp.asarray(labeled_idx),
+      labels=jnp.asarray(labels), aug_probs=probs[1:],
+      embeddings=jnp.asarray(rng.normal(size=(n, e)).astype(np.float32)))
+
+
+class PropertyTest(parameterized.TestCase):
+
+  @parameterized.product(name=_BASELINES, seed=(0, 1, 2), b=(1, 7))
+  def test_valid_batch(self, name, seed, b):
+    ctx = _context(seed)
+    key = jax.random.key(seed)
+    picks = np.asarray(strategies.select(name, key, ctx, b))
+    self.assertEqual(picks.shape, (b,))
+    self.assertEqual(picks.dtype, np.int32)
+    self.assertEqual(len(set(picks.tolist())), b, f"duplicates in {picks}")
+    self.assertTrue(np.all((picks >= 0) & (picks < ctx.probs.shape[0])))
+    self.assertFalse(np.any(np.asarray(ctx.labeled_mask)[picks]), f"labeled point in {picks}")
+    again = np.asarray(strategies.select(name, key, ctx, b))
+    np.testing.assert_array_equal(picks, again)
+
+  @parameterized.parameters(*_BASELINES)
+  def test_whole_pool(self, name):
+    """b = pool size must return exactly the pool, even with tied scores."""
+    ctx = _context(3, n=12, num_labeled=4)
+    ctx = ctx._replace(aug_probs=jnp.full_like(ctx.aug_probs, 0.25),
+                       embeddings=jnp.zeros_like(ctx.embeddings))
+    picks = np.asarray(strategies.select(name, jax.random.key(0), ctx, 8))
+    np.testing.assert_array_equal(np.sort(picks), np.flatnonzero(~np.asarray(ctx.labeled_mask)))
+
+  @parameterized.parameters(*_BASELINES)
+  def test_vmaps_over_seeds(self, name):
+    ctxs = [_context(s) for s in range(3)]
+    batched = jax.tree.map(lambda *xs: jnp.stack(xs), *ctxs)
+    keys = jax.random.split(jax.random.key(0), 3)
+    picks = jax.vmap(strategies.get(name).select, in_axes=(0, 0, None))(keys, batched, 4)
+    for s in range(3):
+      np.testing.assert_array_equal(picks[s], strategies.select(name, keys[s], ctxs[s], 4))
+
+  def test_batch_too_large_fails(self):
+    ctx = _context(0, n=10, num_labeled=4)
+    with self.assertRaisesRegex(ValueError, "pool size 6"):
+      strategies.select("uniform", jax.random.key(0), ctx, 7)
+
+  def test_unknown_strategy_fails(self):
+    with self.assertRaisesRegex(ValueError, "Unknown strategy 'nope'.*uniform"):
+      strategies.get("nope")
+
+  def test_missing_inputs_fail(self):
+    ctx = _context(0)._replace(aug_probs=None)
+    with self.assertRaisesRegex(ValueError, "aug_probs"):
+      strategies.select("consistency", jax.random.key(0), ctx, 2)
+
+  def test_register_custom(self):
+    @strategies.register("test_least_confident")
+    def least_confident(key, ctx, b):
+      del key
+      return strategies.top_b_in_pool(-ctx.probs.max(-1), ctx.labeled_mask, b)
+
+    ctx = _context(0)
+    picks = np.asarray(strategies.select("test_least_confident", jax.random.key(0), ctx, 3))
+    conf = np.where(np.asarray(ctx.labeled_mask), np.inf, np.asarray(ctx.probs).max(-1))
+    np.testing.assert_array_equal(np.sort(picks), np.sort(np.argsort(conf)[:3]))
+    self.assertIn("test_least_confident", strategies.available())
+
+
+class ReferenceTest(parameterized.TestCase):
+
+  def test_max_entropy_matches_numpy(self):
+    ctx = _context(5)
+    p = np.asarray(ctx.aug_probs[:2]).mean(0)
+    ent = -(p * np.log(p)).sum(-1)
+    ent[np.asarray(ctx.labeled_mask)] = -np.inf
+    want = np.argsort(-ent, kind="stable")[:6]
+    got = strategies.select("max_entropy", jax.random.key(0), ctx, 6)
+    np.testing.assert_array_equal(got, want)
+
+  def test_consistency_matches_numpy(self):
+    ctx = _context(6)
+    p = np.asarray(ctx.aug_probs[:5], np.float64)
+    score = ((p - p.mean(0)) ** 2).mean(0).sum(-1)
+    chex.assert_trees_all_close(baselines.consistency_scores(ctx.aug_probs), score,
+                                rtol=1e-5, atol=1e-7)
+    score[np.asarray(ctx.labeled_mask)] = -np.inf
+    got = strategies.select("consistency", jax.random.key(0), ctx, 6)
+    np.testing.assert_array_equal(got, np.argsort(-score, kind="stable")[:6])
+
+  def test_entropy_edge_cases(self):
+    chex.assert_trees_all_close(strategies.entropy(jnp.array([[1.0, 0.0], [0.5, 0.5]])),
+                                jnp.array([0.0, np.log(2.0)]), atol=1e-6)
+
+  @parameterized.parameters(0, 1, 2, 3)
+  def test_kcenter_matches_slow_reference(self, seed):
+    ctx = _context(seed, n=30, e=3, num_labeled=5)
+    x = np.asarray(ctx.embeddings, np.float64)
+    labeled = list(np.asarray(ctx.labeled_idx))
+    dist = pairwise_distances(x, x[labeled]).min(axis=1)
+    want = []
+    for _ in range(8):
+      d = dist.copy()
+      d[labeled + want] = -np.inf
+      pick = int(np.argmax(d))
+      want.append(pick)
+      dist = np.minimum(dist, pairwise_distances(x, x[[pick]])[:, 0])
+    got = strategies.select("kcenter", jax.random.key(0), ctx, 8)
+    np.testing.assert_array_equal(got, want)
+
+  def test_kcenter_no_labeled_points(self):
+    ctx = _context(0, n=10, num_labeled=0)
+    picks = np.asarray(baselines.kcenter_greedy(
+        jax.random.key(1), ctx.embeddings, ctx.labeled_mask, ctx.labeled_idx, 10))
+    np.testing.assert_array_equal(np.sort(picks), np.arange(10))
+
+  def test_uniform_is_uniform_over_pool(self):
+    ctx = _context(0, n=12, num_labeled=4)
+    keys = jax.random.split(jax.random.key(0), 3000)
+    picks = jax.vmap(strategies.get("uniform").select, in_axes=(0, None, None))(keys, ctx, 2)
+    counts = np.bincount(np.asarray(picks).ravel(), minlength=12)
+    self.assertTrue(np.all(counts[np.asarray(ctx.labeled_mask)] == 0))
+    pool_counts = counts[~np.asarray(ctx.labeled_mask)]
+    # 6000 draws over 8 points: expected 750 each, std ~ 25.
+    self.assertLess(np.abs(pool_counts - 750).max(), 120, pool_counts)
+    self.assertFalse(np.array_equal(picks[0], picks[1]) and np.array_equal(picks[1], picks[2]))
