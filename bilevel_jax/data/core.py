@@ -1,0 +1,180 @@
+"""Dataset types and the per-dataset waveform cache (host side, numpy).
+
+A dataset is listed as `Entry`s (relative path, split, label, speaker); `build_splits` validates
+every file's header first, then decodes all clips once into one (N, 16000) float32 .npy under
+`cache_root()/waveforms/`, memory-mapped on later loads. The cache key hashes the dataset name,
+the decoding parameters, `on_error` and every source file's relative path, size and mtime, so
+any change to the files or the parameters rebuilds it. The array is written to a temporary
+file and renamed into place (atomic); the JSON metadata is written after it, atomically too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from bilevel_jax.data import decode
+from bilevel_jax.utils import io, paths
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+SPLIT_ORDER = ("train", "validation", "test")
+ON_ERROR = ("raise", "skip")
+
+
+class Split(NamedTuple):
+  """One split, host-side numpy. waveforms may be a read-only memory map."""
+  waveforms: np.ndarray         # (N, 16000) float32, 16 kHz, exactly 1 s
+  labels: np.ndarray            # (N,) int32 in [0, num_classes)
+  speakers: np.ndarray          # (N,) str speaker ids
+  files: tuple[str, ...]        # source paths relative to the dataset root
+  durations: np.ndarray | None = None  # (N,) float64 seconds, before pad/crop
+
+
+class AudioDataset(NamedTuple):
+  name: str
+  class_names: tuple[str, ...]
+  train: Split
+  test: Split
+  validation: Split | None
+  root: str = ""
+  skipped: tuple[tuple[str, str], ...] = ()  # (relative path, reason), on_error="skip" only
+
+
+class Entry(NamedTuple):
+  relpath: str   # relative to the dataset root, forward slashes
+  split: str     # one of SPLIT_ORDER
+  label: int
+  speaker: str
+
+
+def check_on_error(on_error: str) -> None:
+  if on_error not in ON_ERROR:
+    raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
+
+
+def report_problems(problems: list[tuple[str, str]], on_error: str, root: pathlib.Path,
+                    what: str, skipped: list[tuple[str, str]]) -> None:
+  """Raises one error listing all structural problems, or records them as skipped."""
+  if not problems:
+    return
+  if on_error == "raise":
+    lines = "\n  ".join(f"{p}: {r}" for p, r in problems[:20])
+    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    raise ValueError(f"{len(problems)} unexpected {what} under {root} (pass on_error='skip' to "
+                     f"leave them out):\n  {lines}{more}")
+  skipped.extend(problems)
+
+
+def fingerprint(name: str, root: pathlib.Path, entries: Sequence[Entry], params: dict) -> str:
+  h = hashlib.sha256()
+  h.update(json.dumps({"name": name, "version": CACHE_VERSION, **params},
+                      sort_keys=True).encode())
+  for e in entries:
+    st = (root / e.relpath).stat()
+    h.update(f"\n{e.relpath}\t{e.split}\t{e.label}\t{e.speaker}\t{st.st_size}\t"
+             f"{st.st_mtime_ns}".encode())
+  return h.hexdigest()
+
+
+def _cache_paths(name: str, key: str) -> tuple[pathlib.Path, pathlib.Path]:
+  folder = paths.cache_root() / "waveforms"
+  stem = f"{name}-{key[:24]}"
+  return folder / f"{stem}.npy", folder / f"{stem}.json"
+
+
+def _assemble(name, class_names, root, array, meta) -> AudioDataset:
+  splits = {}
+  for split in SPLIT_ORDER:
+    rows = np.asarray(meta["rows"][split], np.int64)
+    if split == "validation" and not meta["has_validation"]:
+      splits[split] = None
+      continue
+    contiguous = rows.size == 0 or np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size))
+    start = int(rows[0]) if rows.size else 0
+    wav = array[start:start + rows.size] if contiguous else np.asarray(array[rows])
+    splits[split] = Split(
+        waveforms=wav,
+        labels=np.asarray(meta["labels"], np.int32)[rows],
+        speakers=np.asarray(meta["speakers"], dtype=str)[rows] if rows.size else
+        np.zeros((0,), str),
+        files=tuple(meta["files"][i] for i in rows),
+        durations=np.asarray(meta["durations"], np.float64)[rows])
+  return AudioDataset(name, tuple(class_names), splits["train"], splits["test"],
+                      splits["validation"], str(root),
+                      tuple(tuple(s) for s in meta["skipped"]))
+
+
+def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
+                 entries: Sequence[Entry], *, has_validation: bool, on_error: str,
+                 skipped: list[tuple[str, str]], cache: bool = True,
+                 progress: bool = True) -> AudioDataset:
+  """Validates, decodes (or loads from cache) and splits `entries` of the dataset at `root`."""
+  check_on_error(on_error)
+  order = {s: i for i, s in enumerate(SPLIT_ORDER)}
+  entries = sorted(entries, key=lambda e: (order[e.split], e.relpath))
+  params = {"rate": decode.TARGET_RATE, "length": decode.TARGET_LENGTH,
+            "fix_length": "centre", "resampler": "soxr-HQ", "mono": "mean",
+            "on_error": on_error, "skipped_listing": sorted(map(list, skipped))}
+  key = fingerprint(name, root, entries, params)
+  npy_path, meta_path = _cache_paths(name, key)
+  if cache and npy_path.is_file() and meta_path.is_file():
+    log.info("Loading cached %s waveforms from %s", name, npy_path)
+    return _assemble(name, class_names, root, np.load(npy_path, mmap_mode="r"),
+                     io.read_json(meta_path))
+
+  # 1. Validate every header before decoding anything.
+  infos = decode.validate_files([root / e.relpath for e in entries], on_error, skipped, root)
+  bad = {s[0] for s in skipped}
+  entries = [e for e in entries if e.relpath not in bad]
+  durations = [i.duration for i in infos]
+  if not entries:
+    log.warning("%s: no usable clips under %s", name, root)
+
+  # 2. Decode once, streaming into a memory-mapped temporary file (the full Speech Commands
+  #    array is ~6.7 GB, so it is never held in memory), then rename it into place.
+  shape = (len(entries), decode.TARGET_LENGTH)
+  tmp = None
+  if cache:
+    npy_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=npy_path.parent, prefix=f".{npy_path.name}.",
+                               suffix=".tmp.npy")
+    os.close(fd)
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+  else:
+    array = np.zeros(shape, np.float32)
+  try:
+    failures = decode.decode_into(array, [root / e.relpath for e in entries],
+                                  on_error=on_error, desc=f"decoding {name}", progress=progress)
+    if cache:
+      array.flush()
+      del array
+      os.replace(tmp, npy_path)
+      tmp = None
+  finally:
+    if tmp is not None and os.path.exists(tmp):
+      os.unlink(tmp)
+
+  failed = {i for i, _ in failures}
+  skipped.extend((entries[i].relpath, reason) for i, reason in failures)
+  rows = {s: [i for i, e in enumerate(entries) if e.split == s and i not in failed]
+          for s in SPLIT_ORDER}
+  meta = {"name": name, "root": str(root), "key": key, "params": params,
+          "has_validation": has_validation, "rows": rows,
+          "files": [e.relpath for e in entries], "labels": [e.label for e in entries],
+          "speakers": [e.speaker for e in entries], "durations": durations,
+          "skipped": skipped}
+  if skipped:
+    log.warning("%s: skipped %d file(s):\n  %s", name, len(skipped),
+                "\n  ".join(f"{p}: {r}" for p, r in skipped))
+  if cache:
+    io.atomic_write_json(meta_path, meta)
+    array = np.load(npy_path, mmap_mode="r")
+  return _assemble(name, class_names, root, array, meta)
