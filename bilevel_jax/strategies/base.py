@@ -18,6 +18,7 @@ needs from the loop: predictions under `augmentations` random augmentations, las
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -37,8 +38,10 @@ class RoundContext(NamedTuple):
     aug_probs: (K, N, C) predictions under K independent augmentations, or None.
     embeddings: (N, E) last-layer embeddings, or None.
     features: (N, m) Nystrom features of the unaugmented points, or None.
-    bank: (N, A, m) Nystrom features of A augmented copies of each point, or None (rows of
-      points whose copies were not computed are unused by the selection rule).
+    bank: (L, A, m) Nystrom features of A augmented copies of each labeled point (rows aligned
+      with labeled_idx), or None.
+    bank_params: pytree of arrays read by the bilevel `bank_fn` option to make the copies of a
+      newly picked point (see bilevel_jax.bilevel.select), or None.
   """
   probs: jax.Array
   labeled_mask: jax.Array
@@ -48,6 +51,7 @@ class RoundContext(NamedTuple):
   embeddings: jax.Array | None = None
   features: jax.Array | None = None
   bank: jax.Array | None = None
+  bank_params: Any = None
 
 
 class Strategy(NamedTuple):
@@ -64,7 +68,10 @@ _REGISTRY: dict[str, Strategy] = {}
 
 def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
              kernel: bool = False, overwrite: bool = True) -> Callable[[Callable], Callable]:
-  """Decorator registering `fn(key, ctx, b, **options) -> (b,) int32` under `name`.
+  """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
+
+  Keyword-only parameters of `fn` are options: static under jit (hashable values such as
+  numbers, strings, module-level functions), passed through `select(..., **options)`.
 
   Args:
     name: registry key (used by `--config.strategy`).
@@ -82,7 +89,9 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
   def decorator(fn: Callable) -> Callable:
     if name in _REGISTRY and not overwrite:
       raise ValueError(f"Strategy {name!r} is already registered.")
-    jitted = jax.jit(fn, static_argnums=(2,), static_argnames=("b",))
+    options = [p.name for p in inspect.signature(fn).parameters.values()
+               if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    jitted = jax.jit(fn, static_argnums=(2,), static_argnames=("b", *options))
     _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel)
     return jitted
 
