@@ -1,0 +1,273 @@
+"""Greedy bilevel batch selection (paper Algorithm 1), one jitted program per call.
+
+Per greedy step k (lax.fori_loop over a selection mask):
+  1. Adam on the inner objective F over the bank (labeled copies + copies of the k points picked
+     so far), warm-started from step k-1 (`inner.py`);
+  2. v = H^-1 grad G by CG with forward-over-reverse HVPs (`ihvp.py`, `outer.py`);
+  3. scores of the whole pool, argmax over points neither labeled nor picked;
+  4. the picked point's augmented copies, `bank_fn(bank_params, key, index) -> (A, m)`, fill
+     the next free slot of the fixed-capacity bank.
+Then round(uniform_fraction * b) more points are drawn uniformly from the rest (paper: 10%).
+
+Shapes are static (bank capacity L + n_bilevel, loops of fixed length) and lr / l2 are traced,
+so repeated calls with the same shapes and the same `bank_fn` object reuse one compilation.
+
+Augmented copies (`bank_fn`). The bank function is static (hashed by identity) and its arrays
+come in through the traced `bank_params` pytree rather than a closure: closed-over arrays would
+be baked into the program as constants, and a fresh closure each round would recompile.
+  * Precomputed copies: `precomputed_bank(pool_bank)` with pool_bank (P, A, m).
+  * NTK copies computed inside the jit: a module-level function such as
+      def ntk_bank_fn(params, key, i):          # params: waveforms (P, 16000), noise, landmarks,
+        keys = jax.random.split(key, A)         #   landmark variance maps, Nystrom map (m, m)
+        x = jax.vmap(lambda k: augment_and_featurize(k, params.waveforms[i][None], params.noise)[0])(keys)
+        return nystrom_map(ntk(x, params.landmarks), params.nystrom)   # (A, m)
+    with the bilevel_jax.audio / bilevel_jax.ntk functions; pass it with its params.
+
+vmap over seeds: the keys are the only batched argument, e.g.
+  jax.vmap(lambda k: select_batch(k, pool_z, ...))(jax.random.split(key, S))
+gives the same picks as S separate calls. Value checks run on concrete (non-traced) inputs;
+traced inputs get shape checks only.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+
+from bilevel_jax.bilevel import ihvp
+from bilevel_jax.bilevel import inner
+from bilevel_jax.bilevel import outer
+
+BankFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+class Selection(NamedTuple):
+  """Result of `select_batch` (n = n_bilevel = b - round(uniform_fraction * b)).
+
+  indices: (b,) int32 pool indices: the n greedy picks in order, then the uniform ones.
+  is_bilevel: (b,) bool, True for greedy picks.
+  scores: (n,) score of each greedy pick when it was chosen.
+  inner_loss: (n,) F(w) over the whole bank after each inner solve.
+  outer_loss: (n,) G(w) after each inner solve.
+  cg_residual: (n,) relative CG residual ||H v - grad G|| / ||grad G|| per step.
+  w: (m, c) inner weights of the last inner solve.
+  """
+  indices: jax.Array
+  is_bilevel: jax.Array
+  scores: jax.Array
+  inner_loss: jax.Array
+  outer_loss: jax.Array
+  cg_residual: jax.Array
+  w: jax.Array
+
+
+def _take_bank(pool_bank: jax.Array, key: jax.Array, index: jax.Array) -> jax.Array:
+  del key  # the copies were drawn in advance
+  return pool_bank[index]
+
+
+def precomputed_bank(pool_bank: jax.Array) -> tuple[BankFn, jax.Array]:
+  """(bank_fn, bank_params) that look copies up in pool_bank: (P, A, m)."""
+  if np.ndim(pool_bank) != 3:
+    raise ValueError(f"pool_bank must have shape (P, A, m), got {np.shape(pool_bank)}.")
+  return _take_bank, jnp.asarray(pool_bank)
+
+
+def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:
+  """(n_bilevel, n_uniform) with n_uniform = round(uniform_fraction * b) (Python round)."""
+  n_uniform = int(round(uniform_fraction * b))
+  return b - n_uniform, n_uniform
+
+
+def _concrete(x) -> np.ndarray | None:
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def _check_finite(name: str, x) -> None:
+  a = _concrete(x)
+  if a is not None and not np.all(np.isfinite(a)):
+    bad = np.argwhere(~np.isfinite(a))[0].tolist()
+    raise ValueError(f"{name} has {int(np.sum(~np.isfinite(a)))} NaN/inf entries "
+                     f"(first at index {bad}); features must be finite.")
+
+
+def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
+                    bank_params, *, b, uniform_fraction, lr, l2, inner_steps, batch_size,
+                    cg_steps, w0=None, label_tol=1e-3) -> None:
+  """Raises ValueError naming the argument and the expectation; see `select_batch`."""
+  if np.ndim(pool_z) != 2:
+    raise ValueError(f"pool_z must be (P, m), got shape {np.shape(pool_z)}.")
+  p, m = np.shape(pool_z)
+  if np.ndim(pseudo_labels) != 2 or np.shape(pseudo_labels)[0] != p:
+    raise ValueError(f"pseudo_labels must be (P={p}, c), got shape {np.shape(pseudo_labels)}.")
+  c = np.shape(pseudo_labels)[1]
+  if c < 2:
+    raise ValueError(f"pseudo_labels need at least 2 classes, got c={c}.")
+  if np.ndim(labeled_idx) != 1 or np.shape(labeled_idx)[0] < 1:
+    raise ValueError(f"labeled_idx must be (L,) with L >= 1, got shape {np.shape(labeled_idx)}.")
+  n_lab = np.shape(labeled_idx)[0]
+  if np.shape(labeled_labels) != (n_lab,):
+    raise ValueError(f"labeled_labels must be (L={n_lab},), got shape {np.shape(labeled_labels)}.")
+  if np.ndim(labeled_bank) != 3 or np.shape(labeled_bank)[0] != n_lab or \
+      np.shape(labeled_bank)[2] != m:
+    raise ValueError(f"labeled_bank must be (L={n_lab}, A, m={m}), got shape "
+                     f"{np.shape(labeled_bank)}.")
+  n_aug = np.shape(labeled_bank)[1]
+  if n_aug < 1:
+    raise ValueError("labeled_bank needs at least one augmented copy per point (A >= 1).")
+  for name, value in (("labeled_idx", labeled_idx), ("labeled_labels", labeled_labels)):
+    if not jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer):
+      raise ValueError(f"{name} must be integers, got dtype {jnp.asarray(value).dtype}.")
+  if not isinstance(b, (int, np.integer)) or b < 1:
+    raise ValueError(f"b must be a positive int, got {b!r}.")
+  if not 0.0 <= uniform_fraction <= 1.0:
+    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
+  if b > p - n_lab:
+    raise ValueError(f"b={b} is larger than the {p - n_lab} pool points available "
+                     f"(P={p} minus L={n_lab} labeled).")
+  for name, value, low in (("inner_steps", inner_steps, 0), ("cg_steps", cg_steps, 1)):
+    if not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+    raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
+  for name, value, ok, want in (("lr", lr, lambda v: v > 0, "> 0"),
+                                ("l2", l2, lambda v: v >= 0, ">= 0")):
+    v = _concrete(value)
+    if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
+      raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
+  if w0 is not None and np.shape(w0) != (m, c):
+    raise ValueError(f"w0 must be (m={m}, c={c}), got shape {np.shape(w0)}.")
+
+  _check_finite("pool_z", pool_z)
+  _check_finite("labeled_bank", labeled_bank)
+  _check_finite("pseudo_labels", pseudo_labels)
+  y = _concrete(pseudo_labels)
+  if y is not None:
+    if np.any(y < 0):
+      row = int(np.argwhere(y < 0)[0, 0])
+      raise ValueError(f"pseudo_labels must be probability distributions; row {row} has a "
+                       f"negative entry {y[row].min():.3g}.")
+    sums = y.sum(axis=1)
+    bad = np.abs(sums - 1.0) > label_tol
+    if np.any(bad):
+      row = int(np.argmax(bad))
+      raise ValueError(f"pseudo_labels rows must sum to 1 (tol {label_tol}); {int(bad.sum())} "
+                       f"rows do not, e.g. row {row} sums to {sums[row]:.6g}.")
+  idx = _concrete(labeled_idx)
+  if idx is not None:
+    if np.any(idx < 0) or np.any(idx >= p):
+      raise ValueError(f"labeled_idx must lie in [0, P={p}), got min {idx.min()} max {idx.max()}.")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if np.any(counts > 1):
+      raise ValueError(f"labeled_idx has duplicates: {uniq[counts > 1].tolist()}.")
+  lab = _concrete(labeled_labels)
+  if lab is not None and (np.any(lab < 0) or np.any(lab >= c)):
+    raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
+
+  out = jax.eval_shape(bank_fn, bank_params, jax.random.key(0), jnp.zeros((), jnp.int32))
+  if tuple(out.shape) != (n_aug, m):
+    raise ValueError(f"bank_fn(bank_params, key, index) must return (A={n_aug}, m={m}) like "
+                     f"labeled_bank, got {tuple(out.shape)}.")
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps"))
+def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_params,
+            lr, l2, w0, *, bank_fn, n_bilevel, n_uniform, inner_steps, batch_size, cg_steps):
+  p, m = pool_z.shape
+  c = pseudo_labels.shape[1]
+  n_lab, n_aug, _ = labeled_bank.shape
+  dtype = pool_z.dtype
+  inner_key, bank_key, uniform_key = jax.random.split(key, 3)
+
+  onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)                 # (L, c)
+  targets = pseudo_labels.at[labeled_idx].set(onehot)                     # (P, c) for G
+  available = jnp.ones((p,), bool).at[labeled_idx].set(False)
+  cap = n_lab + n_bilevel
+  bank = inner.Bank(
+      z=jnp.zeros((cap, n_aug, m), dtype).at[:n_lab].set(labeled_bank.astype(dtype)),
+      y=jnp.zeros((cap, c), dtype).at[:n_lab].set(onehot),
+      valid=jnp.arange(cap) < n_lab)
+
+  def greedy_step(k, carry):
+    state, bank, available, picks, diag = carry
+    state, _ = inner.fit_inner_steps(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
+                                     steps=inner_steps, batch_size=batch_size)
+    inner_fn = lambda w: inner.bank_objective(w, bank, l2)
+    g_val, g_grad = jax.value_and_grad(outer.outer_objective)(state.w, pool_z, targets)
+    cg = ihvp.inverse_hvp(inner_fn, state.w, g_grad, steps=cg_steps)
+    scores = outer.pool_scores(state.w, cg.x, pool_z, pseudo_labels)     # (P,)
+    masked = jnp.where(available, scores, -jnp.inf)
+    i = jnp.argmax(masked)
+    copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
+    bank = inner.Bank(bank.z.at[n_lab + k].set(copies),
+                      bank.y.at[n_lab + k].set(pseudo_labels[i]),
+                      bank.valid.at[n_lab + k].set(True))
+    row = jnp.stack([masked[i], inner_fn(state.w), g_val, cg.residual])
+    return (state, bank, available.at[i].set(False), picks.at[k].set(i.astype(jnp.int32)),
+            diag.at[k].set(row))
+
+  carry = (inner.init_inner_state(w0.astype(dtype)), bank, available,
+           jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 4), dtype))
+  state, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
+
+  if n_uniform:
+    u = jnp.where(available, jax.random.uniform(uniform_key, (p,), dtype), -1.0)
+    _, uniform_picks = lax.top_k(u, n_uniform)
+    picks = jnp.concatenate([picks, uniform_picks.astype(jnp.int32)])
+  is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
+  return Selection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], state.w)
+
+
+def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
+                 labeled_idx: jax.Array, labeled_labels: jax.Array, labeled_bank: jax.Array,
+                 bank_fn: BankFn, bank_params: Any, *, b: int, uniform_fraction: float = 0.1,
+                 lr: float | jax.Array = 1e-3, l2: float | jax.Array = 1e-4,
+                 inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
+                 w0: jax.Array | None = None, validate: bool = True) -> Selection:
+  """Selects a batch of b pool points by the bilevel greedy rule (+ a uniform share).
+
+  Args:
+    key: PRNG key (minibatches, augmented copies, uniform share).
+    pool_z: (P, m) clean Nystrom features of the whole training pool (labeled points included).
+    pseudo_labels: (P, c) soft pseudo-labels (rows are distributions).
+    labeled_idx: (L,) distinct pool indices of the labeled points, L >= 1.
+    labeled_labels: (L,) their true classes in [0, c).
+    labeled_bank: (L, A, m) features of A augmented copies of each labeled point.
+    bank_fn: static `bank_fn(bank_params, key, index) -> (A, m)` copies of a picked point.
+    bank_params: pytree of arrays used by bank_fn (traced).
+    b: batch size; n_uniform = round(uniform_fraction * b) of it is uniform (b=10 -> 9 + 1).
+    uniform_fraction: share drawn uniformly at random after the greedy picks (static).
+    lr: Adam learning rate of the inner solver (traced; the paper does not state it, 1e-3 is
+      the authors' published code).
+    l2: lambda of the inner penalty l2 * ||w||^2 (traced).
+    inner_steps, batch_size: Adam steps per greedy step and pairs per minibatch (static);
+      batch_size=None uses exact full-bank gradients.
+    cg_steps: CG iterations for H^-1 grad G (static).
+    w0: (m, c) initial inner weights, zeros by default.
+    validate: run `validate_inputs` first (cheap; host-side).
+
+  Returns:
+    Selection (indices (b,) and per-step diagnostics).
+  """
+  if validate:
+    validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
+                    bank_params, b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
+                    inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps, w0=w0)
+  n_bilevel, n_uniform = split_batch(b, uniform_fraction)
+  pool_z = jnp.asarray(pool_z)
+  dtype = pool_z.dtype
+  if w0 is None:
+    w0 = jnp.zeros((pool_z.shape[1], np.shape(pseudo_labels)[1]), dtype)
+  return _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
+                 jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
+                 jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
+                 bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
+                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
