@@ -2,6 +2,7 @@
 from bilevel_jax.strategies.base import (RoundContext, Strategy, available, entropy, get,
                                          register, select, top_b_in_pool, uniform_in_pool)
 from bilevel_jax.strategies import baselines  # noqa: F401  (registers the baselines)
+from bilevel_jax.strategies import bilevel  # noqa: F401  (registers 'bilevel')
 
 __all__ = ["RoundContext", "Strategy", "available", "entropy", "get", "register", "select",
            "top_b_in_pool", "uniform_in_pool"]

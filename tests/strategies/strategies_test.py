@@ -12,6 +12,9 @@ from bilevel_jax import strategies
 from bilevel_jax.strategies import baselines
 
 _BASELINES = ("uniform", "max_entropy", "kcenter", "consistency")
+_ALL = _BASELINES + ("bilevel",)
+# Small inner problems keep the bilevel property tests fast.
+_OPTIONS = {"bilevel": dict(inner_steps=10, batch_size=8, cg_steps=4)}
 
 
 def _context(seed: int, n: int = 24, c: int = 4, e: int = 5, num_labeled: int = 6,
@@ -27,41 +30,47 @@ def _context(seed: int, n: int = 24, c: int = 4, e: int = 5, num_labeled: int = 
   return strategies.RoundContext(
       probs=probs[0], labeled_mask=jnp.asarray(mask), labeled_idx=jnp.asarray(labeled_idx),
       labels=jnp.asarray(labels), aug_probs=probs[1:],
-      embeddings=jnp.asarray(rng.normal(size=(n, e)).astype(np.float32)))
+      embeddings=jnp.asarray(rng.normal(size=(n, e)).astype(np.float32)),
+      features=jnp.asarray(rng.normal(size=(n, e)).astype(np.float32)))
 
 
 class PropertyTest(parameterized.TestCase):
 
-  @parameterized.product(name=_BASELINES, seed=(0, 1, 2), b=(1, 7))
+  @parameterized.product(name=_ALL, seed=(0, 1, 2), b=(1, 7))
   def test_valid_batch(self, name, seed, b):
     ctx = _context(seed)
     key = jax.random.key(seed)
-    picks = np.asarray(strategies.select(name, key, ctx, b))
+    opts = _OPTIONS.get(name, {})
+    picks = np.asarray(strategies.select(name, key, ctx, b, **opts))
     self.assertEqual(picks.shape, (b,))
     self.assertEqual(picks.dtype, np.int32)
     self.assertEqual(len(set(picks.tolist())), b, f"duplicates in {picks}")
     self.assertTrue(np.all((picks >= 0) & (picks < ctx.probs.shape[0])))
     self.assertFalse(np.any(np.asarray(ctx.labeled_mask)[picks]), f"labeled point in {picks}")
-    again = np.asarray(strategies.select(name, key, ctx, b))
+    again = np.asarray(strategies.select(name, key, ctx, b, **opts))
     np.testing.assert_array_equal(picks, again)
 
-  @parameterized.parameters(*_BASELINES)
+  @parameterized.parameters(*_ALL)
   def test_whole_pool(self, name):
     """b = pool size must return exactly the pool, even with tied scores."""
     ctx = _context(3, n=12, num_labeled=4)
     ctx = ctx._replace(aug_probs=jnp.full_like(ctx.aug_probs, 0.25),
-                       embeddings=jnp.zeros_like(ctx.embeddings))
-    picks = np.asarray(strategies.select(name, jax.random.key(0), ctx, 8))
+                       embeddings=jnp.zeros_like(ctx.embeddings),
+                       features=jnp.zeros_like(ctx.features))
+    picks = np.asarray(strategies.select(name, jax.random.key(0), ctx, 8,
+                                         **_OPTIONS.get(name, {})))
     np.testing.assert_array_equal(np.sort(picks), np.flatnonzero(~np.asarray(ctx.labeled_mask)))
 
-  @parameterized.parameters(*_BASELINES)
+  @parameterized.parameters(*_ALL)
   def test_vmaps_over_seeds(self, name):
     ctxs = [_context(s) for s in range(3)]
     batched = jax.tree.map(lambda *xs: jnp.stack(xs), *ctxs)
     keys = jax.random.split(jax.random.key(0), 3)
-    picks = jax.vmap(strategies.get(name).select, in_axes=(0, 0, None))(keys, batched, 4)
+    opts = _OPTIONS.get(name, {})
+    fn = lambda k, c: strategies.get(name).select(k, c, 4, **opts)
+    picks = jax.vmap(fn)(keys, batched)
     for s in range(3):
-      np.testing.assert_array_equal(picks[s], strategies.select(name, keys[s], ctxs[s], 4))
+      np.testing.assert_array_equal(picks[s], strategies.select(name, keys[s], ctxs[s], 4, **opts))
 
   def test_batch_too_large_fails(self):
     ctx = _context(0, n=10, num_labeled=4)
@@ -147,3 +156,28 @@ class ReferenceTest(parameterized.TestCase):
     # 6000 draws over 8 points: expected 750 each, std ~ 25.
     self.assertLess(np.abs(pool_counts - 750).max(), 120, pool_counts)
     self.assertFalse(np.array_equal(picks[0], picks[1]) and np.array_equal(picks[1], picks[2]))
+
+
+class BilevelStrategyTest(parameterized.TestCase):
+
+  def test_delegates_to_select_batch_with_bank(self):
+    from bilevel_jax.bilevel import select as bilevel_select  # pylint: disable=g-import-not-at-top
+    ctx = _context(4, n=20, num_labeled=5)
+    rng = np.random.default_rng(0)
+    pool_bank = jnp.asarray(rng.normal(size=(20, 3, 5)).astype(np.float32))  # (N, A, m)
+    bank_fn, bank_params = bilevel_select.precomputed_bank(pool_bank)
+    ctx = ctx._replace(bank=pool_bank[ctx.labeled_idx], bank_params=bank_params)
+    opts = dict(inner_steps=15, batch_size=8, cg_steps=5)
+    key = jax.random.key(7)
+    got = strategies.select("bilevel", key, ctx, 10, bank_fn=bank_fn, **opts)
+    want = bilevel_select.select_batch(
+        key, ctx.features, ctx.probs, ctx.labeled_idx, ctx.labels[ctx.labeled_idx],
+        ctx.bank, bank_fn, bank_params, b=10, **opts)
+    np.testing.assert_array_equal(got, want.indices)
+    self.assertEqual(int(want.is_bilevel.sum()), 9)  # the paper's 90% / 10% split
+
+  def test_bank_without_bank_fn_fails(self):
+    ctx = _context(4, n=20, num_labeled=5)
+    ctx = ctx._replace(bank=jnp.zeros((5, 2, 5)))
+    with self.assertRaisesRegex(ValueError, "bank_fn"):
+      strategies.select("bilevel", jax.random.key(0), ctx, 3, inner_steps=2, cg_steps=2)
