@@ -1,0 +1,1 @@
+"""Scaling selection out: sharding over devices, streaming pools larger than memory."""

@@ -1,0 +1,110 @@
+"""Sharding of pool-sized arrays over all devices (a 1-D Mesh over the pool axis).
+
+Pool-sized work in a selection (NTK rows against the landmarks, Nystrom features, pseudo-label
+losses, outer gradient, scores) is row-wise in the pool, so one mesh axis named "pool" suffices:
+every pool-sized array is split along its first axis, everything else (landmarks, the inner
+problem's bank, w, the CG vectors) is replicated. The jitted selection is then the same program
+on 1 or N devices: jit reads the input shardings and GSPMD inserts the two collectives the rule
+needs (the all-reduce of grad G = Z^T (P - Y~) and the global argmax of the scores).
+
+Multi-host: call `jax.distributed.initialize()` first; `jax.devices()` then lists every host's
+devices, `pool_mesh()` spans them, and each process passes only its own rows to
+`shard_pool_from_local` (see docs/scaling.md).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+POOL_AXIS = "pool"
+
+
+def pool_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh named "pool" over `devices` (default: all devices of all processes)."""
+  devices = list(jax.devices() if devices is None else devices)
+  if not devices:
+    raise ValueError("pool_mesh: got an empty device list.")
+  return Mesh(np.asarray(devices), (POOL_AXIS,))
+
+
+def pool_spec(ndim: int) -> P:
+  """PartitionSpec splitting axis 0 over the pool axis, replicating the rest."""
+  if ndim < 1:
+    raise ValueError(f"pool_spec: pool arrays need ndim >= 1, got {ndim}.")
+  return P(POOL_AXIS, *([None] * (ndim - 1)))
+
+
+def pool_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  return NamedSharding(mesh, pool_spec(ndim))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def padded_size(n: int, multiple: int) -> int:
+  """Smallest size >= n divisible by `multiple`."""
+  if n < 0 or multiple < 1:
+    raise ValueError(f"padded_size: need n >= 0 and multiple >= 1, got n={n}, multiple={multiple}.")
+  return -(-n // multiple) * multiple
+
+
+def pad_rows(x: Any, size: int, fill: float = 0.0) -> Any:
+  """Pads axis 0 of `x` (numpy or jax) up to `size` rows with `fill`."""
+  n = x.shape[0]
+  if size < n:
+    raise ValueError(f"pad_rows: target size {size} is below the {n} rows present.")
+  if size == n:
+    return x
+  widths = [(0, size - n)] + [(0, 0)] * (x.ndim - 1)
+  if isinstance(x, np.ndarray):
+    return np.pad(x, widths, constant_values=fill)
+  return jnp.pad(x, widths, constant_values=fill)
+
+
+def shard_pool(mesh: Mesh, x: Any) -> jax.Array:
+  """Places a pool-sized array split along axis 0 over the mesh (single process).
+
+  Args:
+    mesh: from `pool_mesh`.
+    x: (N, ...) with N divisible by the number of devices (pad with `pad_rows` first).
+  """
+  n_dev = mesh.devices.size
+  if x.shape[0] % n_dev:
+    raise ValueError(
+        f"shard_pool: pool axis of length {x.shape[0]} is not divisible by the {n_dev} devices "
+        f"of the mesh; pad it with pad_rows(x, padded_size({x.shape[0]}, {n_dev})).")
+  return jax.device_put(x, pool_sharding(mesh, x.ndim))
+
+
+def replicate(mesh: Mesh, x: Any) -> jax.Array:
+  """Places a copy of `x` on every device of the mesh."""
+  return jax.device_put(x, replicated_sharding(mesh))
+
+
+def shard_pool_from_local(mesh: Mesh, local_rows: np.ndarray, global_rows: int) -> jax.Array:
+  """Builds a global pool array from this process's contiguous block of rows (multi-host).
+
+  Args:
+    mesh: spanning the devices of all processes.
+    local_rows: (global_rows / process_count, ...) rows owned by this process, in process order.
+    global_rows: N of the global array, divisible by the number of devices.
+  """
+  if global_rows % mesh.devices.size:
+    raise ValueError(
+        f"shard_pool_from_local: global_rows={global_rows} must be divisible by the "
+        f"{mesh.devices.size} devices; pad the pool first.")
+  shape = (global_rows,) + tuple(local_rows.shape[1:])
+  return jax.make_array_from_process_local_data(
+      pool_sharding(mesh, local_rows.ndim), local_rows, shape)
+
+
+def describe(x: jax.Array) -> str:
+  """One line: global shape and how many devices hold a shard, for logs and tests."""
+  shards = x.addressable_shards
+  return (f"shape={tuple(x.shape)} sharding={x.sharding} shards={len(shards)} "
+          f"shard_shape={tuple(shards[0].data.shape)}")
