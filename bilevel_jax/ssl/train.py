@@ -1,0 +1,437 @@
+"""Supervised and MixMatch training from raw waveforms, one jitted step, seeds vmapped.
+
+Data stay on device: the step samples indices, gathers waveforms, augments and computes
+log-mel features inside jit, so there is no host input pipeline. Every step's randomness is
+`fold_in(state.key, state.step)`, so a run resumed from an Orbax checkpoint reproduces the
+uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bilevel_jax.models import get_model
+from bilevel_jax.ssl import mixmatch
+
+FeaturizeFn = Callable[[jax.Array], jax.Array]  # (B, T) waveforms -> (B, 32, 32, 1)
+AugmentFeaturizeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # key, (B,T), (K,L)
+METHODS = ("mixmatch", "supervised", "supervised_aug")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Hyperparameters of one training run (hashable: static under jit).
+
+  `ema_decay` is capped by (1 + t) / (10 + t) at step t so that short runs average
+  trained weights instead of the random init. `weight_decay` multiplies conv/dense kernels
+  by (1 - weight_decay) after every update, as in the MixMatch reference code.
+  """
+  method: str = "mixmatch"
+  steps: int = 100_000
+  batch_size: int = 64
+  lr: float = 1e-3
+  lr_end: float = 1e-5
+  ema_decay: float = 0.999
+  weight_decay: float = 4e-4
+  lambda_u: float = 10.0
+  rampup_steps: int = 16_000
+  temperature: float = 0.5
+  mixup_alpha: float = 0.75
+  num_augmentations: int = 2
+  model: str = "wide_resnet"
+  depth: int = 28
+  width: int = 2
+  bn_momentum: float = 0.999
+  log_every: int = 100
+  checkpoint_every: int = 1000
+
+  @classmethod
+  def from_config(cls, cfg: Any, **overrides: Any) -> "TrainConfig":
+    """Reads the fields present in an ml_collections ConfigDict (or mapping)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    items = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+    unknown = set(items) - names
+    if unknown:
+      raise ValueError(f"Unknown training config keys {sorted(unknown)}; known: {sorted(names)}.")
+    items.update(overrides)
+    return cls(**items)
+
+
+class TrainState(NamedTuple):
+  """Whole training state; a pytree (stacked along a leading seed axis by `train_many`)."""
+  step: jax.Array          # () int32
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  ema_params: Any
+  key: jax.Array           # (2,) uint32 raw key data; step t uses fold_in(key, t)
+
+
+class TrainData(NamedTuple):
+  """Device-resident training set shared by all seeds."""
+  waveforms: jax.Array     # (N, T) float32
+  labels: jax.Array        # (N,) int32
+  noise: jax.Array         # (K, L) float32 background noise for augmentation
+  feature_mean: jax.Array  # () scalar normalisation of log-mel features
+  feature_std: jax.Array   # ()
+
+
+class Classifier(NamedTuple):
+  """Everything `predict` needs for one trained model (EMA weights)."""
+  model: nn.Module
+  variables: Any           # {"params": EMA params, "batch_stats": running stats}
+  feature_mean: float
+  feature_std: float
+  featurize_fn: FeaturizeFn
+  augment_featurize_fn: AugmentFeaturizeFn
+  noise: jax.Array
+
+
+class TrainResult(NamedTuple):
+  state: TrainState        # final state (leading axis S for train_many)
+  classifiers: list        # [Classifier] one per seed
+  history: list            # logged scalar dicts (mean over seeds)
+  seconds: float           # wall time of the training loop (compilation included)
+  steps_per_second: float  # steps of one model per second, excluding the first (compiling) chunk
+
+
+def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: np.ndarray,
+             num_classes: int, require_all_classes: bool) -> None:
+  """Raises ValueError naming the bad setting; called before anything is compiled."""
+  if tc.method not in METHODS:
+    raise ValueError(f"train.method={tc.method!r}; expected one of {METHODS}.")
+  checks = [
+      (tc.steps >= 1, f"train.steps={tc.steps}; expected >= 1."),
+      (tc.batch_size >= 1, f"train.batch_size={tc.batch_size}; expected >= 1."),
+      (tc.batch_size <= num_train,
+       f"train.batch_size={tc.batch_size} is larger than the training set ({num_train} clips)."),
+      (tc.lr > 0 and tc.lr_end >= 0, f"train.lr={tc.lr}, lr_end={tc.lr_end}; expected lr > 0, "
+       "lr_end >= 0."),
+      (0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay}; expected in [0, 1)."),
+      (0.0 <= tc.weight_decay < 1.0, f"train.weight_decay={tc.weight_decay}; expected in [0, 1)."),
+      (tc.lambda_u >= 0, f"train.lambda_u={tc.lambda_u}; expected >= 0."),
+      (tc.temperature > 0, f"train.temperature={tc.temperature}; expected > 0."),
+      (tc.mixup_alpha > 0, f"train.mixup_alpha={tc.mixup_alpha}; expected > 0."),
+      (tc.num_augmentations >= 1,
+       f"train.num_augmentations={tc.num_augmentations}; expected >= 1."),
+      (tc.log_every >= 1 and tc.checkpoint_every >= 1,
+       f"train.log_every={tc.log_every}, checkpoint_every={tc.checkpoint_every}; expected >= 1."),
+      (num_classes >= 2, f"num_classes={num_classes}; expected >= 2."),
+  ]
+  for ok, message in checks:
+    if not ok:
+      raise ValueError(message)
+  labels = np.asarray(labels)
+  if labels.shape != (num_train,):
+    raise ValueError(f"labels have shape {labels.shape}; expected ({num_train},).")
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise ValueError(f"labels must lie in [0, {num_classes}); got range "
+                     f"[{labels.min()}, {labels.max()}].")
+  labeled_idx = np.asarray(labeled_idx)
+  if labeled_idx.ndim != 2:
+    raise ValueError(f"labeled indices must be (S, L); got shape {labeled_idx.shape}.")
+  if labeled_idx.shape[1] == 0:
+    raise ValueError("Zero labeled points: the labeled index set is empty.")
+  if not np.issubdtype(labeled_idx.dtype, np.integer):
+    raise ValueError(f"labeled indices must be integers; got dtype {labeled_idx.dtype}.")
+  if labeled_idx.min() < 0 or labeled_idx.max() >= num_train:
+    raise ValueError(f"labeled indices must lie in [0, {num_train}); got range "
+                     f"[{labeled_idx.min()}, {labeled_idx.max()}].")
+  for s, row in enumerate(labeled_idx):
+    if len(np.unique(row)) != len(row):
+      raise ValueError(f"labeled indices of seed {s} contain duplicates.")
+    if require_all_classes:
+      missing = sorted(set(range(num_classes)) - set(labels[row].tolist()))
+      if missing:
+        raise ValueError(f"labeled set of seed {s} has no label for classes {missing}; the "
+                         "protocol requires every class to be represented.")
+
+
+def create_model(tc: TrainConfig, num_classes: int) -> nn.Module:
+  return get_model(tc.model, num_classes=num_classes, depth=tc.depth, width=tc.width,
+                   bn_momentum=tc.bn_momentum)
+
+
+def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
+  """Adam with the learning rate decayed linearly lr -> lr_end over the run."""
+  return optax.adam(optax.linear_schedule(tc.lr, tc.lr_end, max(tc.steps - 1, 1)))
+
+
+def init_state(tc: TrainConfig, model: nn.Module, key: jax.Array,
+               input_shape: Sequence[int] = (32, 32, 1)) -> TrainState:
+  """Fresh state from a typed PRNG key."""
+  init_key, train_key = jax.random.split(key)
+  variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  params = variables["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+      opt_state=make_optimizer(tc).init(params),
+      ema_params=jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
+      key=jax.random.key_data(train_key))
+
+
+def _decay_kernels(params: Any, factor: jax.Array) -> Any:
+  def f(path, p):
+    return p * factor if getattr(path[-1], "key", None) == "kernel" else p
+  return jax.tree_util.tree_map_with_path(f, params)
+
+
+def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
+              featurize_fn: FeaturizeFn,
+              augment_featurize_fn: AugmentFeaturizeFn) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns step(state, data, labeled_idx (L,)) -> (state, metrics) for one model (un-jitted)."""
+  optimizer = make_optimizer(tc)
+  b, k_aug = tc.batch_size, tc.num_augmentations
+
+  def step(state: TrainState, data: TrainData, labeled_idx: jax.Array):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+    k_lab, k_unl, k_auglab, k_augunl, k_mix = jax.random.split(key, 5)
+    n_lab = labeled_idx.shape[0]
+    idx = labeled_idx[jax.random.choice(k_lab, n_lab, (b,), replace=n_lab < b)]
+    y = jax.nn.one_hot(data.labels[idx], num_classes)
+    norm = lambda f: (f - data.feature_mean) / data.feature_std
+    if tc.method == "supervised":
+      x = norm(featurize_fn(data.waveforms[idx]))
+    else:
+      x = norm(augment_featurize_fn(k_auglab, data.waveforms[idx], data.noise))
+
+    def forward(params, batch_stats, inputs):
+      (logits, _), upd = model.apply({"params": params, "batch_stats": batch_stats}, inputs,
+                                     train=True, mutable=["batch_stats"])
+      return logits, upd["batch_stats"]
+
+    if tc.method == "mixmatch":
+      uidx = jax.random.choice(k_unl, data.waveforms.shape[0], (b,), replace=False)
+      waves_u = jnp.tile(data.waveforms[uidx], (k_aug, 1))  # (K*B, T)
+      u = norm(augment_featurize_fn(k_augunl, waves_u, data.noise))
+      # Label guessing uses batch statistics of the guess batch; its stat updates are dropped.
+      logits_u, _ = forward(state.params, state.batch_stats, u)
+      q = mixmatch.guess_labels(logits_u.reshape(k_aug, b, num_classes), tc.temperature)
+      inputs, targets = mixmatch.mixmatch_batch(k_mix, x, y, u, jnp.tile(q, (k_aug, 1)),
+                                                tc.mixup_alpha)
+      weight_u = mixmatch.rampup_weight(state.step, tc.lambda_u, tc.rampup_steps)
+
+      def loss_fn(params):
+        logits, stats = forward(params, state.batch_stats, inputs)
+        loss, (lx, lu) = mixmatch.mixmatch_loss(logits, targets, b, weight_u)
+        return loss, (stats, lx, lu)
+    else:
+      weight_u = jnp.zeros((), jnp.float32)
+
+      def loss_fn(params):
+        logits, stats = forward(params, state.batch_stats, x)
+        lx = mixmatch.soft_cross_entropy(logits, y)
+        return lx, (stats, lx, jnp.zeros_like(lx))
+
+    (loss, (stats, lx, lu)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params = _decay_kernels(params, 1.0 - tc.weight_decay)
+    t = state.step.astype(jnp.float32)
+    decay = jnp.minimum(tc.ema_decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    new_state = TrainState(state.step + 1, params, stats, opt_state, ema, state.key)
+    return new_state, {"loss": loss, "loss_x": lx, "loss_u": lu, "weight_u": weight_u}
+
+  return step
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_run_steps(tc: TrainConfig, model: nn.Module, num_classes: int,
+                       featurize_fn: FeaturizeFn,
+                       augment_featurize_fn: AugmentFeaturizeFn) -> Callable:
+  """Cached jitted vmapped runner, so repeated trainings with equal settings compile once."""
+  return make_run_steps(make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn),
+                        vmapped=True)
+
+
+def make_run_steps(step: Callable, vmapped: bool) -> Callable:
+  """Jitted (state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
+
+  num_steps is traced (a while loop), so chunks of any length share one compilation.
+  With vmapped=True the state/labeled_idx carry a leading seed axis; data are shared.
+  """
+  one = jax.vmap(step, in_axes=(0, None, 0)) if vmapped else step
+
+  def run(state, data, labeled_idx, num_steps):
+    _, metrics_shape = jax.eval_shape(one, state, data, labeled_idx)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+
+    def body(_, carry):
+      st, acc = carry
+      st, m = one(st, data, labeled_idx)
+      return st, jax.tree.map(jnp.add, acc, m)
+
+    state, total = jax.lax.fori_loop(0, num_steps, body, (state, zeros))
+    n = jnp.maximum(num_steps, 1).astype(jnp.float32)
+    return state, jax.tree.map(lambda v: v / n, total)
+
+  return jax.jit(run, donate_argnums=0)
+
+
+def feature_stats(featurize_fn: FeaturizeFn, waveforms: np.ndarray, max_clips: int = 512,
+                  batch: int = 128) -> tuple[float, float]:
+  """Scalar mean and std of un-augmented log-mel features over the first max_clips clips."""
+  feats = [np.asarray(jax.jit(featurize_fn)(jnp.asarray(waveforms[i:i + batch])))
+           for i in range(0, min(len(waveforms), max_clips), batch)]
+  f = np.concatenate(feats)
+  return float(f.mean()), float(f.std() + 1e-6)
+
+
+def _default_audio() -> tuple[FeaturizeFn, AugmentFeaturizeFn]:
+  from bilevel_jax import audio  # pylint: disable=g-import-not-at-top
+  return audio.featurize, audio.augment_and_featurize
+
+
+def _checkpoint_manager(workdir: pathlib.Path | None):
+  if workdir is None:
+    return None
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
+  return ocp.CheckpointManager((pathlib.Path(workdir) / "checkpoints").absolute(),
+                               options=options)
+
+
+def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
+               labeled_idx: np.ndarray, keys: jax.Array, *, num_classes: int,
+               noise: np.ndarray | None = None, featurize_fn: FeaturizeFn | None = None,
+               augment_featurize_fn: AugmentFeaturizeFn | None = None,
+               workdir: str | pathlib.Path | None = None, require_all_classes: bool = False,
+               vmapped: bool = True, progress: bool = True,
+               callback: Callable[[int, TrainState], None] | None = None) -> TrainResult:
+  """Trains S models (one per key / labeled set) in one compiled program.
+
+  Args:
+    config: TrainConfig or the `train` ConfigDict of an experiment config.
+    waveforms: (N, T) float32 training clips (all of them are the unlabeled set).
+    labels: (N,) int32; only labels[labeled_idx] are used for training.
+    labeled_idx: (S, L) labeled indices per seed (equal sizes).
+    keys: (S,) typed PRNG keys (init and data order per seed).
+    num_classes: C.
+    noise: (K, L) background noise for augmentation (zeros(1, T) if None).
+    featurize_fn / augment_featurize_fn: log-mel without / with augmentation (defaults:
+      bilevel_jax.audio.featurize / augment_and_featurize).
+    workdir: if set, Orbax checkpoints (resumed when present) and metrics go there.
+    require_all_classes: reject labeled sets that miss a class.
+    vmapped: if False the S models are trained one after another (benchmark baseline).
+    callback: called as callback(step, state) after every logged chunk (tests use it to kill).
+
+  Returns:
+    TrainResult with states stacked along axis 0 and one Classifier per seed.
+  """
+  tc = config if isinstance(config, TrainConfig) else TrainConfig.from_config(config)
+  waveforms = np.asarray(waveforms, np.float32)
+  labeled_idx = np.asarray(labeled_idx)
+  if waveforms.ndim != 2:
+    raise ValueError(f"waveforms must be (N, T); got shape {waveforms.shape}.")
+  validate(tc, waveforms.shape[0], labels, labeled_idx, num_classes, require_all_classes)
+  num_seeds = labeled_idx.shape[0]
+  if jnp.shape(keys) != (num_seeds,):
+    raise ValueError(f"need one key per labeled set: keys {jnp.shape(keys)}, labeled "
+                     f"{labeled_idx.shape}.")
+  if featurize_fn is None or augment_featurize_fn is None:
+    default_feat, default_aug = _default_audio()
+    featurize_fn = featurize_fn or default_feat
+    augment_featurize_fn = augment_featurize_fn or default_aug
+  if noise is None:
+    noise = np.zeros((1, waveforms.shape[1]), np.float32)
+  if not vmapped:
+    results = []
+    for s in range(num_seeds):
+      sub = None if workdir is None else pathlib.Path(workdir) / f"seed{s}"
+      results.append(train_many(tc, waveforms, labels, labeled_idx[s:s + 1], keys[s:s + 1],
+                                num_classes=num_classes, noise=noise, featurize_fn=featurize_fn,
+                                augment_featurize_fn=augment_featurize_fn, workdir=sub,
+                                require_all_classes=require_all_classes, progress=progress,
+                                callback=callback))
+    state = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[r.state for r in results])
+    seconds = sum(r.seconds for r in results)
+    return TrainResult(state, sum((r.classifiers for r in results), []),
+                       results[0].history, seconds,
+                       float(np.mean([r.steps_per_second for r in results])))
+
+  model = create_model(tc, num_classes)
+  mean, std = feature_stats(featurize_fn, waveforms)
+  data = TrainData(jnp.asarray(waveforms), jnp.asarray(labels, jnp.int32),
+                   jnp.asarray(noise, jnp.float32), jnp.float32(mean), jnp.float32(std))
+  input_shape = jax.eval_shape(featurize_fn, jax.ShapeDtypeStruct((1, waveforms.shape[1]),
+                                                                 jnp.float32)).shape[1:]
+  state = jax.vmap(lambda k: init_state(tc, model, k, input_shape))(keys)
+  lab = jnp.asarray(labeled_idx, jnp.int32)
+  run_steps = compiled_run_steps(tc, model, num_classes, featurize_fn, augment_featurize_fn)
+
+  manager = _checkpoint_manager(workdir)
+  writer = None
+  if manager is not None:
+    from bilevel_jax.utils.metrics import MetricWriter  # pylint: disable=g-import-not-at-top
+    writer = MetricWriter(workdir)
+    latest = manager.latest_step()
+    if latest is not None:
+      import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+      abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+      state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+  start = int(np.asarray(state.step)[0])
+
+  history, t0, t_after_first, steps_after_first = [], time.perf_counter(), None, 0
+  bar = None
+  if progress:
+    from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+    bar = tqdm(total=tc.steps, initial=start, desc=f"{tc.method} x{num_seeds}", leave=False)
+  step = start
+  while step < tc.steps:
+    n = min(tc.log_every, tc.steps - step)
+    state, metrics = run_steps(state, data, lab, jnp.int32(n))
+    metrics = jax.device_get(metrics)  # one host sync per chunk
+    step += n
+    if t_after_first is None:
+      t_after_first = time.perf_counter()
+    else:
+      steps_after_first += n
+    row = {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
+    history.append({"step": step, **row})
+    if writer is not None:
+      writer.write_scalars(step, row)
+    if bar is not None:
+      bar.update(n)
+      bar.set_postfix(loss=f"{row['train/loss']:.3f}")
+    if manager is not None and (step % tc.checkpoint_every == 0 or step == tc.steps):
+      import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+      manager.save(step, args=ocp.args.StandardSave(state))
+      manager.wait_until_finished()
+    if callback is not None:
+      callback(step, state)
+  jax.block_until_ready(state)
+  t1 = time.perf_counter()
+  if bar is not None:
+    bar.close()
+  if writer is not None:
+    writer.close()
+  if manager is not None:
+    manager.close()
+  sps = steps_after_first / (t1 - t_after_first) if steps_after_first else float("nan")
+  noise_dev = data.noise
+  classifiers = [
+      Classifier(model, {"params": jax.tree.map(lambda v: v[s], state.ema_params),
+                         "batch_stats": jax.tree.map(lambda v: v[s], state.batch_stats)},
+                 mean, std, featurize_fn, augment_featurize_fn, noise_dev)
+      for s in range(num_seeds)]
+  return TrainResult(state, classifiers, history, t1 - t0, sps)
+
+
+def train(config: Any, waveforms: np.ndarray, labels: np.ndarray, labeled_idx: np.ndarray,
+          key: jax.Array, **kwargs: Any) -> TrainResult:
+  """One model: labeled_idx (L,), key a typed PRNG key. Same keywords as `train_many`."""
+  labeled_idx = np.asarray(labeled_idx)
+  if labeled_idx.ndim != 1:
+    raise ValueError(f"train() takes labeled indices of shape (L,); got {labeled_idx.shape}.")
+  return train_many(config, waveforms, labels, labeled_idx[None], key[None], **kwargs)
