@@ -16,6 +16,8 @@ Augmented copies (`bank_fn`). The bank function is static (hashed by identity) a
 come in through the traced `bank_params` pytree rather than a closure: closed-over arrays would
 be baked into the program as constants, and a fresh closure each round would recompile.
   * Precomputed copies: `precomputed_bank(pool_bank)` with pool_bank (P, A, m).
+  * Copies made on the host when a point is picked (kernel code jitted on its own, disk
+    cache): `HostBank(host_fn, A, m)`, a jax.pure_callback inside the program.
   * NTK copies computed inside the jit: a module-level function such as
       def ntk_bank_fn(params, key, i):          # params: waveforms (P, 16000), noise, landmarks,
         keys = jax.random.split(key, A)         #   landmark variance maps, Nystrom map (m, m)
@@ -75,6 +77,32 @@ def precomputed_bank(pool_bank: jax.Array) -> tuple[BankFn, jax.Array]:
   if np.ndim(pool_bank) != 3:
     raise ValueError(f"pool_bank must have shape (P, A, m), got {np.shape(pool_bank)}.")
   return _take_bank, jnp.asarray(pool_bank)
+
+
+class HostBank:
+  """bank_fn that computes copies on the host (jax.pure_callback), e.g. with a kernel function
+  that is jitted on its own or a cache on disk.
+
+  `host_fn(index: int, key_data: np.ndarray uint32) -> (A, m)` array. Create one HostBank per
+  experiment and reuse it: select_batch compiles once per bank_fn object. Use it with
+  bank_params=None. Works under vmap (the callback then runs once per batch member).
+  """
+
+  def __init__(self, host_fn: Callable[[int, np.ndarray], np.ndarray], n_aug: int, m: int,
+               dtype=jnp.float32):
+    self.host_fn = host_fn
+    self.shape = jax.ShapeDtypeStruct((n_aug, m), dtype)
+
+  def _call_host(self, index, key_data):
+    out = np.asarray(self.host_fn(int(index), np.asarray(key_data)), self.shape.dtype)
+    if out.shape != self.shape.shape:
+      raise ValueError(f"HostBank host_fn returned shape {out.shape}, expected {self.shape.shape}.")
+    return out
+
+  def __call__(self, params, key, index):
+    del params
+    return jax.pure_callback(self._call_host, self.shape, index, jax.random.key_data(key),
+                             vmap_method="sequential")
 
 
 def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:

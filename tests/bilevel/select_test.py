@@ -149,3 +149,20 @@ def test_bad_inputs_raise_clear_errors(changes, match):
   args, opts = _bad(_PROB, **changes)
   with pytest.raises(ValueError, match=match):
     select.select_batch(jax.random.key(0), **args, **opts)
+
+
+def test_host_bank_gives_same_picks_as_precomputed_bank():
+  prob = problems.make_problem(seed=6, p=16, n_labeled=3, dtype=np.float32)
+  args = list(_args(prob))
+  calls = []
+
+  def host_fn(index, key_data):
+    calls.append(index)
+    assert key_data.dtype == np.uint32
+    return prob.pool_bank[index]
+
+  want = select.select_batch(jax.random.key(2), *args, b=4, **_FAST)
+  args[5:7] = select.HostBank(host_fn, 4, 5, jnp.float32), None
+  got = select.select_batch(jax.random.key(2), *args, b=4, **_FAST)
+  np.testing.assert_array_equal(got.indices, want.indices)
+  assert calls == np.asarray(got.indices)[:4].tolist()
