@@ -1,5 +1,5 @@
 """Log-mel features and waveform augmentations in JAX (run on device, inside jit)."""
-from bilevel_jax.audio.augment import (
+from bilevel_jax.audio.augmentations import (
     AugmentParams, apply_params, augment, augment_and_featurize, augment_one, identity_params,
     sample_params)
 from bilevel_jax.audio.features import (

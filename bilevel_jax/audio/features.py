@@ -90,8 +90,14 @@ def normalize_log_mel(log_mel_db: jax.Array) -> jax.Array:
 
 
 def featurize(waveforms: jax.Array) -> jax.Array:
-  """Network inputs without augmentation. waveforms: (B, 16000) -> (B, 32, 32, 1)."""
-  feats = normalize_log_mel(log_mel(waveforms))[..., None]
+  """Network inputs without augmentation. waveforms: (B, 16000) -> (B, 32, 32, 1).
+
+  Equals normalize_log_mel(log_mel(waveforms)); computed as log10(max(mel, amin) / amin) so
+  that the floor (silence) is exactly 0 under jit too.
+  """
+  chex.assert_shape(waveforms, (None, NUM_SAMPLES))
+  mel = mel_power(waveforms)
+  feats = (10.0 / SCALE_DB) * jnp.log10(jnp.maximum(mel, AMIN) / AMIN)[..., None]
   chex.assert_shape(feats, (waveforms.shape[0], N_MELS, NUM_FRAMES, 1))
   return feats
 
