@@ -95,3 +95,19 @@ def augmented_copies(spec: SyntheticSpec, key: jax.Array, z: jax.Array) -> jax.A
   """A copies of one point: z (m,) -> (A, m), z plus isotropic augmentation noise."""
   eps = jax.random.normal(key, (spec.copies, z.shape[-1]), z.dtype)
   return z[None, :] + spec.tau * 3.0 * eps / jnp.sqrt(z.shape[-1])
+
+
+def bank_params(pool_z: jax.Array, copies: int, tau: float = 0.3) -> dict:
+  """Traced parameters of `bank_fn`: the pool features, the noise level and a (A,) shape carrier
+  (the number of copies must be static, so it travels as an array shape)."""
+  return {"z": jnp.asarray(pool_z), "tau": jnp.asarray(tau, jnp.asarray(pool_z).dtype),
+          "copies": jnp.zeros((copies,), jnp.int8)}
+
+
+def bank_fn(params: dict, key: jax.Array, index: jax.Array) -> jax.Array:
+  """`bilevel.select` bank function for synthetic pools: A noisy copies of row `index` (A, m),
+  made on the fly so no (P, A, m) bank is ever stored."""
+  z = params["z"][index]
+  a = params["copies"].shape[0]
+  eps = jax.random.normal(key, (a, z.shape[-1]), z.dtype)
+  return z[None, :] + params["tau"] * 3.0 * eps / jnp.sqrt(z.shape[-1])
