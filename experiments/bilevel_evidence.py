@@ -1,0 +1,425 @@
+r"""Evidence for the bilevel batch selection on real FSDD data (issue 4, SPEC section 3).
+
+  python -m experiments.bilevel_evidence --workdir=runs/bilevel_evidence \
+      --parts=first_batch,al_curve,timing
+
+Parts (each writes JSON under --results_dir, atomically, with the command inside):
+  first_batch  10 class-covering labels per seed; pseudo-labels from L2 logistic regression on
+               the Nystrom features of the labeled points' augmented copies; the first batch
+               (b = 10) of bilevel, uniform and max-entropy: classes covered and points the
+               pseudo-label model misclassifies (paper Fig. 2: 9 classes, 9 of 10).
+  al_curve     cheap proxy active learning: the same logistic regression is the model, 10 -> 60
+               labels, b = 10, bilevel vs uniform, test accuracy per round; one JSON per
+               (method, seed), so a killed run resumes.
+  timing       select_batch for b = 10 from the 2700-clip pool at m = --m_timing on CPU:
+               compile time, run time with cached copies, time to make new copies.
+
+Features: the WRN-28 NTK (bilevel_jax.ntk) between clean log-mels of the training set and m
+landmarks drawn at random from it, Nystrom map z_x = K_UU^(+1/2) k(x, U). Landmarks for a smaller
+m are the first m of the same random permutation, so one cached pool-vs-landmark kernel serves
+every m. Augmented copies of a point use the key fold_in(aug_key, index), so a point's copies are
+the same whichever seed or method asks for them, and are cached on disk under --workdir.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import sys
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilevel_jax import audio
+from bilevel_jax import data as data_lib
+from bilevel_jax.bilevel import inner
+from bilevel_jax.bilevel import select
+from bilevel_jax.utils import io
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Caches (kernels, banks) go here.", required=True)
+_DATA_ROOT = flags.DEFINE_string("data_root", None, "Data root holding fsdd/ (default: "
+                                 "$BILEVEL_JAX_DATA, else ../shared/data).")
+_RESULTS = flags.DEFINE_string("results_dir", "results/bilevel_evidence", "JSON output folder.")
+_PARTS = flags.DEFINE_list("parts", ["first_batch", "al_curve", "timing"], "Parts to run.")
+_M_MAX = flags.DEFINE_integer("m_max", 2000, "Landmarks of the cached pool kernel.")
+_M_FIRST = flags.DEFINE_integer("m_first", 2000, "Landmarks for the first-batch part.")
+_M_CURVE = flags.DEFINE_integer("m_curve", 500, "Landmarks for the AL-curve part (CPU scale).")
+_M_TIMING = flags.DEFINE_integer("m_timing", 2000, "Landmarks for the timing part.")
+_N_AUG = flags.DEFINE_integer("n_aug", 8, "Augmented copies per point in the inner problem.")
+_SEEDS = flags.DEFINE_integer("seeds", 6, "Seeds (initial labeled sets).")
+_B = flags.DEFINE_integer("b", 10, "Batch size per round.")
+_FINAL_LABELS = flags.DEFINE_integer("final_labels", 60, "AL curve stops at this many labels.")
+_LR = flags.DEFINE_float("lr", 1e-3, "Adam learning rate of the inner problem and the model.")
+_L2 = flags.DEFINE_float("l2", 1e-4, "lambda of the inner problem and the model.")
+_STEPS = flags.DEFINE_integer("inner_steps", 1000, "Adam steps per inner solve.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Inner minibatch (pairs).")
+_CG = flags.DEFINE_integer("cg_steps", 30, "CG steps.")
+_LANDMARK_SEED = flags.DEFINE_integer("landmark_seed", 0, "Seed of the landmark permutation.")
+_AUG_SEED = flags.DEFINE_integer("aug_seed", 0, "Seed of the augmented copies.")
+_TILE = flags.DEFINE_integer("tile", 64, "Kernel tile edge (rows and columns).")
+_KERNEL = flags.DEFINE_enum(
+    "kernel", "ntk", ["ntk", "rbf_standin"], "ntk: the WRN-28 NTK of bilevel_jax.ntk. "
+    "rbf_standin: a Gaussian kernel on log-mels, a STAND-IN for smoke runs only.")
+_EIG_CUTOFF = flags.DEFINE_float("eig_cutoff", 1e-6, "Nystrom: eigenvalues below cutoff * "
+                                 "largest are dropped (pseudo-inverse).")
+
+
+def _meta() -> dict:
+  return {"command": _command(), "kernel": _KERNEL.value,
+          "kernel_is_stand_in": _KERNEL.value != "ntk"}
+
+
+def _command() -> str:
+  return " ".join([pathlib.Path(sys.executable).name, "-m", "experiments.bilevel_evidence"]
+                  + sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Features: NTK rows against landmarks, Nystrom map, banks of augmented copies.
+
+
+@jax.jit
+def _rbf_standin(x1, x2):
+  """STAND-IN kernel (not the paper's): exp(-||x1 - x2||^2 / (2 * 0.05 * D)) on log-mels."""
+  d = x1.reshape(len(x1), -1), x2.reshape(len(x2), -1)
+  sq = jnp.sum(d[0] ** 2, 1)[:, None] + jnp.sum(d[1] ** 2, 1)[None] - 2 * d[0] @ d[1].T
+  return jnp.exp(-jnp.maximum(sq, 0) / (2 * 0.05 * d[0].shape[1]))
+
+
+def _kernel_tile(x1, x2):
+  if _KERNEL.value == "rbf_standin":
+    return _rbf_standin(x1, x2)
+  from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
+  return wrn_kernel.wrn_kernel(x1, x2).ntk
+
+
+def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: int) -> np.ndarray:
+  """Kernel of x (N, 32, 32, 1) against landmarks (M, 32, 32, 1), fixed tile shapes. -> (N, M)."""
+  out = np.zeros((len(x), len(landmarks)), np.float32)
+  pad = lambda a: np.concatenate([a, np.zeros((tile - len(a),) + a.shape[1:], a.dtype)])
+  for i in range(0, len(x), tile):
+    xi = pad(x[i:i + tile])
+    for j in range(0, len(landmarks), tile):
+      lj = pad(landmarks[j:j + tile])
+      k = np.asarray(_kernel_tile(xi, lj))
+      out[i:i + tile, j:j + tile] = k[:min(tile, len(x) - i), :min(tile, len(landmarks) - j)]
+  return out
+
+
+class Features:
+  """Clean Nystrom features of train/test and cached augmented banks, for m <= m_max landmarks.
+
+  Attributes:
+    perm: (P,) landmark permutation of the training indices; landmarks for m are perm[:m].
+    k_train: (P, m_max) NTK of clean training log-mels vs the landmarks (cached).
+    k_test: (T, m_max) same for the test split.
+  """
+
+  def __init__(self, workdir: pathlib.Path, train_x, test_x, waveforms, noise, *, m_max,
+               landmark_seed, aug_seed, n_aug, tile, eig_cutoff):
+    self.workdir, self.tile, self.n_aug, self.eig_cutoff = workdir, tile, n_aug, eig_cutoff
+    self.train_x, self.waveforms, self.noise = train_x, waveforms, noise
+    p = len(train_x)
+    if not 1 <= m_max <= p:
+      raise ValueError(f"--m_max={m_max} must be in [1, {p}] (landmarks come from the pool).")
+    self.perm = np.random.default_rng(landmark_seed).permutation(p)
+    self.landmarks_x = train_x[self.perm[:m_max]]
+    tag = f"{_KERNEL.value}_m{m_max}_lseed{landmark_seed}"
+    self.k_train = self._cached(f"{tag}_train.npy", lambda: _kernel_rows(
+        train_x, self.landmarks_x, tile))
+    self.k_test = self._cached(f"{tag}_test.npy", lambda: _kernel_rows(
+        test_x, self.landmarks_x, tile))
+    self.bank_dir = workdir / f"banks_{tag}_aseed{aug_seed}_A{n_aug}"
+    self.aug_key = jax.random.key(aug_seed)
+    self.bank_seconds = 0.0
+    self.banks_made = 0
+
+  def _cached(self, name, fn):
+    path = self.workdir / name
+    if path.exists():
+      return np.load(path)
+    t0 = time.time()
+    out = fn()
+    io.atomic_save_npy(path, out)
+    print(f"computed {name} {out.shape} in {time.time() - t0:.1f}s", flush=True)
+    return out
+
+  @functools.lru_cache(maxsize=None)
+  def nystrom(self, m: int) -> np.ndarray:
+    """(m, m) map K_UU^(+1/2) for the first m landmarks (symmetric, pseudo-inverse sqrt)."""
+    k_uu = self.k_train[self.perm[:m], :m].astype(np.float64)
+    k_uu = (k_uu + k_uu.T) / 2
+    s, v = np.linalg.eigh(k_uu)
+    keep = s > self.eig_cutoff * s.max()
+    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, s, 1.0)), 0.0)
+    return ((v * inv_sqrt) @ v.T).astype(np.float32)
+
+  def train_z(self, m: int) -> np.ndarray:
+    return self.k_train[:, :m] @ self.nystrom(m)     # (P, m)
+
+  def test_z(self, m: int) -> np.ndarray:
+    return self.k_test[:, :m] @ self.nystrom(m)      # (T, m)
+
+  def _bank_rows(self, index: int, m: int) -> np.ndarray:
+    """NTK rows (A, m) of the A augmented copies of training clip `index` (disk cache)."""
+    for mm in (m, self.landmarks_x.shape[0]):   # rows against more landmarks serve too
+      path = self.bank_dir / f"{index}_m{mm}.npy"
+      if path.exists():
+        return np.load(path)[:, :m]
+    t0 = time.time()
+    key = jax.random.fold_in(self.aug_key, index)
+    wave = jnp.broadcast_to(jnp.asarray(self.waveforms[index]), (self.n_aug,) + self.waveforms.shape[1:])
+    x = np.asarray(_augment_featurize(key, wave, self.noise))
+    rows = _kernel_rows(x, self.landmarks_x[:m], self.tile)
+    io.atomic_save_npy(self.bank_dir / f"{index}_m{m}.npy", rows)
+    self.bank_seconds += time.time() - t0
+    self.banks_made += 1
+    return rows
+
+  def bank(self, index: int, m: int) -> np.ndarray:
+    """Nystrom features (A, m) of the augmented copies of training clip `index`."""
+    return self._bank_rows(index, m) @ self.nystrom(m)
+
+  def banks(self, indices, m: int) -> np.ndarray:
+    return np.stack([self.bank(int(i), m) for i in indices])   # (L, A, m)
+
+  @functools.lru_cache(maxsize=None)   # one bank_fn object per m: select compiles once
+  def host_bank(self, m: int) -> select.HostBank:
+    return select.HostBank(lambda index, key_data: self.bank(index, m), self.n_aug, m)
+
+
+_augment_featurize = jax.jit(audio.augment_and_featurize)
+
+
+# ----------------------------------------------------------------------------------------------
+# The proxy model: L2 logistic regression on Nystrom features of augmented labeled copies.
+
+
+def fit_model(feats: Features, labeled, labels, m, c, key):
+  """Returns w (m, c): Adam (inner.fit_inner) on the labeled points' banks with true labels."""
+  z = jnp.asarray(feats.banks(labeled, m))
+  bank = inner.Bank(z, jax.nn.one_hot(jnp.asarray(labels), c), jnp.ones(len(labeled), bool))
+  state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
+  state, loss = inner.fit_inner(key, state, bank, _LR.value, _L2.value, steps=_STEPS.value,
+                                batch_size=_BATCH.value)
+  return state.w, float(loss)
+
+
+def _softmax(a):
+  a = a - a.max(axis=1, keepdims=True)
+  e = np.exp(a)
+  return e / e.sum(axis=1, keepdims=True)
+
+
+def class_covering_labels(classes: np.ndarray, c: int, seed: int) -> np.ndarray:
+  """One random training index per class (the paper's class-covering initial pool)."""
+  rng = np.random.default_rng(1000 + seed)
+  return np.array([rng.choice(np.flatnonzero(classes == k)) for k in range(c)], np.int32)
+
+
+def _select(method, key, feats, pool_z, pseudo, labeled, labels, m, rng):
+  """Indices of the next batch by `method`; returns (indices, extra diagnostics)."""
+  b = _B.value
+  available = np.setdiff1d(np.arange(len(pool_z)), labeled)
+  if method == "uniform":
+    return rng.choice(available, b, replace=False), {}
+  if method == "max_entropy":
+    ent = -np.sum(pseudo * np.log(np.maximum(pseudo, 1e-12)), axis=1)
+    return available[np.argsort(-ent[available], kind="stable")[:b]], {}
+  if method != "bilevel":
+    raise ValueError(f"unknown method {method!r}")
+  sel = select.select_batch(
+      key, pool_z, pseudo, np.asarray(labeled, np.int32), np.asarray(labels, np.int32),
+      feats.banks(labeled, m), feats.host_bank(m), None, b=b, lr=_LR.value, l2=_L2.value,
+      inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value)
+  sel = jax.device_get(sel)
+  return np.asarray(sel.indices), {
+      "is_bilevel": sel.is_bilevel, "scores": sel.scores, "inner_loss": sel.inner_loss,
+      "outer_loss": sel.outer_loss, "cg_residual": sel.cg_residual}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parts.
+
+
+def run_first_batch(feats, classes, c, out_dir):
+  m, rows = _M_FIRST.value, []
+  pool_z = feats.train_z(m)
+  for seed in range(_SEEDS.value):
+    path = out_dir / "first_batch" / f"seed{seed}.json"
+    if path.exists():
+      rows.append(io.read_json(path))
+      continue
+    key = jax.random.fold_in(jax.random.key(seed), 1)
+    labeled = class_covering_labels(classes, c, seed)
+    w, model_loss = fit_model(feats, labeled, classes[labeled], m, c, jax.random.fold_in(key, 0))
+    pseudo = _softmax(pool_z @ np.asarray(w))
+    pred = pseudo.argmax(axis=1)
+    row = {"seed": seed, "m": m, "n_aug": feats.n_aug, "labeled": labeled,
+           "model_train_loss": model_loss,
+           "model_pool_accuracy": float(np.mean(np.delete(pred == classes, labeled))),
+           "methods": {}}
+    for method in ("bilevel", "uniform", "max_entropy"):
+      t0 = time.time()
+      idx, diag = _select(method, jax.random.fold_in(key, 1), feats, pool_z, pseudo, labeled,
+                          classes[labeled], m, np.random.default_rng(seed))
+      row["methods"][method] = {
+          "indices": idx, "true_classes": classes[idx], "predicted": pred[idx],
+          "classes_covered": int(len(np.unique(classes[idx]))),
+          "misclassified": int(np.sum(pred[idx] != classes[idx])),
+          "seconds": time.time() - t0, **diag}
+    row.update(_meta())
+    io.atomic_write_json(path, row)
+    rows.append(row)
+    print(f"first_batch seed {seed}: " + ", ".join(
+        f"{k}: {v['classes_covered']} classes, {v['misclassified']} misclassified"
+        for k, v in row["methods"].items()), flush=True)
+  summary = {**_meta(), "m": m, "n_aug": feats.n_aug, "b": _B.value,
+             "seeds": len(rows), "paper_bilevel": {"classes_covered": 9, "misclassified": 9}}
+  for method in ("bilevel", "uniform", "max_entropy"):
+    cov = [r["methods"][method]["classes_covered"] for r in rows]
+    mis = [r["methods"][method]["misclassified"] for r in rows]
+    summary[method] = {"classes_covered_mean": float(np.mean(cov)),
+                       "classes_covered_std": float(np.std(cov)), "classes_covered": cov,
+                       "misclassified_mean": float(np.mean(mis)),
+                       "misclassified_std": float(np.std(mis)), "misclassified": mis}
+  summary["model_pool_accuracy"] = [r["model_pool_accuracy"] for r in rows]
+  io.atomic_write_json(out_dir / "first_batch.json", summary)
+  return summary
+
+
+def run_al_curve(feats, classes, test_classes, c, out_dir):
+  m, b = _M_CURVE.value, _B.value
+  pool_z, test_z = feats.train_z(m), feats.test_z(m)
+  start = c
+  rounds = (_FINAL_LABELS.value - start) // b
+  results = {}
+  for method in ("bilevel", "uniform"):
+    for seed in range(_SEEDS.value):
+      path = out_dir / "al_curve" / f"{method}_seed{seed}.json"
+      if path.exists():
+        results[(method, seed)] = io.read_json(path)
+        continue
+      key = jax.random.fold_in(jax.random.key(seed), 2)
+      rng = np.random.default_rng(seed)
+      labeled = class_covering_labels(classes, c, seed)
+      accs, n_labels, diags, t_sel = [], [], [], []
+      for r in range(rounds + 1):
+        w, _ = fit_model(feats, labeled, classes[labeled], m, c, jax.random.fold_in(key, 2 * r))
+        w = np.asarray(w)
+        accs.append(float(np.mean((test_z @ w).argmax(axis=1) == test_classes)))
+        n_labels.append(len(labeled))
+        if r == rounds:
+          break
+        pseudo = _softmax(pool_z @ w)
+        t0 = time.time()
+        idx, diag = _select(method, jax.random.fold_in(key, 2 * r + 1), feats, pool_z, pseudo,
+                            labeled, classes[labeled], m, rng)
+        t_sel.append(time.time() - t0)
+        diags.append(diag)
+        labeled = np.concatenate([labeled, np.asarray(idx, np.int32)])
+      row = {"method": method, "seed": seed, "m": m, "n_aug": feats.n_aug, "b": b,
+             "n_labels": n_labels, "test_accuracy": accs, "labeled": labeled,
+             "selection_seconds": t_sel, "diagnostics": diags, **_meta()}
+      io.atomic_write_json(path, row)
+      results[(method, seed)] = row
+      print(f"al_curve {method} seed {seed}: {np.round(accs, 3).tolist()}", flush=True)
+  summary = {**_meta(), "m": m, "n_aug": feats.n_aug, "b": b,
+             "seeds": _SEEDS.value, "model": "L2 logistic regression (Adam, "
+             f"{_STEPS.value} steps, batch {_BATCH.value}, lr {_LR.value}, l2 {_L2.value}) on "
+             "Nystrom features of the labeled points' augmented copies"}
+  for method in ("bilevel", "uniform"):
+    acc = np.array([results[(method, s)]["test_accuracy"] for s in range(_SEEDS.value)])
+    summary[method] = {"n_labels": results[(method, 0)]["n_labels"],
+                       "test_accuracy_mean": acc.mean(0), "test_accuracy_std": acc.std(0),
+                       "per_seed": acc}
+  io.atomic_write_json(out_dir / "al_curve.json", summary)
+  return summary
+
+
+def run_timing(feats, classes, c, out_dir):
+  m, seed = _M_TIMING.value, 0
+  pool_z = jnp.asarray(feats.train_z(m))
+  labeled = class_covering_labels(classes, c, seed)
+  w, _ = fit_model(feats, labeled, classes[labeled], m, c, jax.random.key(0))
+  pseudo = jnp.asarray(_softmax(np.asarray(pool_z) @ np.asarray(w)))
+  bank_fn = feats.host_bank(m)
+  labeled_bank = jnp.asarray(feats.banks(labeled, m))
+  kwargs = dict(b=_B.value, lr=_LR.value, l2=_L2.value, inner_steps=_STEPS.value,
+                batch_size=_BATCH.value, cg_steps=_CG.value)
+  args = (pool_z, pseudo, jnp.asarray(labeled), jnp.asarray(classes[labeled], jnp.int32),
+          labeled_bank, bank_fn, None)
+  n_bil, n_uni = select.split_batch(_B.value, 0.1)
+  t0 = time.time()
+  compiled = select._select.lower(  # pylint: disable=protected-access
+      jax.random.key(0), pool_z, pseudo, args[2], args[3], labeled_bank, None,
+      jnp.float32(_LR.value), jnp.float32(_L2.value), jnp.zeros((m, c), jnp.float32),
+      bank_fn=bank_fn, n_bilevel=n_bil, n_uniform=n_uni, inner_steps=_STEPS.value,
+      batch_size=_BATCH.value, cg_steps=_CG.value).compile()
+  compile_s = time.time() - t0
+  del compiled
+  runs = []
+  for rep, key_seed in enumerate([0, 0, 1, 1]):
+    bank_s0, made0 = feats.bank_seconds, feats.banks_made
+    t0 = time.time()
+    sel = select.select_batch(jax.random.key(key_seed), *args, **kwargs)
+    jax.block_until_ready(sel)
+    total = time.time() - t0
+    runs.append({"rep": rep, "key": key_seed, "total_s": total,
+                 "new_banks": feats.banks_made - made0,
+                 "bank_s": feats.bank_seconds - bank_s0,
+                 "selection_s": total - (feats.bank_seconds - bank_s0),
+                 "indices": np.asarray(sel.indices), "cg_residual": np.asarray(sel.cg_residual)})
+    print(f"timing rep {rep}: {runs[-1]['total_s']:.2f}s total, {runs[-1]['new_banks']} new "
+          f"banks in {runs[-1]['bank_s']:.2f}s", flush=True)
+  cached = [r["selection_s"] for r in runs if r["new_banks"] == 0]
+  out = {**_meta(), "pool_size": int(pool_z.shape[0]), "m": m, "c": c,
+         "b": _B.value, "n_bilevel": n_bil, "n_uniform": n_uni, "n_aug": feats.n_aug,
+         "inner_steps": _STEPS.value, "batch_size": _BATCH.value, "cg_steps": _CG.value,
+         "compile_s": compile_s, "runs": runs,
+         "selection_s_cached_banks_min": min(cached) if cached else None,
+         "devices": [str(d) for d in jax.devices()],
+         "note": "first call of a (key) computes NTK rows of the picks' augmented copies "
+                 "(bank_s); later calls read them from the disk cache; the first select_batch "
+                 "call also compiles (timed apart as compile_s via lower().compile())."}
+  io.atomic_write_json(out_dir / "timing.json", out)
+  return out
+
+
+def main(argv):
+  del argv
+  unknown = set(_PARTS.value) - {"first_batch", "al_curve", "timing"}
+  if unknown:
+    raise app.UsageError(f"--parts has unknown entries {sorted(unknown)}; expected a subset "
+                         "of first_batch, al_curve, timing.")
+  for name, m in (("m_first", _M_FIRST.value), ("m_curve", _M_CURVE.value),
+                  ("m_timing", _M_TIMING.value)):
+    if not 1 <= m <= _M_MAX.value:
+      raise app.UsageError(f"--{name}={m} must be in [1, --m_max={_M_MAX.value}].")
+  workdir = pathlib.Path(_WORKDIR.value)
+  workdir.mkdir(parents=True, exist_ok=True)
+  out_dir = pathlib.Path(_RESULTS.value)
+  ds = data_lib.load_dataset("fsdd", _DATA_ROOT.value)
+  noise = jnp.asarray(data_lib.load_background_noise(_DATA_ROOT.value))
+  c = len(ds.class_names)
+  classes = np.asarray(ds.train.labels)
+  train_x = np.asarray(audio.featurize(jnp.asarray(ds.train.waveforms)))
+  test_x = np.asarray(audio.featurize(jnp.asarray(ds.test.waveforms)))
+  feats = Features(workdir, train_x, test_x, np.asarray(ds.train.waveforms), noise,
+                   m_max=_M_MAX.value, landmark_seed=_LANDMARK_SEED.value,
+                   aug_seed=_AUG_SEED.value, n_aug=_N_AUG.value, tile=_TILE.value,
+                   eig_cutoff=_EIG_CUTOFF.value)
+  if "first_batch" in _PARTS.value:
+    print(json.dumps(run_first_batch(feats, classes, c, out_dir), default=str)[:2000])
+  if "al_curve" in _PARTS.value:
+    run_al_curve(feats, classes, np.asarray(ds.test.labels), c, out_dir)
+  if "timing" in _PARTS.value:
+    run_timing(feats, classes, c, out_dir)
+
+
+if __name__ == "__main__":
+  app.run(main)
