@@ -131,6 +131,7 @@ def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
                      io.read_json(meta_path))
 
   # 1. Validate every header before decoding anything.
+  log.info("%s: validating %d files under %s", name, len(entries), root)
   infos = decode.validate_files([root / e.relpath for e in entries], on_error, skipped, root)
   bad = {s[0] for s in skipped}
   entries = [e for e in entries if e.relpath not in bad]
@@ -177,4 +178,5 @@ def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
   if cache:
     io.atomic_write_json(meta_path, meta)
     array = np.load(npy_path, mmap_mode="r")
+    log.info("%s: cached %d clips in %s", name, len(entries), npy_path)
   return _assemble(name, class_names, root, array, meta)
