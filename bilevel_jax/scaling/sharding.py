@@ -108,3 +108,67 @@ def describe(x: jax.Array) -> str:
   shards = x.addressable_shards
   return (f"shape={tuple(x.shape)} sharding={x.sharding} shards={len(shards)} "
           f"shard_shape={tuple(shards[0].data.shape)}")
+
+
+def place_pool_tree(mesh: Mesh, tree: Any, pool_size: int) -> Any:
+  """Shards every array leaf whose axis 0 has length `pool_size`; replicates the others."""
+  def put(x):
+    x = jnp.asarray(x)
+    if x.ndim >= 1 and x.shape[0] == pool_size:
+      return shard_pool(mesh, x)
+    return replicate(mesh, x)
+  return jax.tree.map(put, tree)
+
+
+def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels: Any,
+                         labeled_idx: Any, labeled_labels: Any, labeled_bank: Any,
+                         bank_fn: Any, bank_params: Any, **kwargs) -> Any:
+  """`bilevel.select.select_batch` with the pool axis split over `mesh` (same program).
+
+  pool_z (P, m), pseudo_labels (P, c) and every bank_params leaf with P rows are sharded over
+  the "pool" axis; the rest is replicated. jit compiles the unchanged selection for these input
+  shardings (GSPMD): pool-sized matmuls (logits, grad G, scores) run where the rows live, grad G
+  is all-reduced, the argmax is global. P must be divisible by the number of devices.
+  """
+  from bilevel_jax.bilevel import select as nystrom_select  # pylint: disable=g-import-not-at-top
+  p = np.shape(pool_z)[0]
+  if p % mesh.devices.size:
+    raise ValueError(
+        f"select_batch_sharded: pool size P={p} is not divisible by the {mesh.devices.size} "
+        "devices; select_batch has no pool-validity mask yet, so padded rows could be picked. "
+        f"Use a pool of {padded_size(p, mesh.devices.size) - mesh.devices.size} or "
+        f"{padded_size(p, mesh.devices.size)} points, or a mesh over fewer devices.")
+  if kwargs.get("validate", True):
+    nystrom_select.validate_inputs(
+        pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params,
+        b=kwargs["b"], uniform_fraction=kwargs.get("uniform_fraction", 0.1),
+        lr=kwargs.get("lr", 1e-3), l2=kwargs.get("l2", 1e-4),
+        inner_steps=kwargs.get("inner_steps", 1000), batch_size=kwargs.get("batch_size", 64),
+        cg_steps=kwargs.get("cg_steps", 30), w0=kwargs.get("w0"))
+  kwargs["validate"] = False  # validated above on host arrays; avoid gathering shards back
+  pool_z, pseudo_labels = shard_pool(mesh, pool_z), shard_pool(mesh, pseudo_labels)
+  bank_params = place_pool_tree(mesh, bank_params, p)
+  labeled_idx, labeled_labels, labeled_bank = (replicate(mesh, a) for a in
+                                               (labeled_idx, labeled_labels, labeled_bank))
+  return nystrom_select.select_batch(key, pool_z, pseudo_labels, labeled_idx, labeled_labels,
+                                     labeled_bank, bank_fn, bank_params, **kwargs)
+
+
+def nystrom_features_sharded(mesh: Mesh, kernel_fn: Any, x_pool: Any, landmarks: Any,
+                             nystrom_map: Any) -> jax.Array:
+  """Nystrom features z = k(x, U) M of a pool, rows computed on the device that holds them.
+
+  Args:
+    mesh: from `pool_mesh`.
+    kernel_fn: traceable `kernel_fn(x (R, ...), landmarks (m, ...)) -> (R, m)`, e.g. the WRN NTK.
+    x_pool: (P, ...) pool inputs (log-mels), P divisible by the number of devices.
+    landmarks: (m, ...) replicated; nystrom_map: (m, m) = (K_UU)^(+1/2), replicated.
+
+  Returns:
+    (P, m) features sharded over the pool axis.
+  """
+  x_pool = shard_pool(mesh, x_pool)
+  landmarks, nystrom_map = replicate(mesh, landmarks), replicate(mesh, nystrom_map)
+  fn = jax.jit(lambda x, u, mm: kernel_fn(x, u) @ mm,
+               out_shardings=pool_sharding(mesh, 2))
+  return fn(x_pool, landmarks, nystrom_map)
