@@ -1,0 +1,80 @@
+"""Representer formulation (Borsos et al. 2020) against the Nystrom-feature selection."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bilevel_jax.bilevel import ihvp, inner, outer
+from bilevel_jax.bilevel import select as S
+from bilevel_jax.bilevel_representer import select as R
+from bilevel_jax.scaling import synthetic as syn
+
+
+def _problem(n=40, m=6, c=3, copies=2, seed=1):
+  spec = syn.SyntheticSpec(n=n, m=m, c=c, copies=copies, seed=seed)
+  z, y, t = syn.pool(spec)
+  params = syn.bank_params(z, copies)
+  return z, y, t, params
+
+
+def test_objectives_and_scores_coincide_when_support_spans(x64):
+  """Same w = Z_T^T alpha: same F, same G; exact CG in both spaces -> identical scores."""
+  z, y, _, params = _problem()
+  z, y = jnp.asarray(z, jnp.float64), jnp.asarray(y, jnp.float64)
+  params = syn.bank_params(z, 2)
+  cap, a, m, c = 5, 2, z.shape[1], y.shape[1]
+  bz = jnp.stack([syn.bank_fn(params, jax.random.key(i), jnp.int32(i)) for i in range(cap)])
+  valid = jnp.arange(cap) < 4
+  by = y[:cap]
+  bank = inner.Bank(bz, by, valid)
+  l2 = jnp.float64(1e-2)
+  alpha_t = 0.3 * jax.random.normal(jax.random.key(0), (cap * a, c), jnp.float64)
+  alpha_t = alpha_t * jnp.repeat(valid, a)[:, None]
+  z_t = bz.reshape(cap * a, m)
+  w = z_t.T @ alpha_t
+  y_pairs = jnp.repeat(by, a, axis=0)
+  pair_w = jnp.repeat(valid.astype(jnp.float64), a) / (a * valid.sum())
+  k_tt, k_tp, k_pp = z_t @ z_t.T, z_t @ z.T, R.pool_kernel(z)
+  np.testing.assert_allclose(R.kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2),
+                             inner.bank_objective(w, bank, l2), rtol=1e-12)
+  g_val, g_all, probs = R.outer_grad_alpha(alpha_t, k_tp, k_pp, y)
+  np.testing.assert_allclose(g_val, outer.outer_objective(w, z, y), rtol=1e-12)
+  # P = 40 >= m = 6: the support's features span R^m, so exact solves give equal scores.
+  cg = R.solve_alpha(alpha_t, g_all, k_tt, k_tp, k_pp, y_pairs, pair_w, l2, steps=60)
+  got = R.candidate_scores(cg.x, k_tp, k_pp, probs, y)
+  v = ihvp.inverse_hvp(lambda u: inner.bank_objective(u, bank, l2), w,
+                       jax.grad(outer.outer_objective)(w, z, y), steps=60).x
+  want = outer.pool_scores(w, v, z, y)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * jnp.abs(want).max())
+
+
+def test_picks_match_when_both_inner_solves_converge(x64):
+  """Full-batch Adam run to convergence and (near-)exact CG: the two formulations pick alike."""
+  z, y, t, _ = _problem()
+  z, y = z.astype(np.float64), y.astype(np.float64)
+  params = syn.bank_params(jnp.asarray(z), 2)
+  lab = np.array([0, 1, 2, 3], np.int32)
+  bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
+  kw = dict(b=5, lr=0.02, l2=5e-2, inner_steps=6000, batch_size=None, cg_steps=60)
+  a = S.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
+  b = R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
+                     k_pool=R.pool_kernel(jnp.asarray(z)), **kw)
+  np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
+  np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), rtol=0.15)
+
+
+def test_candidate_subsample_and_errors():
+  z, y, t, params = _problem(n=30, m=4)
+  lab = np.array([0, 1, 2], np.int32)
+  bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
+  kw = dict(b=4, inner_steps=20, cg_steps=5, batch_size=8)
+  sel = R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
+                       candidates=6, **kw)
+  idx = np.asarray(sel.indices)
+  assert len(set(idx.tolist())) == 4 and not set(idx.tolist()) & set(lab.tolist())
+  assert np.all(np.isfinite(np.asarray(sel.scores)))
+  with pytest.raises(ValueError, match="k_pool"):
+    R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
+  with pytest.raises(ValueError, match="candidates"):
+    R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
+                   candidates=100, **kw)
