@@ -56,6 +56,8 @@ def _args(argv=None):
   ap.add_argument("--skip_stages", action="store_true")
   ap.add_argument("--ntk", action="store_true",
                   help="also time the WRN-28 NTK (entries/s); its compile takes minutes on CPU")
+  ap.add_argument("--matmul_precision", default="highest", choices=("default", "high", "highest"),
+                  help="jax_default_matmul_precision (GPUs use TF32 for 'default')")
   ap.add_argument("--_single", default=None, help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
   if args.b < 1 or args.inner_steps < 1 or args.cg_steps < 1 or args.repeats < 1:
@@ -115,6 +117,7 @@ def _timed(fn, repeats):
 
 def _single(args, p, m, c):
   import jax
+  jax.config.update("jax_default_matmul_precision", args.matmul_precision)
   import jax.numpy as jnp
   from benchmarks import selection_numpy
   from bilevel_jax.bilevel import ihvp, inner, outer
@@ -254,7 +257,8 @@ def main(argv=None):
                  + (argv if argv is not None else sys.argv[1:]))
   result = {"command": cmd, "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
-            "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+            "jax": jax.__version__, "matmul_precision": args.matmul_precision,
             "settings": {"b": args.b, "inner_steps": args.inner_steps, "cg_steps": args.cg_steps,
                          "copies": args.copies, "batch_size": 64, "lr": 1e-3, "l2": 1e-4,
                          "uniform_fraction": 0.1, "features": "synthetic Nystrom features"},
