@@ -33,6 +33,7 @@ N_FFT = 2048
 HOP = 512
 N_MELS = 32
 NUM_FRAMES = 1 + NUM_SAMPLES // HOP  # 32 with centered frames
+assert N_FFT % HOP == 0
 AMIN = 1e-10  # power floor of the dB conversion (-100 dB)
 FLOOR_DB = -100.0
 SCALE_DB = 100.0
@@ -64,8 +65,14 @@ def power_spectrogram(waveforms: jax.Array) -> jax.Array:
   x = jnp.asarray(waveforms, dtype)
   num_frames = 1 + x.shape[1] // HOP
   x = jnp.pad(x, ((0, 0), (N_FFT // 2, N_FFT // 2)))  # librosa center=True, pad_mode="constant"
-  idx = HOP * np.arange(num_frames)[:, None] + np.arange(N_FFT)[None, :]  # (F, N_FFT)
-  frames = x[:, idx] * jnp.asarray(hann_window(np.dtype(dtype).name))  # (B, F, N_FFT)
+  # Frame t = samples [HOP t, HOP t + N_FFT) = hop-sized blocks t .. t + N_FFT / HOP - 1. Slicing
+  # blocks is ~1.5x faster on CPU than a gather (which XLA fuses with the augmentation and
+  # recomputes for every overlapping frame).
+  per = N_FFT // HOP
+  num_blocks = num_frames + per - 1
+  blocks = x[:, :num_blocks * HOP].reshape(x.shape[0], num_blocks, HOP)
+  frames = jnp.concatenate([blocks[:, i:i + num_frames] for i in range(per)], axis=-1)
+  frames = frames * jnp.asarray(hann_window(np.dtype(dtype).name))  # (B, F, N_FFT)
   spec = jnp.fft.rfft(frames, axis=-1)  # (B, F, N_FFT // 2 + 1)
   return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
 

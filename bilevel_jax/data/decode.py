@@ -1,4 +1,4 @@
-"""Decoding clips: validate headers, decode (soundfile), mono, resample to 16 kHz (soxr), fix length.
+"""Decoding: validate headers, decode (soundfile), mono, resample to 16 kHz (soxr), fix length.
 
 Policy for odd inputs (documented, tested):
   - multi-channel files are mixed down to mono by averaging the channels;

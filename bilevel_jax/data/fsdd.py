@@ -44,8 +44,9 @@ def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path, on_error: st
       continue
     m = FILE_RE.match(p.name)
     if not p.is_file() or m is None:
-      problems.append((p.relative_to(dataset_root).as_posix(), "unexpected entry; expected files named "
-                       "{digit}_{speaker}_{take}.wav, e.g. 3_jackson_12.wav"))
+      problems.append((p.relative_to(dataset_root).as_posix(),
+                       "unexpected entry; expected files named {digit}_{speaker}_{take}.wav, "
+                       "e.g. 3_jackson_12.wav"))
       continue
     digit, speaker, take = int(m.group(1)), m.group(2), int(m.group(3))
     split = "test" if take < NUM_TEST_TAKES else "train"
