@@ -1,0 +1,55 @@
+"""Table 1 and Figures 2-3 from AL result files (`write_report` writes them all)."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Iterable
+
+from bilevel_jax.reports import figures
+from bilevel_jax.reports import tables
+from bilevel_jax.utils import io
+
+__all__ = ["figures", "tables", "write_report"]
+
+
+def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
+                 command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
+                 with_figure2: bool = True) -> dict[str, Any]:
+  """Writes table1.{md,tex}, table_rounds.{md,tex}, figure3.png, table1.json and, when the
+  round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON, figure2.png with
+  figure2_counts.json. Returns the paths and the markdown table.
+  """
+  records = tables.load_results(sources)
+  table = tables.aggregate(records)
+  dataset = records[0]["dataset"]
+  budget = tables.final_budget(records)
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  md = tables.table1_markdown(table, budget, dataset)
+  rounds_md = tables.rounds_markdown(table)
+  (outdir / "table1.md").write_text(md + "\n\nEvery round (mean ± std over seeds, n = seeds):\n\n"
+                                    + rounds_md + "\n")
+  (outdir / "table1.tex").write_text(tables.table1_latex(table, budget, dataset) + "\n")
+  (outdir / "table_rounds.tex").write_text(tables.rounds_latex(table) + "\n")
+  summary = {
+      "command": command, "dataset": dataset, "final_budget": budget,
+      "sources": sorted(r["_path"] for r in records),
+      "accuracy_percent": {name: {str(b): c._asdict() for b, c in cells.items()}
+                           for name, cells in table.items()},
+  }
+  io.atomic_write_json(outdir / "table1.json", summary)
+  fig3 = figures.figure3(table, outdir / "figure3.png",
+                         title=f"{dataset}: test accuracy vs labels (mean ± 1 std)")
+  out = {"table_markdown": md, "rounds_markdown": rounds_md, "figure3": str(fig3),
+         "table1": str(outdir / "table1.md")}
+  if with_figure2:
+    for rec in records:
+      if rec["strategy"] == figure2_strategy and rec["seed"] == figure2_seed:
+        npz = pathlib.Path(rec["_path"]).with_name(
+            pathlib.Path(rec["_path"]).stem + "_round0.npz")
+        if npz.exists():
+          counts = figures.figure2(npz, outdir / "figure2.png")
+          counts["command"] = command
+          io.atomic_write_json(outdir / "figure2_counts.json", counts)
+          out["figure2"] = str(outdir / "figure2.png")
+          out["figure2_counts"] = counts
+  return out

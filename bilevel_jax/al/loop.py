@@ -1,0 +1,304 @@
+"""The active-learning loop: rounds of (retrain from scratch, evaluate, select b points).
+
+`run(config, workdir)` runs every (strategy, seed) of the config and writes one result JSON per
+pair after every round (see `results.py`); `resume=True` continues partial files and skips
+complete ones. Per-round keys are `fold_in(stream, round)` of strategy-independent streams,
+so a resumed run makes the same selections as an uninterrupted one, and all strategies of a
+seed share the initial pool and the round-0 model (trained once when run together).
+
+Seeds run one after another, or (config.vmap_seeds) trained together by `ssl_train.train_many` in
+lock-step rounds. Setting $BILEVEL_JAX_AL_KILL_AFTER_ROUND=k SIGKILLs the process right after
+round k is written (used by the resume test).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+
+from bilevel_jax import data as data_lib
+from bilevel_jax.ssl import evaluate as ssl_evaluate
+from bilevel_jax.ssl import train as ssl_train
+from bilevel_jax import strategies
+from bilevel_jax.al import outputs as outputs_lib
+from bilevel_jax.al import pool as pool_lib
+from bilevel_jax.al import results
+from bilevel_jax.al import tiny_model  # noqa: F401  (registers the CPU-tiny model)
+from bilevel_jax.utils import io
+from bilevel_jax.utils.metrics import MetricWriter
+
+log = logging.getLogger(__name__)
+
+KILL_ENV = "BILEVEL_JAX_AL_KILL_AFTER_ROUND"
+PAPER_STRATEGIES = ("uniform", "max_entropy", "kcenter", "consistency", "bilevel")
+
+
+class Data(NamedTuple):
+  """Host-side training/test data of one experiment."""
+  name: str
+  num_classes: int
+  train_waveforms: np.ndarray   # (N, 16000)
+  train_labels: np.ndarray      # (N,)
+  test_waveforms: np.ndarray    # (M, 16000)
+  test_labels: np.ndarray       # (M,)
+  noise: np.ndarray             # (K, L)
+
+
+class Plan(NamedTuple):
+  strategies: tuple[str, ...]
+  seeds: tuple[int, ...]
+  schedule: tuple[int, ...]
+
+
+def parse_strategies(value: str) -> tuple[str, ...]:
+  """'all' -> the paper's five; 'a,b' -> ('a', 'b'); unknown names raise ValueError."""
+  if not isinstance(value, str) or not value.strip():
+    raise ValueError(f"config.strategy={value!r}; expected a strategy name, a comma-separated "
+                     f"list or 'all' (known: {list(strategies.available())}).")
+  names = PAPER_STRATEGIES if value.strip() == "all" else tuple(
+      v.strip() for v in value.split(",") if v.strip())
+  unknown = [n for n in names if n not in strategies.available()]
+  if unknown:
+    raise ValueError(f"config.strategy={value!r}: unknown strategy {unknown}; known: "
+                     f"{list(strategies.available())} or 'all'.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.strategy={value!r} names a strategy twice.")
+  return names
+
+
+def plan(config: ml_collections.ConfigDict) -> Plan:
+  """Checks everything that needs no data (raises ValueError naming the config entry)."""
+  names = parse_strategies(config.strategy)
+  if config.seed >= 0:
+    seeds = (int(config.seed),)
+  elif config.seed == -1 and config.num_seeds >= 1:
+    seeds = tuple(range(config.num_seeds))
+  else:
+    raise ValueError(f"config.seed={config.seed}, config.num_seeds={config.num_seeds}; expected "
+                     "seed >= 0 (one seed) or seed = -1 with num_seeds >= 1 (seeds 0..n-1).")
+  sched = pool_lib.schedule(config.al.initial, config.al.budget, config.al.batch)
+  ssl_train.TrainConfig.from_config(config.train)  # unknown training keys fail here
+  return Plan(names, seeds, tuple(sched))
+
+
+def load_data(config: ml_collections.ConfigDict) -> Data:
+  """Loads the dataset (optionally a random subset) and the background noise."""
+  try:
+    ds = data_lib.load_dataset(config.dataset, config.data_root or None,
+                               progress=config.progress)
+  except (FileNotFoundError, ValueError) as e:
+    raise ValueError(f"config.dataset={config.dataset!r} (config.data_root="
+                     f"{config.data_root or 'default'}) cannot be loaded: {e}") from e
+  noise = data_lib.load_background_noise(config.data_root or None)
+  train_w, train_y = ds.train.waveforms, np.asarray(ds.train.labels, np.int32)
+  test_w, test_y = ds.test.waveforms, np.asarray(ds.test.labels, np.int32)
+  key = jax.random.key(config.subset.seed)
+  if config.subset.train:
+    idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 0),
+                                                     len(train_y)))[:config.subset.train])
+    train_w, train_y = train_w[idx], train_y[idx]
+  if config.subset.test:
+    idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 1),
+                                                     len(test_y)))[:config.subset.test])
+    test_w, test_y = test_w[idx], test_y[idx]
+  return Data(ds.name, len(ds.class_names), np.asarray(train_w, np.float32), train_y,
+              np.asarray(test_w, np.float32), test_y, np.asarray(noise, np.float32))
+
+
+def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
+  n = data.train_labels.shape[0]
+  if config.al.initial < data.num_classes:
+    raise ValueError(f"config.al.initial={config.al.initial} cannot cover the "
+                     f"{data.num_classes} classes of {data.name}.")
+  if config.al.budget > n:
+    raise ValueError(f"config.al.budget={config.al.budget} is larger than the training set "
+                     f"({n} clips), so the last batch of b={config.al.batch} would not fit in "
+                     "the pool.")
+  missing = sorted(set(range(data.num_classes)) - set(np.unique(data.train_labels).tolist()))
+  if missing:
+    raise ValueError(f"The training set of {data.name} has no clips of classes {missing} "
+                     "(config.subset.train too small?).")
+
+
+def strategy_options(config: ml_collections.ConfigDict, name: str, kernel: Any) -> dict:
+  if name != "bilevel":
+    return {}
+  b = config.bilevel
+  opts = dict(uniform_fraction=b.uniform_fraction, lr=b.lr, l2=b.l2, inner_steps=b.inner_steps,
+              batch_size=b.batch_size or None, cg_steps=b.cg_steps)
+  if kernel is not None and kernel.bank_fn is not None:
+    opts["bank_fn"] = kernel.bank_fn
+  return opts
+
+
+def _kill_hook(r: int) -> None:
+  value = os.environ.get(KILL_ENV)
+  if value is not None and int(value) == r:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume: bool = False,
+        command: str | None = None) -> list[pathlib.Path]:
+  """Runs the AL experiment of `config`; returns the result JSON paths.
+
+  Raises ValueError / FileExistsError before any training for invalid configs, a missing
+  dataset, or existing results without `resume`.
+  """
+  workdir = pathlib.Path(workdir)
+  the_plan = plan(config)
+  command = command or " ".join([sys.executable] + sys.argv)
+  paths = {(s, seed): results.result_path(workdir, config.dataset, s, seed)
+           for s in the_plan.strategies for seed in the_plan.seeds}
+  existing = [str(p) for p in paths.values() if p.exists()]
+  if existing and not resume:
+    raise FileExistsError(f"{len(existing)} result file(s) already exist in {workdir} (e.g. "
+                          f"{existing[0]}); pass --resume to continue them or use a new --workdir.")
+  data = load_data(config)
+  check_data(config, data)
+  config_dict = config.to_dict()
+  io.atomic_write_json(workdir / "config.json", {"command": command, "config": config_dict})
+
+  kernel = None
+  if any(strategies.get(s).kernel for s in the_plan.strategies):
+    from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
+    kernel = kernel_lib.prepare(config, data)
+
+  groups = [list(the_plan.seeds)] if config.vmap_seeds else [[s] for s in the_plan.seeds]
+  for group in groups:
+    shared_models: dict = {}  # round-0 models, identical for every strategy of a seed
+    for name in the_plan.strategies:
+      _run_group(config, name, group, the_plan, data, kernel, paths, resume, command,
+                 config_dict, workdir, shared_models)
+  return list(paths.values())
+
+
+def _run_group(config, name, group, the_plan, data, kernel, paths, resume, command,
+               config_dict, workdir, shared_models) -> None:
+  """All rounds of one strategy for a group of seeds (trained together when vmapped)."""
+  strategy = strategies.get(name)
+  options = strategy_options(config, name, kernel)
+  records, writers = {}, {}
+  for seed in group:
+    init = pool_lib.initial_pool(pool_lib.round_key(pool_lib.streams(seed).pool, 0),
+                                 data.train_labels, config.al.initial, data.num_classes)
+    fresh = results.new_record(
+        dataset=config.dataset, strategy=name, seed=seed, command=command, config=config_dict,
+        train_size=len(data.train_labels), test_size=len(data.test_labels),
+        num_classes=data.num_classes, schedule=list(the_plan.schedule), initial_indices=init)
+    path = paths[(name, seed)]
+    records[seed] = results.load_for_resume(path, fresh) if (resume and path.exists()) else fresh
+    records[seed]["device"] = str(jax.devices()[0].device_kind)
+  active = [s for s in group if not records[s]["complete"]]
+  if not active:
+    return
+  n_rounds = len(the_plan.schedule)
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=n_rounds * len(active), disable=not config.progress,
+             initial=sum(len(records[s]["rounds"]) for s in active),
+             desc=f"{config.dataset} {name} seeds {active}")
+  for seed in active:
+    writers[seed] = MetricWriter(workdir / "logs" / f"{config.dataset}_{name}_seed{seed}",
+                                 tensorboard=config.tensorboard)
+  try:
+    while active:
+      r = min(len(records[s]["rounds"]) for s in active)
+      now = [s for s in active if len(records[s]["rounds"]) == r]
+      labeled = {s: results.labeled_after(records[s]) for s in now}
+      models, train_seconds = _train(config, data, now, r, labeled, shared_models)
+      for s in now:
+        entry = _finish_round(config, name, strategy, options, s, r, labeled[s], models[s],
+                              train_seconds, data, kernel, workdir)
+        rec = records[s]
+        rec["rounds"].append(entry)
+        rec["complete"] = entry["num_labeled"] >= the_plan.schedule[-1]
+        results.save(paths[(name, s)], rec)
+        writers[s].write_scalars(entry["num_labeled"], {
+            "al/test_acc": entry["test_accuracy"], "al/train_seconds": entry["train_seconds"],
+            "al/select_seconds": entry["select_seconds"]})
+        bar.update(1)
+        bar.set_postfix(labels=entry["num_labeled"], acc=f"{entry['test_accuracy']:.3f}")
+        log.info("%s %s seed %d: %d labels -> test accuracy %.4f", config.dataset, name, s,
+                 entry["num_labeled"], entry["test_accuracy"])
+        _kill_hook(r)
+      active = [s for s in active if not records[s]["complete"]]
+  finally:
+    bar.close()
+    for w in writers.values():
+      w.close()
+
+
+def _train(config, data, seeds, r, labeled, shared_models):
+  """Trains (or reuses) the round-r models of `seeds`; returns ({seed: Classifier}, seconds)."""
+  models, todo = {}, []
+  for s in seeds:
+    key = (s, r, labeled[s].tobytes())
+    if key in shared_models:
+      models[s] = shared_models[key]
+    else:
+      todo.append(s)
+  seconds = 0.0
+  if todo:
+    keys = jax.numpy.stack([pool_lib.round_key(pool_lib.streams(s).train, r) for s in todo])
+    t0 = time.perf_counter()
+    result = ssl_train.train_many(config.train, data.train_waveforms, data.train_labels,
+                            np.stack([labeled[s] for s in todo]), keys,
+                            num_classes=data.num_classes, noise=data.noise,
+                            progress=config.progress)
+    seconds = (time.perf_counter() - t0) / len(todo)
+    for s, clf in zip(todo, result.classifiers):
+      models[s] = clf
+      if r == 0:
+        shared_models[(s, r, labeled[s].tobytes())] = clf
+  return models, seconds
+
+
+def _finish_round(config, name, strategy, options, seed, r, labeled, classifier, train_seconds,
+                  data, kernel, workdir) -> dict[str, Any]:
+  """Evaluates the round's model and, unless the budget is reached, selects the next batch."""
+  t0 = time.perf_counter()
+  ev = ssl_evaluate.evaluate(classifier, data.test_waveforms, data.test_labels, data.num_classes,
+                    batch_size=config.predict_batch)
+  entry = {"round": r, "num_labeled": int(len(labeled)),
+           "labeled_indices": [int(i) for i in labeled],
+           "test_accuracy": float(ev.accuracy), "train_seconds": float(train_seconds),
+           "eval_seconds": time.perf_counter() - t0, "select_seconds": 0.0,
+           "picks": None, "pick_labels": None, "picks_misclassified": None}
+  if len(labeled) >= config.al.budget:
+    return entry
+  t0 = time.perf_counter()
+  st = pool_lib.streams(seed)
+  outs = outputs_lib.model_outputs(classifier, data.train_waveforms,
+                                   key=pool_lib.round_key(st.predict, r),
+                                   num_augmentations=strategy.augmentations,
+                                   batch_size=config.predict_batch)
+  extra = {}
+  if strategy.kernel:
+    extra = kernel.context_fields(seed, labeled, st.bank)
+  ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
+  picks = np.asarray(strategies.select(name, pool_lib.round_key(st.select, r), ctx,
+                                       config.al.batch, **options))
+  entry["select_seconds"] = time.perf_counter() - t0
+  pred = outs.probs.argmax(-1)
+  entry["picks"] = [int(i) for i in picks]
+  entry["pick_labels"] = [int(data.train_labels[i]) for i in picks]
+  entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
+  entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
+  if r == 0:
+    path = results.figure2_path(workdir, config.dataset, name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
+                        labels=data.train_labels, labeled_idx=np.asarray(labeled),
+                        picks=picks, test_accuracy=ev.accuracy)
+    os.replace(tmp, path)
+  return entry

@@ -1,0 +1,56 @@
+"""Turns a trained classifier into the `RoundContext` a strategy reads."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bilevel_jax.ssl import evaluate as ssl_evaluate
+from bilevel_jax.ssl import train as ssl_train
+from bilevel_jax import strategies
+
+
+class ModelOutputs(NamedTuple):
+  """Host-side outputs of one round's model on the training set (N points)."""
+  probs: np.ndarray             # (N, C) clean soft predictions
+  embeddings: np.ndarray        # (N, E) last-layer embeddings
+  aug_probs: np.ndarray | None  # (K, N, C) or None
+
+
+def model_outputs(classifier: ssl_train.Classifier, waveforms: np.ndarray, *, key: jax.Array,
+                  num_augmentations: int, batch_size: int) -> ModelOutputs:
+  """Clean predictions and embeddings, plus K augmented predictions when K > 0."""
+  clean = ssl_evaluate.predict(classifier, waveforms, batch_size=batch_size)
+  aug = None
+  if num_augmentations:
+    aug = ssl_evaluate.predict(classifier, waveforms, key=key, num_augmentations=num_augmentations,
+                      batch_size=batch_size).probs
+  return ModelOutputs(clean.probs, clean.embeddings, aug)
+
+
+def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.ndarray, *,
+                  features: Any = None, bank: Any = None,
+                  bank_params: Any = None) -> strategies.RoundContext:
+  """Builds the RoundContext; pool labels are hidden (-1) so no strategy can peek at them.
+
+  Args:
+    outputs: the round model's outputs on the N training points.
+    labels: (N,) true labels of the training set.
+    labeled_idx: (L,) labeled indices in labeling order.
+    features: (N, m) Nystrom features (bilevel) or None.
+    bank: (L, A, m) augmented copies of the labeled points (bilevel) or None.
+    bank_params: pytree for the bilevel bank_fn, or None.
+  """
+  n = labels.shape[0]
+  labeled_idx = np.asarray(labeled_idx, np.int32)
+  mask = np.zeros(n, bool)
+  mask[labeled_idx] = True
+  visible = np.where(mask, labels, -1).astype(np.int32)
+  opt = lambda x: None if x is None else jnp.asarray(x)
+  return strategies.RoundContext(
+      probs=jnp.asarray(outputs.probs, jnp.float32), labeled_mask=jnp.asarray(mask),
+      labeled_idx=jnp.asarray(labeled_idx), labels=jnp.asarray(visible),
+      aug_probs=opt(outputs.aug_probs), embeddings=opt(outputs.embeddings),
+      features=opt(features), bank=opt(bank), bank_params=bank_params)

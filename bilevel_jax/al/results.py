@@ -1,0 +1,85 @@
+"""Result files: one JSON per (dataset, strategy, seed), rewritten atomically every round.
+
+Schema (FORMAT): dataset, strategy, seed, command, config, train_size, test_size,
+num_classes, schedule (labeled-set sizes), initial_indices, rounds (list of dicts with
+round, num_labeled, labeled_indices, test_accuracy, train/eval/select seconds, picks,
+pick_labels, picks_misclassified), complete.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from bilevel_jax.utils import io
+
+FORMAT = "bilevel_jax.al/1"
+# Config entries that may change between a run and its resumption without changing results.
+_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root")
+
+
+def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
+                ) -> pathlib.Path:
+  return pathlib.Path(workdir) / f"{dataset}_{strategy}_seed{seed}.json"
+
+
+def figure2_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
+                 ) -> pathlib.Path:
+  """Round-0 model outputs (embeddings, predictions, picks) needed by Figure 2."""
+  return pathlib.Path(workdir) / f"{dataset}_{strategy}_seed{seed}_round0.npz"
+
+
+def now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+  return {k: v for k, v in config.items() if k not in _RESUME_IGNORED}
+
+
+def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: dict,
+               train_size: int, test_size: int, num_classes: int, schedule: list[int],
+               initial_indices: np.ndarray) -> dict[str, Any]:
+  return {
+      "format": FORMAT, "dataset": dataset, "strategy": strategy, "seed": int(seed),
+      "command": command, "config": config, "train_size": int(train_size),
+      "test_size": int(test_size), "num_classes": int(num_classes),
+      "schedule": [int(s) for s in schedule],
+      "initial_indices": [int(i) for i in initial_indices],
+      "rounds": [], "complete": False, "started_utc": now(), "updated_utc": now(),
+  }
+
+
+def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, Any]:
+  """Reads a partial result and checks that it belongs to the same experiment."""
+  try:
+    record = io.read_json(path)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); delete it to start this run afresh.") from e
+  for key in ("format", "dataset", "strategy", "seed", "train_size", "test_size", "schedule",
+              "initial_indices"):
+    if record.get(key) != expected[key]:
+      raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
+                       f"this run's {expected[key]!r}.")
+  old, new = comparable_config(record["config"]), comparable_config(expected["config"])
+  if old != new:
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "
+                     "that wrote it; use a new --workdir or the same config.")
+  return record
+
+
+def labeled_after(record: dict[str, Any]) -> np.ndarray:
+  """Labeled indices (in labeling order) after the last completed round's picks."""
+  labeled = list(record["initial_indices"])
+  for r in record["rounds"]:
+    labeled += list(r["picks"] or [])
+  return np.asarray(labeled, np.int32)
+
+
+def save(path: pathlib.Path, record: dict[str, Any]) -> None:
+  record["updated_utc"] = now()
+  io.atomic_write_json(path, record)

@@ -1,0 +1,102 @@
+"""Figures 2 and 3 of the paper from AL results (matplotlib, Agg backend)."""
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from bilevel_jax.reports import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def figure3(table: dict[str, dict[int, tables.Cell]], path: str | pathlib.Path, *,
+            title: str = "") -> pathlib.Path:
+  """Test accuracy vs number of labels per strategy: mean over seeds with a +-1 std band."""
+  fig, ax = plt.subplots(figsize=(5.0, 3.6))
+  for name, cells in table.items():
+    x = np.asarray(sorted(cells))
+    mean = np.asarray([cells[b].mean for b in x])
+    std = np.asarray([cells[b].std for b in x])
+    n = min(cells[b].n for b in x)
+    line, = ax.plot(x, mean, marker="o", ms=3, label=f"{tables.DISPLAY.get(name, name)} (n>={n})")
+    ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+  ax.set_xlabel("number of labeled samples")
+  ax.set_ylabel("test accuracy (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+  return path
+
+
+def first_round_counts(npz: dict[str, np.ndarray]) -> dict[str, Any]:
+  """What Figure 2 reports about the first-round picks.
+
+  Args:
+    npz: arrays saved by the AL loop at round 0: embeddings (N, E), probs (N, C), labels (N,),
+      labeled_idx (L,), picks (b,), test_accuracy ().
+  """
+  pred = np.asarray(npz["probs"]).argmax(-1)
+  labels = np.asarray(npz["labels"])
+  picks = np.asarray(npz["picks"])
+  return {
+      "num_picks": int(len(picks)),
+      "classes_covered": int(len(np.unique(labels[picks]))),
+      "misclassified": int(np.sum(pred[picks] != labels[picks])),
+      "picks": picks.tolist(), "pick_labels": labels[picks].tolist(),
+      "pick_predictions": pred[picks].tolist(),
+      "initial_pool": np.asarray(npz["labeled_idx"]).tolist(),
+      "initial_model_test_accuracy": float(npz["test_accuracy"]),
+      "initial_model_pool_accuracy": float(np.mean(pred == labels)),
+  }
+
+
+def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int = 0,
+            perplexity: float = 30.0, title: str = "") -> dict[str, Any]:
+  """t-SNE of the round-0 model's last-layer embeddings of the training set.
+
+  Points are colored by predicted class; the initial labeled pool is drawn as black squares
+  and the first-round picks as red stars. Returns the counts (see `first_round_counts`).
+  """
+  from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
+  with np.load(npz_path) as f:
+    npz = {k: f[k] for k in f.files}
+  counts = first_round_counts(npz)
+  emb = np.asarray(npz["embeddings"], np.float64)
+  perplexity = min(perplexity, (emb.shape[0] - 1) / 3.0)
+  xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+  pred = np.asarray(npz["probs"]).argmax(-1)
+  num_classes = np.asarray(npz["probs"]).shape[-1]
+  fig, ax = plt.subplots(figsize=(5.2, 4.6))
+  cmap = plt.get_cmap("tab10" if num_classes <= 10 else "nipy_spectral")
+  colors = cmap(pred / max(num_classes - 1, 1)) if num_classes > 10 else cmap(pred % 10)
+  ax.scatter(xy[:, 0], xy[:, 1], c=colors, s=4, alpha=0.6, lw=0)
+  lab = np.asarray(npz["labeled_idx"])
+  ax.scatter(xy[lab, 0], xy[lab, 1], marker="s", s=36, facecolors="none", edgecolors="k",
+             lw=1.2, label="initial labeled pool")
+  picks = np.asarray(npz["picks"])
+  ax.scatter(xy[picks, 0], xy[picks, 1], marker="*", s=140, c="red", edgecolors="k", lw=0.6,
+             label="first-round picks")
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.legend(fontsize=7, loc="best")
+  ax.set_title(title or (f"picks cover {counts['classes_covered']} classes, "
+                         f"{counts['misclassified']}/{counts['num_picks']} misclassified "
+                         f"(initial model {100 * counts['initial_model_test_accuracy']:.0f}% test)"),
+               fontsize=8)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=150)
+  plt.close(fig)
+  counts["source"] = str(npz_path)
+  return counts

@@ -1,0 +1,122 @@
+"""Table 1 from AL result JSON files only: mean +- std test accuracy per strategy and budget."""
+from __future__ import annotations
+
+import collections
+import pathlib
+from typing import Any, Iterable, NamedTuple
+
+import numpy as np
+
+from bilevel_jax.al import results as results_lib
+from bilevel_jax.utils import io
+
+# Display order and names of the paper's Table 1.
+ORDER = ("uniform", "max_entropy", "kcenter", "consistency", "bilevel")
+DISPLAY = {"uniform": "Uniform", "max_entropy": "Max-Entropy", "kcenter": "k-center",
+           "consistency": "Consistency", "bilevel": "Bilevel"}
+
+
+class Cell(NamedTuple):
+  """Accuracy (%) over seeds at one (strategy, number of labels)."""
+  mean: float
+  std: float        # sample standard deviation (ddof=1); 0 for one seed
+  n: int            # seeds that completed this round
+  values: tuple[float, ...]
+
+
+def load_results(sources: Iterable[str | pathlib.Path]) -> list[dict[str, Any]]:
+  """Reads result JSONs; a folder contributes every `*_seed*.json` in it."""
+  files = []
+  for src in sources:
+    src = pathlib.Path(src)
+    files += sorted(src.glob("*_seed*.json")) if src.is_dir() else [src]
+  records = []
+  for f in files:
+    rec = io.read_json(f)
+    if rec.get("format") != results_lib.FORMAT:
+      raise ValueError(f"{f} is not an AL result file (format {rec.get('format')!r}, expected "
+                       f"{results_lib.FORMAT!r}).")
+    rec["_path"] = str(f)
+    records.append(rec)
+  if not records:
+    raise ValueError(f"No AL result files found in {[str(s) for s in sources]}.")
+  return records
+
+
+def strategy_order(names: Iterable[str]) -> list[str]:
+  names = set(names)
+  return [n for n in ORDER if n in names] + sorted(names - set(ORDER))
+
+
+def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[int, Cell]]:
+  """{strategy: {num_labeled: Cell}} over seeds, from completed rounds only."""
+  datasets = {r["dataset"] for r in records}
+  if len(datasets) > 1:
+    raise ValueError(f"Results mix datasets {sorted(datasets)}; aggregate one dataset at a time.")
+  acc: dict[str, dict[int, list[float]]] = collections.defaultdict(
+      lambda: collections.defaultdict(list))
+  for rec in records:
+    for rnd in rec["rounds"]:
+      acc[rec["strategy"]][int(rnd["num_labeled"])].append(100.0 * float(rnd["test_accuracy"]))
+  out = {}
+  for name in strategy_order(acc):
+    out[name] = {}
+    for n_lab in sorted(acc[name]):
+      v = np.asarray(acc[name][n_lab])
+      std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+      out[name][n_lab] = Cell(float(v.mean()), std, len(v), tuple(float(x) for x in v))
+  return out
+
+
+def _fmt(cell: Cell | None, latex: bool = False, show_n: bool = False) -> str:
+  if cell is None:
+    return "--"
+  pm = r" $\pm$ " if latex else " ± "
+  text = f"{cell.mean:.2f}{pm}{cell.std:.2f}"
+  if show_n:
+    text += f" (n={cell.n})"
+  return text
+
+
+def final_budget(records: list[dict[str, Any]]) -> int:
+  return max(int(r["schedule"][-1]) for r in records)
+
+
+def table1_markdown(table: dict[str, dict[int, Cell]], budget: int, dataset: str) -> str:
+  """Accuracy (%) at the final budget, one row per strategy (n = seeds that reached it)."""
+  lines = [f"| method | {dataset} @ {budget} labels | seeds |", "|---|---|---|"]
+  for name, cells in table.items():
+    cell = cells.get(budget)
+    lines.append(f"| {DISPLAY.get(name, name)} | {_fmt(cell)} | {cell.n if cell else 0} |")
+  return "\n".join(lines)
+
+
+def table1_latex(table: dict[str, dict[int, Cell]], budget: int, dataset: str) -> str:
+  lines = [r"\begin{tabular}{lc}", r"\toprule",
+           rf"Method & {dataset} ({budget} labels) \\", r"\midrule"]
+  for name, cells in table.items():
+    lines.append(rf"{DISPLAY.get(name, name)} & {_fmt(cells.get(budget), latex=True)} \\")
+  lines += [r"\bottomrule", r"\end{tabular}"]
+  return "\n".join(lines)
+
+
+def rounds_markdown(table: dict[str, dict[int, Cell]]) -> str:
+  """Accuracy (%) mean ± std (n seeds) at every number of labels."""
+  budgets = sorted({b for cells in table.values() for b in cells})
+  lines = ["| method | " + " | ".join(str(b) for b in budgets) + " |",
+           "|---|" + "---|" * len(budgets)]
+  for name, cells in table.items():
+    lines.append(f"| {DISPLAY.get(name, name)} | " +
+                 " | ".join(_fmt(cells.get(b), show_n=True) for b in budgets) + " |")
+  return "\n".join(lines)
+
+
+def rounds_latex(table: dict[str, dict[int, Cell]]) -> str:
+  budgets = sorted({b for cells in table.values() for b in cells})
+  lines = [r"\begin{tabular}{l" + "c" * len(budgets) + "}", r"\toprule",
+           "Method & " + " & ".join(str(b) for b in budgets) + r" \\", r"\midrule"]
+  for name, cells in table.items():
+    lines.append(f"{DISPLAY.get(name, name)} & " +
+                 " & ".join(_fmt(cells.get(b), latex=True) for b in budgets) + r" \\")
+  lines += [r"\bottomrule", r"\end{tabular}"]
+  return "\n".join(lines)

@@ -1,0 +1,46 @@
+r"""Active learning with MixMatch: the paper's comparison of selection strategies.
+
+  python -m experiments.active_learning --config=experiments/configs/fsdd.py:quick \
+      --workdir=runs/al_fsdd_quick
+  python -m experiments.active_learning --config=experiments/configs/fsdd.py:cpu \
+      --config.strategy=bilevel --config.seed=0 --workdir=runs/al_fsdd_cpu [--resume]
+
+Writes one result JSON per (dataset, strategy, seed) into the workdir after every round
+(`bilevel_jax.al.results`); with `config.report` it ends by printing Table 1 and saving
+Figure 3 into `<workdir>/report/`.
+"""
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from bilevel_jax.al import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:MODE).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
+_RESUME = flags.DEFINE_bool("resume", False, "Continue partial result files in the workdir.")
+
+
+def main(argv):
+  del argv
+  logging.getLogger("bilevel_jax").setLevel(logging.INFO)
+  command = "python -m experiments.active_learning " + " ".join(
+      shlex.quote(a) for a in sys.argv[1:])
+  config = _CONFIG.value
+  files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command)
+  if config.report:
+    from bilevel_jax import reports  # pylint: disable=g-import-not-at-top
+    out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)
+    print(out["table_markdown"])
+    print(f"Figure 3: {out['figure3']}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
