@@ -33,8 +33,9 @@ class TrainConfig:
   """Hyperparameters of one training run (hashable: static under jit).
 
   `ema_decay` is capped by (1 + t) / (10 + t) at step t so that short runs average
-  trained weights instead of the random init. `weight_decay` multiplies conv/dense kernels
-  by (1 - weight_decay) after every update, as in the MixMatch reference code.
+  trained weights instead of the random init. Weight decay is decoupled, as in the MixMatch
+  reference code: after every update conv/dense kernels are multiplied by
+  (1 - weight_decay * lr_t), lr_t the current learning rate.
   """
   method: str = "mixmatch"
   steps: int = 100_000
@@ -42,7 +43,7 @@ class TrainConfig:
   lr: float = 1e-3
   lr_end: float = 1e-5
   ema_decay: float = 0.999
-  weight_decay: float = 4e-4
+  weight_decay: float = 0.02
   lambda_u: float = 10.0
   rampup_steps: int = 16_000
   temperature: float = 0.5
@@ -118,7 +119,8 @@ def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: n
       (tc.lr > 0 and tc.lr_end >= 0, f"train.lr={tc.lr}, lr_end={tc.lr_end}; expected lr > 0, "
        "lr_end >= 0."),
       (0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay}; expected in [0, 1)."),
-      (0.0 <= tc.weight_decay < 1.0, f"train.weight_decay={tc.weight_decay}; expected in [0, 1)."),
+      (0.0 <= tc.weight_decay * tc.lr < 1.0, f"train.weight_decay={tc.weight_decay}; expected "
+       "0 <= weight_decay * lr < 1."),
       (tc.lambda_u >= 0, f"train.lambda_u={tc.lambda_u}; expected >= 0."),
       (tc.temperature > 0, f"train.temperature={tc.temperature}; expected > 0."),
       (tc.mixup_alpha > 0, f"train.mixup_alpha={tc.mixup_alpha}; expected > 0."),
@@ -162,9 +164,13 @@ def create_model(tc: TrainConfig, num_classes: int) -> nn.Module:
                    bn_momentum=tc.bn_momentum)
 
 
+def lr_schedule(tc: TrainConfig) -> optax.Schedule:
+  """Learning rate decayed linearly lr -> lr_end over the run."""
+  return optax.linear_schedule(tc.lr, tc.lr_end, max(tc.steps - 1, 1))
+
+
 def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
-  """Adam with the learning rate decayed linearly lr -> lr_end over the run."""
-  return optax.adam(optax.linear_schedule(tc.lr, tc.lr_end, max(tc.steps - 1, 1)))
+  return optax.adam(lr_schedule(tc))
 
 
 def init_state(tc: TrainConfig, model: nn.Module, key: jax.Array,
@@ -236,7 +242,7 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
     (loss, (stats, lx, lu)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    params = _decay_kernels(params, 1.0 - tc.weight_decay)
+    params = _decay_kernels(params, 1.0 - tc.weight_decay * lr_schedule(tc)(state.step))
     t = state.step.astype(jnp.float32)
     decay = jnp.minimum(tc.ema_decay, (1.0 + t) / (10.0 + t))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
