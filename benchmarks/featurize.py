@@ -74,7 +74,7 @@ def main(argv):
 
   ds = data.load_dataset("fsdd", _DATA_ROOT.value)  # builds the cache on a first run
   noise_np = data.load_background_noise(_DATA_ROOT.value)
-  wav = data.load_dataset("fsdd", _DATA_ROOT.value, progress=False).train.waveforms  # memmap
+  wav = ds.train.waveforms  # (2700, 16000), memory-mapped cache
   n, b = wav.shape[0], _BATCH.value
   if n % b:
     raise ValueError(f"--batch_size={b} must divide the {n} training clips")
