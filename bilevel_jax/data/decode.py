@@ -168,13 +168,12 @@ def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, on_error: str
       out[i] = 0.0
       return i, str(e)
 
-  bar = tqdm.tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress)
-  with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+  with tqdm.tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar, \
+      concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
     for i, reason in pool.map(work, range(len(paths))):
       if reason is not None:
         failures.append((i, reason))
       bar.update(1)
-  bar.close()
   return failures
 
 

@@ -93,6 +93,15 @@ def test_non_finite_samples_fail_at_decode_and_skip_keeps_rows_aligned(tmp_path)
     assert ds.train.labels[i] == int(f.split("/")[1][0])
 
 
+def test_skip_mode_with_every_file_bad_gives_empty_splits(tmp_path):
+  root = helpers.make_fsdd(tmp_path, takes=(0, 5), digits=(1,), speakers=("alice",))
+  for f in (root / "recordings").iterdir():
+    f.write_bytes(b"")
+  ds = data.load_dataset("fsdd", root, on_error="skip", progress=False)
+  assert ds.train.waveforms.shape == (0, 16000) and ds.test.labels.shape == (0,)
+  assert len(ds.skipped) == 2
+
+
 def test_stereo_is_mixed_down_to_mono(tmp_path):
   left, right = helpers.tone(440, 0.5, 16000), helpers.tone(660, 0.5, 16000, amp=0.2)
   path = tmp_path / "stereo.wav"
