@@ -44,7 +44,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Caches (kernels, banks) go here
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Data root holding fsdd/ (default: "
                                  "$BILEVEL_JAX_DATA, else ../shared/data).")
 _RESULTS = flags.DEFINE_string("results_dir", "results/bilevel_evidence", "JSON output folder.")
-_PARTS = flags.DEFINE_list("parts", ["first_batch", "al_curve", "timing"], "Parts to run.")
+_PARTS = flags.DEFINE_list("parts", ["kernel", "first_batch", "al_curve", "timing"],
+                           "Parts to run (kernel: fill the cache of the pool/test kernel).")
 _M_MAX = flags.DEFINE_integer("m_max", 2000, "Landmarks of the cached pool kernel.")
 _M_FIRST = flags.DEFINE_integer("m_first", 2000, "Landmarks for the first-batch part.")
 _M_CURVE = flags.DEFINE_integer("m_curve", 500, "Landmarks for the AL-curve part (CPU scale).")
@@ -110,48 +111,69 @@ def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: int) -> np.ndarray:
   return out
 
 
+_COL_BLOCK = 500    # landmarks per cached column block
+_ROW_CHUNK = 320    # rows per resumable chunk
+
+
 class Features:
   """Clean Nystrom features of train/test and cached augmented banks, for m <= m_max landmarks.
 
+  The kernel of a split against the landmarks is cached in column blocks of 500 landmarks (in
+  permutation order), each written in resumable row chunks, so m = 500 is usable as soon as its
+  block is done and an interrupted run loses at most one chunk.
+
   Attributes:
     perm: (P,) landmark permutation of the training indices; landmarks for m are perm[:m].
-    k_train: (P, m_max) NTK of clean training log-mels vs the landmarks (cached).
-    k_test: (T, m_max) same for the test split.
   """
 
   def __init__(self, workdir: pathlib.Path, train_x, test_x, waveforms, noise, *, m_max,
                landmark_seed, aug_seed, n_aug, tile, eig_cutoff):
     self.workdir, self.tile, self.n_aug, self.eig_cutoff = workdir, tile, n_aug, eig_cutoff
-    self.train_x, self.waveforms, self.noise = train_x, waveforms, noise
+    self.x = {"train": train_x, "test": test_x}
+    self.waveforms, self.noise = waveforms, noise
     p = len(train_x)
     if not 1 <= m_max <= p:
       raise ValueError(f"--m_max={m_max} must be in [1, {p}] (landmarks come from the pool).")
     self.perm = np.random.default_rng(landmark_seed).permutation(p)
     self.landmarks_x = train_x[self.perm[:m_max]]
-    tag = f"{_KERNEL.value}_m{m_max}_lseed{landmark_seed}"
-    self.k_train = self._cached(f"{tag}_train.npy", lambda: _kernel_rows(
-        train_x, self.landmarks_x, tile))
-    self.k_test = self._cached(f"{tag}_test.npy", lambda: _kernel_rows(
-        test_x, self.landmarks_x, tile))
-    self.bank_dir = workdir / f"banks_{tag}_aseed{aug_seed}_A{n_aug}"
+    self.kernel_dir = workdir / f"kernel_{_KERNEL.value}_lseed{landmark_seed}"
+    self.bank_dir = workdir / f"banks_{_KERNEL.value}_lseed{landmark_seed}_aseed{aug_seed}_A{n_aug}"
     self.aug_key = jax.random.key(aug_seed)
     self.bank_seconds = 0.0
     self.banks_made = 0
 
-  def _cached(self, name, fn):
-    path = self.workdir / name
+  def _block(self, split: str, block: int) -> np.ndarray:
+    """Kernel of `split` vs landmarks [500 * block, 500 * (block + 1)) (cached). -> (N, <=500)."""
+    path = self.kernel_dir / f"{split}_block{block}.npy"
     if path.exists():
       return np.load(path)
-    t0 = time.time()
-    out = fn()
+    x = self.x[split]
+    cols = self.landmarks_x[block * _COL_BLOCK:(block + 1) * _COL_BLOCK]
+    chunks = []
+    for start in range(0, len(x), _ROW_CHUNK):
+      chunk_path = self.kernel_dir / f"{split}_block{block}_rows{start}.npy"
+      if not chunk_path.exists():
+        t0 = time.time()
+        io.atomic_save_npy(chunk_path, _kernel_rows(x[start:start + _ROW_CHUNK], cols, self.tile))
+        print(f"kernel {split} block {block} rows {start}:{start + _ROW_CHUNK} of {len(x)} "
+              f"({time.time() - t0:.0f}s)", flush=True)
+      chunks.append(np.load(chunk_path))
+    out = np.concatenate(chunks)
     io.atomic_save_npy(path, out)
-    print(f"computed {name} {out.shape} in {time.time() - t0:.1f}s", flush=True)
+    for start in range(0, len(x), _ROW_CHUNK):
+      (self.kernel_dir / f"{split}_block{block}_rows{start}.npy").unlink()
     return out
+
+  @functools.lru_cache(maxsize=None)
+  def kernel(self, split: str, m: int) -> np.ndarray:
+    """(N, m) kernel of the clean `split` clips vs the first m landmarks."""
+    blocks = [self._block(split, b) for b in range(-(-m // _COL_BLOCK))]
+    return np.concatenate(blocks, axis=1)[:, :m]
 
   @functools.lru_cache(maxsize=None)
   def nystrom(self, m: int) -> np.ndarray:
     """(m, m) map K_UU^(+1/2) for the first m landmarks (symmetric, pseudo-inverse sqrt)."""
-    k_uu = self.k_train[self.perm[:m], :m].astype(np.float64)
+    k_uu = self.kernel("train", m)[self.perm[:m]].astype(np.float64)
     k_uu = (k_uu + k_uu.T) / 2
     s, v = np.linalg.eigh(k_uu)
     keep = s > self.eig_cutoff * s.max()
@@ -159,14 +181,14 @@ class Features:
     return ((v * inv_sqrt) @ v.T).astype(np.float32)
 
   def train_z(self, m: int) -> np.ndarray:
-    return self.k_train[:, :m] @ self.nystrom(m)     # (P, m)
+    return self.kernel("train", m) @ self.nystrom(m)     # (P, m)
 
   def test_z(self, m: int) -> np.ndarray:
-    return self.k_test[:, :m] @ self.nystrom(m)      # (T, m)
+    return self.kernel("test", m) @ self.nystrom(m)      # (T, m)
 
   def _bank_rows(self, index: int, m: int) -> np.ndarray:
     """NTK rows (A, m) of the A augmented copies of training clip `index` (disk cache)."""
-    for mm in (m, self.landmarks_x.shape[0]):   # rows against more landmarks serve too
+    for mm in (m, len(self.landmarks_x)):   # rows against more landmarks serve too
       path = self.bank_dir / f"{index}_m{mm}.npy"
       if path.exists():
         return np.load(path)[:, :m]
@@ -392,10 +414,10 @@ def run_timing(feats, classes, c, out_dir):
 
 def main(argv):
   del argv
-  unknown = set(_PARTS.value) - {"first_batch", "al_curve", "timing"}
+  unknown = set(_PARTS.value) - {"kernel", "first_batch", "al_curve", "timing"}
   if unknown:
     raise app.UsageError(f"--parts has unknown entries {sorted(unknown)}; expected a subset "
-                         "of first_batch, al_curve, timing.")
+                         "of kernel, first_batch, al_curve, timing.")
   for name, m in (("m_first", _M_FIRST.value), ("m_curve", _M_CURVE.value),
                   ("m_timing", _M_TIMING.value)):
     if not 1 <= m <= _M_MAX.value:
@@ -413,6 +435,10 @@ def main(argv):
                    m_max=_M_MAX.value, landmark_seed=_LANDMARK_SEED.value,
                    aug_seed=_AUG_SEED.value, n_aug=_N_AUG.value, tile=_TILE.value,
                    eig_cutoff=_EIG_CUTOFF.value)
+  if "kernel" in _PARTS.value:
+    for block in range(-(-_M_MAX.value // _COL_BLOCK)):   # block 0 (m = 500) first
+      for split in ("train", "test"):
+        feats._block(split, block)  # pylint: disable=protected-access
   if "first_batch" in _PARTS.value:
     print(json.dumps(run_first_batch(feats, classes, c, out_dir), default=str)[:2000])
   if "al_curve" in _PARTS.value:
