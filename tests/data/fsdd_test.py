@@ -56,11 +56,16 @@ def test_waveforms_match_librosa_load_and_durations(fsdd, fsdd_root):
 
 
 def test_second_load_is_memory_mapped_from_one_cache_file(fsdd, fsdd_root):
+  before = {p: p.stat().st_mtime_ns for p in (paths.cache_root() / "waveforms").glob("*.npy")}
   again = data.load_dataset("fsdd", fsdd_root.parent, progress=False)
   assert isinstance(again.train.waveforms, np.memmap)
+  # Both splits are views of one file, which was neither rewritten nor joined by another.
+  cache_file = pathlib.Path(again.train.waveforms.filename)
+  assert cache_file == pathlib.Path(again.test.waveforms.filename) and cache_file in before
+  after = {p: p.stat().st_mtime_ns for p in (paths.cache_root() / "waveforms").glob("*.npy")}
+  assert after == before
   np.testing.assert_array_equal(again.test.waveforms, fsdd.test.waveforms)
   assert again.train.files == fsdd.train.files
-  assert len(list((paths.cache_root() / "waveforms").glob("fsdd-*.npy"))) == 1
 
 
 def test_cache_rebuilt_when_a_source_file_changes(tmp_path):
