@@ -132,7 +132,8 @@ def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
 
   # 1. Validate every header before decoding anything.
   log.info("%s: validating %d files under %s", name, len(entries), root)
-  infos = decode.validate_files([root / e.relpath for e in entries], on_error, skipped, root)
+  infos = decode.validate_files([root / e.relpath for e in entries], on_error, skipped, root,
+                                progress=progress and len(entries) > 10000)
   bad = {s[0] for s in skipped}
   entries = [e for e in entries if e.relpath not in bad]
   durations = [i.duration for i in infos]

@@ -128,13 +128,15 @@ def load_clip(path: str | os.PathLike) -> np.ndarray:
 
 
 def validate_files(paths: Sequence[pathlib.Path], on_error: str,
-                   skipped: list[tuple[str, str]], root: pathlib.Path) -> list[ClipInfo]:
+                   skipped: list[tuple[str, str]], root: pathlib.Path,
+                   progress: bool = False) -> list[ClipInfo]:
   """Probes every file before any decoding; collects all problems into one error.
 
   With on_error="skip" the bad files are appended to `skipped` as (relative path, reason).
   """
   infos, problems = [], []
-  for p in paths:
+  for p in tqdm.tqdm(paths, desc="validating", unit="file", disable=not progress,
+                     mininterval=1.0):
     try:
       infos.append(probe(p))
     except BadAudioError as e:
