@@ -18,6 +18,10 @@ Every function takes an explicit key; `augment(key, x, noise)[i]` equals
 `augment_one(jax.random.split(key, B)[i], x[i], noise)`. The drawn parameters are exposed
 through `sample_params` / `augment(..., return_params=True)` and can be replayed with
 `apply_params`.
+
+Pass `noise` ((K, L) float32 from `bilevel_jax.data.load_background_noise`, ~23 MB for the six
+official recordings) as an argument of the jitted step, not as a closed-over constant, so it is
+not baked into the compiled program.
 """
 from __future__ import annotations
 
