@@ -29,6 +29,9 @@ def load_results(sources: Iterable[str | pathlib.Path]) -> list[dict[str, Any]]:
   files = []
   for src in sources:
     src = pathlib.Path(src)
+    if not src.exists():
+      raise FileNotFoundError(f"Result path {src} does not exist (expected a result JSON or a "
+                              "folder of them).")
     files += sorted(src.glob("*_seed*.json")) if src.is_dir() else [src]
   records = []
   for f in files:

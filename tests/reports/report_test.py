@@ -1,0 +1,111 @@
+"""Table 1 / Figures 2-3 from synthetic result files (numbers checked against NumPy)."""
+import pathlib
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from bilevel_jax import reports
+from bilevel_jax.al import results
+from bilevel_jax.reports import figures
+from bilevel_jax.reports import tables
+from bilevel_jax.utils import io
+
+
+def _write_results(workdir: pathlib.Path, accs: dict[str, np.ndarray],
+                   schedule=(10, 20, 30)) -> dict[str, np.ndarray]:
+  """accs[strategy]: (seeds, rounds) accuracies in [0, 1]; a NaN ends a seed early."""
+  for name, table in accs.items():
+    for seed, row in enumerate(table):
+      rec = results.new_record(dataset="fsdd", strategy=name, seed=seed, command="test",
+                               config={}, train_size=100, test_size=30, num_classes=10,
+                               schedule=list(schedule), initial_indices=np.arange(10))
+      for r, acc in enumerate(row):
+        if np.isnan(acc):
+          break
+        rec["rounds"].append({"round": r, "num_labeled": schedule[r], "test_accuracy": acc,
+                              "picks": None})
+      rec["complete"] = len(rec["rounds"]) == len(schedule)
+      results.save(results.result_path(workdir, "fsdd", name, seed), rec)
+  return accs
+
+
+class TablesTest(absltest.TestCase):
+
+  def test_mean_std_and_partial_seeds(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    rng = np.random.default_rng(0)
+    uni = rng.uniform(0.5, 0.9, (3, 3))
+    bil = rng.uniform(0.5, 0.9, (3, 3))
+    bil[2, 2] = np.nan  # seed 2 has not finished the last round
+    _write_results(tmp, {"uniform": uni, "bilevel": bil})
+    table = tables.aggregate(tables.load_results([tmp]))
+    self.assertEqual(list(table), ["uniform", "bilevel"])  # paper order
+    cell = table["uniform"][30]
+    self.assertAlmostEqual(cell.mean, 100 * uni[:, 2].mean(), places=9)
+    self.assertAlmostEqual(cell.std, 100 * uni[:, 2].std(ddof=1), places=9)
+    self.assertEqual(table["bilevel"][30].n, 2)
+    self.assertAlmostEqual(table["bilevel"][30].mean, 100 * bil[:2, 2].mean(), places=9)
+    md = tables.table1_markdown(table, 30, "fsdd")
+    self.assertIn(f"| Uniform | {100 * uni[:, 2].mean():.2f} ± {100 * uni[:, 2].std(ddof=1):.2f}"
+                  " | 3 |", md)
+    self.assertIn(r"$\pm$", tables.table1_latex(table, 30, "fsdd"))
+    rounds = tables.rounds_markdown(table)
+    self.assertIn(f"{100 * bil[:, 0].mean():.2f}", rounds)
+    self.assertIn("(n=2)", rounds)
+
+  def test_rejects_other_files_and_mixed_datasets(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    io.atomic_write_json(tmp / "x_seed0.json", {"format": "other"})
+    with self.assertRaisesRegex(ValueError, "not an AL result file"):
+      tables.load_results([tmp])
+    (tmp / "empty").mkdir()
+    with self.assertRaisesRegex(ValueError, "No AL result files"):
+      tables.load_results([tmp / "empty"])
+    with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+      tables.load_results([tmp / "missing"])
+    recs = [{"dataset": "fsdd", "strategy": "a", "rounds": []},
+            {"dataset": "speech_commands", "strategy": "a", "rounds": []}]
+    with self.assertRaisesRegex(ValueError, "mix datasets"):
+      tables.aggregate(recs)
+
+
+class FiguresTest(absltest.TestCase):
+
+  def test_write_report_with_figure2(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    rng = np.random.default_rng(1)
+    _write_results(tmp, {"uniform": rng.uniform(0.5, 0.9, (2, 3)),
+                         "bilevel": rng.uniform(0.5, 0.9, (2, 3))})
+    n, c = 60, 10
+    labels = np.arange(n) % c
+    probs = np.full((n, c), 0.01)
+    probs[np.arange(n), labels] = 0.91          # correct everywhere ...
+    probs[[11, 12], :] = 0.01
+    probs[[11, 12], 0] = 0.91                   # ... except points 11 and 12 (predicted 0)
+    picks = np.array([11, 12, 13, 23, 33])      # labels 1, 2, 3, 3, 3 -> 3 classes
+    np.savez(results.figure2_path(tmp, "fsdd", "bilevel", 0),
+             embeddings=rng.normal(size=(n, 4)).astype(np.float32), probs=probs,
+             labels=labels, labeled_idx=np.arange(10), picks=picks, test_accuracy=0.55)
+    out = reports.write_report([tmp], tmp / "report", command="cmd")
+    counts = out["figure2_counts"]
+    self.assertEqual(counts["classes_covered"], 3)
+    self.assertEqual(counts["misclassified"], 2)
+    self.assertEqual(counts["pick_predictions"], [0, 0, 3, 3, 3])
+    for name in ("table1.md", "table1.tex", "table_rounds.tex", "table1.json", "figure3.png",
+                 "figure2.png", "figure2_counts.json"):
+      self.assertTrue((tmp / "report" / name).stat().st_size > 0, name)
+    summary = io.read_json(tmp / "report" / "table1.json")
+    self.assertEqual(summary["final_budget"], 30)
+    self.assertEqual(summary["command"], "cmd")
+
+  def test_first_round_counts(self):
+    npz = dict(probs=np.eye(3)[[0, 1, 2, 0]], labels=np.array([0, 1, 1, 2]),
+               picks=np.array([2, 3]), labeled_idx=np.array([0]), test_accuracy=0.5)
+    counts = figures.first_round_counts(npz)
+    self.assertEqual((counts["classes_covered"], counts["misclassified"]), (2, 2))
+    self.assertAlmostEqual(counts["initial_model_pool_accuracy"], 0.5)
+
+
+if __name__ == "__main__":
+  absltest.main()
