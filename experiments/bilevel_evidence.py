@@ -47,9 +47,9 @@ _RESULTS = flags.DEFINE_string("results_dir", "results/bilevel_evidence", "JSON 
 _PARTS = flags.DEFINE_list("parts", ["kernel", "first_batch", "al_curve", "timing"],
                            "Parts to run (kernel: fill the cache of the pool/test kernel).")
 _M_MAX = flags.DEFINE_integer("m_max", 2000, "Landmarks of the cached pool kernel.")
-_M_FIRST = flags.DEFINE_integer("m_first", 2000, "Landmarks for the first-batch part.")
+_M_FIRST = flags.DEFINE_integer("m_first", 500, "Landmarks for the first-batch part.")
 _M_CURVE = flags.DEFINE_integer("m_curve", 500, "Landmarks for the AL-curve part (CPU scale).")
-_M_TIMING = flags.DEFINE_integer("m_timing", 2000, "Landmarks for the timing part.")
+_M_TIMING = flags.DEFINE_integer("m_timing", 500, "Landmarks for the timing part.")
 _N_AUG = flags.DEFINE_integer("n_aug", 8, "Augmented copies per point in the inner problem.")
 _SEEDS = flags.DEFINE_integer("seeds", 6, "Seeds (initial labeled sets).")
 _B = flags.DEFINE_integer("b", 10, "Batch size per round.")
@@ -65,6 +65,9 @@ _TILE = flags.DEFINE_integer("tile", 64, "Kernel tile edge (rows and columns).")
 _KERNEL = flags.DEFINE_enum(
     "kernel", "ntk", ["ntk", "rbf_standin"], "ntk: the WRN-28 NTK of bilevel_jax.ntk. "
     "rbf_standin: a Gaussian kernel on log-mels, a STAND-IN for smoke runs only.")
+_TIMING_FEATURES = flags.DEFINE_enum(
+    "timing_features", "real", ["real", "synthetic"], "timing part: real NTK Nystrom features "
+    "(needs the kernel for --m_timing landmarks) or SYNTHETIC ones of the same shapes.")
 _EIG_CUTOFF = flags.DEFINE_float("eig_cutoff", 1e-6, "Nystrom: eigenvalues below cutoff * "
                                  "largest are dropped (pseudo-inverse).")
 
@@ -98,16 +101,18 @@ def _kernel_tile(x1, x2):
   return wrn_kernel.wrn_kernel(x1, x2).ntk
 
 
-def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: int) -> np.ndarray:
-  """Kernel of x (N, 32, 32, 1) against landmarks (M, 32, 32, 1), fixed tile shapes. -> (N, M)."""
+def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: int, row_tile: int | None = None
+                 ) -> np.ndarray:
+  """Kernel of x (N, 32, 32, 1) against landmarks (M, 32, 32, 1) in fixed (row_tile, tile)
+  tiles (zero-padded; one compilation per tile shape). -> (N, M)."""
+  row_tile = row_tile or tile
   out = np.zeros((len(x), len(landmarks)), np.float32)
-  pad = lambda a: np.concatenate([a, np.zeros((tile - len(a),) + a.shape[1:], a.dtype)])
-  for i in range(0, len(x), tile):
-    xi = pad(x[i:i + tile])
+  pad = lambda a, n: np.concatenate([a, np.zeros((n - len(a),) + a.shape[1:], a.dtype)])
+  for i in range(0, len(x), row_tile):
+    xi = pad(x[i:i + row_tile], row_tile)
     for j in range(0, len(landmarks), tile):
-      lj = pad(landmarks[j:j + tile])
-      k = np.asarray(_kernel_tile(xi, lj))
-      out[i:i + tile, j:j + tile] = k[:min(tile, len(x) - i), :min(tile, len(landmarks) - j)]
+      k = np.asarray(_kernel_tile(xi, pad(landmarks[j:j + tile], tile)))
+      out[i:i + row_tile, j:j + tile] = k[:min(row_tile, len(x) - i), :min(tile, len(landmarks) - j)]
   return out
 
 
@@ -196,7 +201,7 @@ class Features:
     key = jax.random.fold_in(self.aug_key, index)
     wave = jnp.broadcast_to(jnp.asarray(self.waveforms[index]), (self.n_aug,) + self.waveforms.shape[1:])
     x = np.asarray(_augment_featurize(key, wave, self.noise))
-    rows = _kernel_rows(x, self.landmarks_x[:m], self.tile)
+    rows = _kernel_rows(x, self.landmarks_x[:m], self.tile, row_tile=self.n_aug)
     io.atomic_save_npy(self.bank_dir / f"{index}_m{m}.npy", rows)
     self.bank_seconds += time.time() - t0
     self.banks_made += 1
@@ -272,7 +277,7 @@ def run_first_batch(feats, classes, c, out_dir):
   m, rows = _M_FIRST.value, []
   pool_z = feats.train_z(m)
   for seed in range(_SEEDS.value):
-    path = out_dir / "first_batch" / f"seed{seed}.json"
+    path = out_dir / f"first_batch_m{m}" / f"seed{seed}.json"
     if path.exists():
       rows.append(io.read_json(path))
       continue
@@ -310,7 +315,7 @@ def run_first_batch(feats, classes, c, out_dir):
                        "misclassified_mean": float(np.mean(mis)),
                        "misclassified_std": float(np.std(mis)), "misclassified": mis}
   summary["model_pool_accuracy"] = [r["model_pool_accuracy"] for r in rows]
-  io.atomic_write_json(out_dir / "first_batch.json", summary)
+  io.atomic_write_json(out_dir / f"first_batch_m{m}.json", summary)
   return summary
 
 
@@ -322,7 +327,7 @@ def run_al_curve(feats, classes, test_classes, c, out_dir):
   results = {}
   for method in ("bilevel", "uniform"):
     for seed in range(_SEEDS.value):
-      path = out_dir / "al_curve" / f"{method}_seed{seed}.json"
+      path = out_dir / f"al_curve_m{m}" / f"{method}_seed{seed}.json"
       if path.exists():
         results[(method, seed)] = io.read_json(path)
         continue
@@ -359,56 +364,84 @@ def run_al_curve(feats, classes, test_classes, c, out_dir):
     summary[method] = {"n_labels": results[(method, 0)]["n_labels"],
                        "test_accuracy_mean": acc.mean(0), "test_accuracy_std": acc.std(0),
                        "per_seed": acc}
-  io.atomic_write_json(out_dir / "al_curve.json", summary)
+  io.atomic_write_json(out_dir / f"al_curve_m{m}.json", summary)
   return summary
 
 
-def run_timing(feats, classes, c, out_dir):
-  m, seed = _M_TIMING.value, 0
+def _timing_inputs(feats, classes, c, m):
+  """Real inputs: clean pool features, model pseudo-labels, cached banks via HostBank."""
   pool_z = jnp.asarray(feats.train_z(m))
-  labeled = class_covering_labels(classes, c, seed)
+  labeled = class_covering_labels(classes, c, 0)
   w, _ = fit_model(feats, labeled, classes[labeled], m, c, jax.random.key(0))
   pseudo = jnp.asarray(_softmax(np.asarray(pool_z) @ np.asarray(w)))
-  bank_fn = feats.host_bank(m)
-  labeled_bank = jnp.asarray(feats.banks(labeled, m))
-  kwargs = dict(b=_B.value, lr=_LR.value, l2=_L2.value, inner_steps=_STEPS.value,
-                batch_size=_BATCH.value, cg_steps=_CG.value)
-  args = (pool_z, pseudo, jnp.asarray(labeled), jnp.asarray(classes[labeled], jnp.int32),
-          labeled_bank, bank_fn, None)
-  n_bil, n_uni = select.split_batch(_B.value, 0.1)
+  return (pool_z, pseudo, jnp.asarray(labeled), jnp.asarray(classes[labeled], jnp.int32),
+          jnp.asarray(feats.banks(labeled, m)), feats.host_bank(m), None)
+
+
+def _synthetic_timing_inputs(classes, c, m, n_aug, norm):
+  """SYNTHETIC inputs of the real shapes (values do not change the work: loop counts are
+  fixed): Gaussian features with the real mean feature norm, Dirichlet pseudo-labels,
+  precomputed random banks."""
+  rng = np.random.default_rng(0)
+  p = len(classes)
+  pool_z = (rng.normal(size=(p, m)) * norm / np.sqrt(m)).astype(np.float32)
+  bank = pool_z[:, None] + 0.1 * norm / np.sqrt(m) * rng.normal(size=(p, n_aug, m)).astype(np.float32)
+  pseudo = rng.dirichlet(np.ones(c), p).astype(np.float32)
+  labeled = class_covering_labels(classes, c, 0)
+  bank_fn, bank_params = select.precomputed_bank(bank)
+  return (jnp.asarray(pool_z), jnp.asarray(pseudo), jnp.asarray(labeled),
+          jnp.asarray(classes[labeled], jnp.int32), jnp.asarray(bank[labeled]), bank_fn,
+          bank_params)
+
+
+def run_timing(feats, classes, c, out_dir):
+  m = _M_TIMING.value
+  synthetic = _TIMING_FEATURES.value == "synthetic"
+  if synthetic:
+    norm = float(np.mean(np.linalg.norm(feats.train_z(_M_CURVE.value), axis=1)))
+    args = _synthetic_timing_inputs(classes, c, m, feats.n_aug, norm)
+  else:
+    args = _timing_inputs(feats, classes, c, m)
+  kwargs = dict(b=_B.value, uniform_fraction=0.1, lr=_LR.value, l2=_L2.value,
+                inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value)
   t0 = time.time()
-  compiled = select._select.lower(  # pylint: disable=protected-access
-      jax.random.key(0), pool_z, pseudo, args[2], args[3], labeled_bank, None,
-      jnp.float32(_LR.value), jnp.float32(_L2.value), jnp.zeros((m, c), jnp.float32),
-      bank_fn=bank_fn, n_bilevel=n_bil, n_uniform=n_uni, inner_steps=_STEPS.value,
-      batch_size=_BATCH.value, cg_steps=_CG.value).compile()
+  select.validate_inputs(*args, **kwargs)
+  validate_s = time.time() - t0
+  n_bil, n_uni = select.split_batch(_B.value, 0.1)
+  static = dict(bank_fn=args[5], n_bilevel=n_bil, n_uniform=n_uni, inner_steps=_STEPS.value,
+                batch_size=_BATCH.value, cg_steps=_CG.value)
+  traced = lambda key: (key, *args[:5], args[6], jnp.float32(_LR.value),
+                        jnp.float32(_L2.value), jnp.zeros((m, c), jnp.float32))
+  t0 = time.time()
+  compiled = select._select.lower(*traced(jax.random.key(0)), **static).compile()  # pylint: disable=protected-access
   compile_s = time.time() - t0
-  del compiled
   runs = []
   for rep, key_seed in enumerate([0, 0, 1, 1]):
     bank_s0, made0 = feats.bank_seconds, feats.banks_made
     t0 = time.time()
-    sel = select.select_batch(jax.random.key(key_seed), *args, **kwargs)
-    jax.block_until_ready(sel)
+    sel = jax.block_until_ready(compiled(*traced(jax.random.key(key_seed))))
     total = time.time() - t0
     runs.append({"rep": rep, "key": key_seed, "total_s": total,
                  "new_banks": feats.banks_made - made0,
                  "bank_s": feats.bank_seconds - bank_s0,
                  "selection_s": total - (feats.bank_seconds - bank_s0),
-                 "indices": np.asarray(sel.indices), "cg_residual": np.asarray(sel.cg_residual)})
-    print(f"timing rep {rep}: {runs[-1]['total_s']:.2f}s total, {runs[-1]['new_banks']} new "
-          f"banks in {runs[-1]['bank_s']:.2f}s", flush=True)
+                 "indices": np.asarray(sel.indices), "cg_residual": np.asarray(sel.cg_residual),
+                 "inner_loss": np.asarray(sel.inner_loss)})
+    print(f"timing m={m} rep {rep}: {total:.2f}s total, {runs[-1]['new_banks']} new banks in "
+          f"{runs[-1]['bank_s']:.2f}s", flush=True)
   cached = [r["selection_s"] for r in runs if r["new_banks"] == 0]
-  out = {**_meta(), "pool_size": int(pool_z.shape[0]), "m": m, "c": c,
+  out = {**_meta(), "features": "SYNTHETIC (real shapes)" if synthetic else "real NTK Nystrom",
+         "pool_size": int(args[0].shape[0]), "m": m, "c": c,
          "b": _B.value, "n_bilevel": n_bil, "n_uniform": n_uni, "n_aug": feats.n_aug,
          "inner_steps": _STEPS.value, "batch_size": _BATCH.value, "cg_steps": _CG.value,
-         "compile_s": compile_s, "runs": runs,
+         "validate_s": validate_s, "compile_s": compile_s, "runs": runs,
          "selection_s_cached_banks_min": min(cached) if cached else None,
          "devices": [str(d) for d in jax.devices()],
-         "note": "first call of a (key) computes NTK rows of the picks' augmented copies "
-                 "(bank_s); later calls read them from the disk cache; the first select_batch "
-                 "call also compiles (timed apart as compile_s via lower().compile())."}
-  io.atomic_write_json(out_dir / "timing.json", out)
+         "note": "compile_s: select's jit lower().compile(); runs call the compiled program. "
+                 "With real features, a key's first run makes the picks' augmented copies (NTK "
+                 "rows, bank_s); a repeat reads them from the disk cache. Machine: 2 CPU cores "
+                 "shared with other jobs, so absolute times are pessimistic."}
+  io.atomic_write_json(out_dir / f"timing_m{m}{'_synthetic' if synthetic else ''}.json", out)
   return out
 
 
@@ -418,9 +451,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"--parts has unknown entries {sorted(unknown)}; expected a subset "
                          "of kernel, first_batch, al_curve, timing.")
-  for name, m in (("m_first", _M_FIRST.value), ("m_curve", _M_CURVE.value),
-                  ("m_timing", _M_TIMING.value)):
-    if not 1 <= m <= _M_MAX.value:
+  for name, m, part in (("m_first", _M_FIRST.value, "first_batch"),
+                        ("m_curve", _M_CURVE.value, "al_curve"),
+                        ("m_timing", _M_TIMING.value, "timing")):
+    synthetic = part == "timing" and _TIMING_FEATURES.value == "synthetic"
+    if part in _PARTS.value and not synthetic and not 1 <= m <= _M_MAX.value:
       raise app.UsageError(f"--{name}={m} must be in [1, --m_max={_M_MAX.value}].")
   workdir = pathlib.Path(_WORKDIR.value)
   workdir.mkdir(parents=True, exist_ok=True)
