@@ -1,0 +1,161 @@
+"""AL loop: invalid configs fail before any compute; a killed run resumes to the same picks."""
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bilevel_jax.al import loop
+from bilevel_jax.al import results
+from bilevel_jax.ssl import train as ssl_train
+from bilevel_jax.utils import io
+from experiments.configs import fsdd as fsdd_config
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+  """Any training call fails the test: validation must happen before compute."""
+  def boom(*args, **kwargs):
+    raise AssertionError("training started before the config was validated")
+  monkeypatch.setattr(ssl_train, "train_many", boom)
+
+
+def _tiny(**overrides):
+  c = fsdd_config.get_config("tiny")
+  c.progress = False
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(strategy="nope"), r"unknown strategy \['nope'\]"),
+    (dict(strategy="uniform,uniform"), "twice"),
+    (dict(**{"al.budget": 5}), r"al.budget=5 is smaller than the initial pool"),
+    (dict(**{"al.batch": 4}), "not a multiple"),
+    (dict(seed=-2), "config.seed=-2"),
+    (dict(**{"train.depth_typo": 3}), "Unknown training config keys"),
+])
+def test_invalid_config_fails_before_data(tmp_path, no_training, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    loop.run(_tiny(**overrides), tmp_path)
+  assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_missing_dataset_fails_clearly(tmp_path, no_training):
+  empty = tmp_path / "data"
+  empty.mkdir()
+  with pytest.raises(ValueError, match=r"config.dataset='fsdd'.*cannot be loaded.*No FSDD"):
+    loop.run(_tiny(data_root=str(empty)), tmp_path / "work")
+
+
+def test_budget_larger_than_pool_fails(tmp_path, fsdd_root, no_training):
+  with pytest.raises(ValueError, match="larger than the training set"):
+    loop.run(_tiny(**{"al.budget": 310, "al.batch": 300}), tmp_path)
+
+
+def test_initial_pool_must_cover_classes(tmp_path, fsdd_root, no_training):
+  with pytest.raises(ValueError, match="cannot cover the 10 classes"):
+    loop.run(_tiny(**{"al.initial": 5, "al.budget": 20}), tmp_path)
+
+
+def test_existing_results_need_resume(tmp_path, no_training):
+  io.atomic_write_json(results.result_path(tmp_path, "fsdd", "uniform", 0), {})
+  with pytest.raises(FileExistsError, match="--resume"):
+    loop.run(_tiny(), tmp_path)
+
+
+def _cli(workdir, env_extra=None, resume=False):
+  cmd = [sys.executable, "-m", "experiments.active_learning",
+         "--config=experiments/configs/fsdd.py:tiny", "--config.strategy=uniform,kcenter",
+         "--config.progress=False", f"--workdir={workdir}"] + (["--resume"] if resume else [])
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _picks(workdir, strategy):
+  rec = io.read_json(results.result_path(workdir, "fsdd", strategy, 0))
+  return rec, [r["picks"] for r in rec["rounds"]], [r["test_accuracy"] for r in rec["rounds"]]
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_crashed_run_resumes_to_the_same_selections(tmp_path, fsdd_root, monkeypatch):
+  """In-process variant (fast): the run dies after round 0 is written, then resumes."""
+  c = _tiny(strategy="uniform,max_entropy")
+
+  def crash_after_round_0(r):
+    if r == 0:
+      raise _Crash()
+  monkeypatch.setattr(loop, "_kill_hook", crash_after_round_0)
+  with pytest.raises(_Crash):
+    loop.run(c, tmp_path / "crashed")
+  monkeypatch.setattr(loop, "_kill_hook", lambda r: None)
+  rec, _, _ = _picks(tmp_path / "crashed", "uniform")
+  assert len(rec["rounds"]) == 1
+  loop.run(c, tmp_path / "crashed", resume=True)
+  loop.run(c, tmp_path / "clean")
+  for strategy in ("uniform", "max_entropy"):
+    rec_a, picks_a, acc_a = _picks(tmp_path / "crashed", strategy)
+    _, picks_b, acc_b = _picks(tmp_path / "clean", strategy)
+    assert rec_a["complete"] and picks_a == picks_b and acc_a == acc_b
+    for r in rec_a["rounds"][:-1]:
+      assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + 5
+  # Complete files are skipped on resume.
+  before = (tmp_path / "clean" / "fsdd_uniform_seed0.json").read_text()
+  loop.run(c, tmp_path / "clean", resume=True)
+  assert (tmp_path / "clean" / "fsdd_uniform_seed0.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_selections(tmp_path, fsdd_root):
+  """SIGKILL right after round 1 of the first strategy, resume, compare with a clean run."""
+  killed = tmp_path / "killed"
+  proc = _cli(killed, {loop.KILL_ENV: "1"})
+  assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+  rec, picks, _ = _picks(killed, "uniform")
+  assert len(rec["rounds"]) == 2 and not rec["complete"]  # rounds 0 and 1 survived the kill
+  assert not results.result_path(killed, "fsdd", "kcenter", 0).exists()
+
+  proc = _cli(killed, resume=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  clean = tmp_path / "clean"
+  proc = _cli(clean)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for strategy in ("uniform", "kcenter"):
+    rec_a, picks_a, acc_a = _picks(killed, strategy)
+    rec_b, picks_b, acc_b = _picks(clean, strategy)
+    assert rec_a["complete"] and rec_b["complete"]
+    assert picks_a == picks_b
+    np.testing.assert_allclose(acc_a, acc_b)
+    assert [len(r["labeled_indices"]) for r in rec_a["rounds"]] == rec_a["schedule"]
+  # Round 0 is shared by both strategies of a seed (same initial pool and model).
+  assert _picks(clean, "uniform")[0]["initial_indices"] == \
+      _picks(clean, "kcenter")[0]["initial_indices"]
+
+
+def test_resume_rejects_a_different_config(tmp_path):
+  c = _tiny()
+  rec = results.new_record(dataset="fsdd", strategy="uniform", seed=0, command="x",
+                           config=c.to_dict(), train_size=300, test_size=100, num_classes=10,
+                           schedule=[10, 15, 20], initial_indices=np.arange(10))
+  path = results.result_path(tmp_path, "fsdd", "uniform", 0)
+  results.save(path, rec)
+  other = _tiny(**{"train.steps": 9}).to_dict()
+  with pytest.raises(ValueError, match=r"config entries \['train'\] differ"):
+    results.load_for_resume(path, dict(rec, config=other))
+  with pytest.raises(ValueError, match="its seed=0 differs"):
+    results.load_for_resume(path, dict(rec, seed=1))
