@@ -159,3 +159,12 @@ def test_resume_rejects_a_different_config(tmp_path):
     results.load_for_resume(path, dict(rec, config=other))
   with pytest.raises(ValueError, match="its seed=0 differs"):
     results.load_for_resume(path, dict(rec, seed=1))
+
+
+def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no_training):
+  from experiments.configs import speech_commands  # pylint: disable=g-import-not-at-top
+  if any((data_root / d).is_dir() for d in ("speech_commands_v2", "speech_commands")):
+    pytest.skip("the full Speech Commands data is present")
+  c = speech_commands.get_config("tiny")
+  with pytest.raises(ValueError, match="config.dataset='speech_commands'.*cannot be loaded"):
+    loop.run(c, tmp_path)
