@@ -163,7 +163,9 @@ def test_augment_and_featurize_jit_no_jit_and_vmap_over_seeds():
   chex.assert_trees_all_close(p_jit, p_eager, rtol=1e-6)
   np.testing.assert_allclose(_apply(p_eager, x[:2], noise), aug.apply_params(p_eager, x[:2], noise),
                              rtol=1e-5, atol=1e-6)
-  jitted = jax.jit(aug.augment_and_featurize)(key, x, noise)
+  step = jax.jit(chex.assert_max_traces(aug.augment_and_featurize, n=1))
+  jitted = step(key, x, noise)
+  step(jax.random.key(99), x[::-1], noise * 2.0)  # new key, data and noise: no retrace
   chex.assert_shape(jitted, (4, 32, 32, 1))
   np.testing.assert_allclose(jitted, jax.jit(audio.featurize)(_augment(key, x, noise)),
                              atol=1e-3)
