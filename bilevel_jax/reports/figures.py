@@ -73,7 +73,8 @@ def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int
   counts = first_round_counts(npz)
   emb = np.asarray(npz["embeddings"], np.float64)
   perplexity = min(perplexity, (emb.shape[0] - 1) / 3.0)
-  xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+  tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+  xy = tsne.fit_transform(emb)  # (N, 2)
   pred = np.asarray(npz["probs"]).argmax(-1)
   num_classes = np.asarray(npz["probs"]).shape[-1]
   fig, ax = plt.subplots(figsize=(5.2, 4.6))
