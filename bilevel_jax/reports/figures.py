@@ -90,10 +90,10 @@ def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int
   ax.set_xticks([])
   ax.set_yticks([])
   ax.legend(fontsize=7, loc="best")
+  acc = 100 * counts["initial_model_test_accuracy"]
   ax.set_title(title or (f"picks cover {counts['classes_covered']} classes, "
                          f"{counts['misclassified']}/{counts['num_picks']} misclassified "
-                         f"(initial model {100 * counts['initial_model_test_accuracy']:.0f}% test)"),
-               fontsize=8)
+                         f"(initial model {acc:.0f}% test)"), fontsize=8)
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
