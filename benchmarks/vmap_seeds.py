@@ -59,6 +59,8 @@ def main(argv):
     # vmapped: sps counts steps of all S models at once; sequential: mean over the S runs.
     model_steps_per_s = res.steps_per_second * (_SEEDS.value if vmapped else 1)
     arms[name] = {"steps_per_second": res.steps_per_second,
+                  "seconds_per_step": 1.0 / res.steps_per_second,
+                  "process_cpu_seconds_per_step": res.cpu_seconds_per_step,
                   "model_steps_per_second": model_steps_per_s,
                   "wall_seconds_including_compile": wall,
                   "final_loss": res.history[-1]["train/loss"]}
@@ -68,6 +70,7 @@ def main(argv):
       "device": str(jax.devices()[0].device_kind), "platform": jax.default_backend(),
       "host": platform.node(), "cpu_count": os.cpu_count(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "load_average_at_end": os.getloadavg(),
       "seeds": _SEEDS.value, "steps": _STEPS.value, "timed_steps": _STEPS.value - _CHUNK.value,
       "method": _METHOD.value, "labels": _LABELS.value, "scale": config.scale,
       "model": f"WRN-{tc.depth}-{tc.width}", "batch_size": tc.batch_size,

@@ -104,6 +104,7 @@ class TrainResult(NamedTuple):
   history: list            # logged scalar dicts (mean over seeds)
   seconds: float           # wall time of the training loop (compilation included)
   steps_per_second: float  # steps of one model per second, excluding the first (compiling) chunk
+  cpu_seconds_per_step: float  # process CPU time (all threads) per step after the first chunk
 
 
 def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: np.ndarray,
@@ -364,7 +365,8 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
     seconds = sum(r.seconds for r in results)
     return TrainResult(state, sum((r.classifiers for r in results), []),
                        results[0].history, seconds,
-                       float(np.mean([r.steps_per_second for r in results])))
+                       float(np.mean([r.steps_per_second for r in results])),
+                       float(np.mean([r.cpu_seconds_per_step for r in results])))
 
   model = create_model(tc, num_classes)
   mean, std = feature_stats(featurize_fn, waveforms)
@@ -389,6 +391,7 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
   start = int(np.asarray(state.step)[0])
 
   history, t0, t_after_first, steps_after_first = [], time.perf_counter(), None, 0
+  cpu_after_first = None
   bar = None
   if progress:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -400,7 +403,7 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
     metrics = jax.device_get(metrics)  # one host sync per chunk
     step += n
     if t_after_first is None:
-      t_after_first = time.perf_counter()
+      t_after_first, cpu_after_first = time.perf_counter(), time.process_time()
     else:
       steps_after_first += n
     row = {f"train/{k}": float(np.mean(v)) for k, v in metrics.items()}
@@ -417,7 +420,7 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
     if callback is not None:
       callback(step, state)
   jax.block_until_ready(state)
-  t1 = time.perf_counter()
+  t1, cpu1 = time.perf_counter(), time.process_time()
   if bar is not None:
     bar.close()
   if writer is not None:
@@ -425,13 +428,14 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
   if manager is not None:
     manager.close()
   sps = steps_after_first / (t1 - t_after_first) if steps_after_first else float("nan")
+  cps = (cpu1 - cpu_after_first) / steps_after_first if steps_after_first else float("nan")
   noise_dev = data.noise
   classifiers = [
       Classifier(model, {"params": jax.tree.map(lambda v: v[s], state.ema_params),
                          "batch_stats": jax.tree.map(lambda v: v[s], state.batch_stats)},
                  mean, std, featurize_fn, augment_featurize_fn, noise_dev)
       for s in range(num_seeds)]
-  return TrainResult(state, classifiers, history, t1 - t0, sps)
+  return TrainResult(state, classifiers, history, t1 - t0, sps, cps)
 
 
 def train(config: Any, waveforms: np.ndarray, labels: np.ndarray, labeled_idx: np.ndarray,
