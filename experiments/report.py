@@ -1,0 +1,44 @@
+r"""Table 1 (markdown + LaTeX) and Figures 2-3 from AL result JSON files.
+
+  python -m experiments.report --results=results/active_learning/fsdd_cpu \
+      --out=results/active_learning/fsdd_cpu/report
+
+Figure 2 also needs the round-0 file `<dataset>_<strategy>_seed<k>_round0.npz` written by the AL
+loop next to the JSON (git-ignored); without it only the tables and Figure 3 are made.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+
+from bilevel_jax import reports
+
+_RESULTS = flags.DEFINE_multi_string("results", None, "Result JSON files or folders of them.",
+                                     required=True)
+_OUT = flags.DEFINE_string("out", None, "Output folder for tables and figures.", required=True)
+_FIG2_STRATEGY = flags.DEFINE_string("figure2_strategy", "bilevel", "Strategy of Figure 2.")
+_FIG2_SEED = flags.DEFINE_integer("figure2_seed", 0, "Seed of Figure 2.")
+
+
+def main(argv):
+  del argv
+  command = "python -m experiments.report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  out = reports.write_report(_RESULTS.value, _OUT.value, command=command,
+                             figure2_strategy=_FIG2_STRATEGY.value,
+                             figure2_seed=_FIG2_SEED.value)
+  print(out["table_markdown"])
+  print()
+  print(out["rounds_markdown"])
+  print(f"\nwritten: {out['table1']}, {out['figure3']}" +
+        (f", {out['figure2']}" if "figure2" in out else ""))
+  if "figure2_counts" in out:
+    c = out["figure2_counts"]
+    print(f"Figure 2: first-round picks cover {c['classes_covered']} classes, "
+          f"{c['misclassified']}/{c['num_picks']} misclassified by the initial model.")
+
+
+if __name__ == "__main__":
+  app.run(main)
