@@ -1,0 +1,55 @@
+"""Nystrom features and augmented-copy banks of the bilevel strategy."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bilevel_jax.al import kernel
+
+
+def test_nystrom_map_is_pinv_sqrt(x64):
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(6, 4))
+  k = a @ a.T                                   # rank 4 of 6: needs the pseudo-inverse
+  m = kernel.nystrom_map(k).astype(np.float64)
+  np.testing.assert_allclose(m @ k @ m, np.linalg.pinv(k) @ k, atol=1e-4)
+  z = k @ m                                     # features of the landmarks themselves
+  np.testing.assert_allclose(z @ z.T, k, rtol=1e-4, atol=1e-4)
+
+
+def _config(m=4, n_aug=2):
+  c = ml_collections.ConfigDict()
+  c.bilevel = ml_collections.ConfigDict(dict(
+      landmarks=m, landmark_seed=0, augmentations=n_aug, ntk_depth=10, kernel="ntk",
+      kernel_batch=4))
+  return c
+
+
+def test_features_and_banks(tmp_path, monkeypatch):
+  monkeypatch.setenv("BILEVEL_JAX_CACHE", str(tmp_path))
+  rng = np.random.default_rng(1)
+  waves = (0.1 * rng.normal(size=(10, 16000))).astype(np.float32)
+  noise = (0.01 * rng.normal(size=(1, 20000))).astype(np.float32)
+  kf = kernel.KernelFeatures(_config(), waves, noise, tag="synthetic")
+  assert kf.features.shape == (10, 4)
+  # Nystrom reproduces the kernel between landmarks: z_u . z_v = k(u, v).
+  x = kf._clean_x(kf.landmark_idx)
+  k_uu = np.asarray(kernel._kernel_fn(10, "ntk")(jnp.asarray(x), jnp.asarray(x)))
+  z = kf.features[kf.landmark_idx]
+  np.testing.assert_allclose(z @ z.T, k_uu, rtol=2e-3, atol=2e-3 * np.abs(k_uu).max())
+
+  stream = jax.random.key(5)
+  fields = kf.context_fields(0, np.array([3, 7]), stream)
+  assert fields["bank"].shape == (2, 2, 4)
+  assert np.all(np.isfinite(fields["bank"]))
+  # The in-jit bank function (greedy picks) makes the same copies as the cached labeled bank.
+  copies = jax.jit(kf.bank_fn)(fields["bank_params"], jax.random.key(99), jnp.int32(7))
+  np.testing.assert_allclose(copies, fields["bank"][1], rtol=1e-4, atol=1e-4)
+  # Augmented copies differ from each other and from the clean features.
+  assert not np.allclose(fields["bank"][0, 0], fields["bank"][0, 1])
+  # Disk cache: a second instance loads the same features without recomputing.
+  again = kernel.KernelFeatures(_config(), waves, noise, tag="synthetic")
+  np.testing.assert_array_equal(again.features, kf.features)
+  assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
