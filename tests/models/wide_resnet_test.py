@@ -1,4 +1,6 @@
 """WRN shapes and the closed-form parameter count."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,10 +47,11 @@ def test_wrn28_2_is_about_1_47m_params():
 def test_output_shapes_and_batch_stats_update():
   model = get_model("wide_resnet", num_classes=7, depth=10, width=1)
   x = jax.random.normal(jax.random.key(1), (3, 32, 32, 1))
-  variables = model.init(jax.random.key(0), x)
-  logits, emb = model.apply(variables, x)
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  logits, emb = jax.jit(model.apply)(variables, x)
   assert logits.shape == (3, 7) and emb.shape == (3, 64)
-  (logits_t, _), upd = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  (logits_t, _), upd = jax.jit(functools.partial(model.apply, train=True,
+                                                 mutable=["batch_stats"]))(variables, x)
   assert logits_t.shape == (3, 7)
   changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
                          upd["batch_stats"])
