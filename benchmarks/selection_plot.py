@@ -55,13 +55,13 @@ def stage_table(r) -> str:
   return "\n".join(rows)
 
 
-def plot(results, png):
+def plot(results, png, names):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for r in results:
-    lab = _label(r)
+  for r, name in zip(results, names):
+    lab = f"{name}: {_label(r)}"
     for c, marker in ((10, "o"), (35, "s")):
       cfgs = sorted([x for x in r["configs"] if "ours" in x and x["m"] == 2000 and x["c"] == c],
                     key=lambda x: x["pool"])
@@ -107,7 +107,7 @@ def main(argv=None):
     print()
     print(stage_table(r))
   if args.png:
-    plot(results, args.png)
+    plot(results, args.png, [pathlib.Path(p).stem.replace("selection_", "") for p in args.results])
     print(f"\nwrote {args.png}")
 
 
