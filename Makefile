@@ -30,5 +30,10 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=25
 
+# neural-tangents 0.6.5 oracle in its own pinned env (.venv-ntk-oracle, ~650 MB, no tensorflow).
+ntk-oracle: setup
+	PY=$(PY) scripts/ntk_oracle/build_env.sh .venv-ntk-oracle
+	.venv-ntk-oracle/bin/python scripts/ntk_oracle/compare.py --ours_python=$(BIN)/python
+
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,52 @@
+"""Landmark-kernel cache: interrupted + resumed == uninterrupted; second call is a hit."""
+import jax
+import numpy as np
+import pytest
+
+from bilevel_jax.ntk import cache
+from bilevel_jax.ntk import kernel_matrix as km
+from bilevel_jax.ntk import nystrom
+from tests.ntk.conftest import downsample
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_resume_after_interrupt_matches_uninterrupted(fsdd_log_mels, tmp_path):
+  x = downsample(fsdd_log_mels(10, seed=7), 2)             # (10, 16, 16, 1)
+  idx = nystrom.draw_landmarks(jax.random.key(0), 10, 4)
+  kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False)
+
+  def stop_after_two(done, total):
+    if done == 2:
+      raise _Interrupt
+
+  with pytest.raises(_Interrupt):
+    cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a", callback=stop_after_two, **kw)
+  seen = []
+  resumed = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a",
+                                  callback=lambda d, t: seen.append(d), **kw)
+  assert resumed.computed_blocks == 3 and seen == [3, 4, 5]  # only the 3 missing blocks
+  straight = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "b", **kw)
+  assert straight.computed_blocks == 5
+  np.testing.assert_array_equal(resumed.matrix, straight.matrix)
+  want = km.kernel_matrix(x, x[idx], depth=10, tile=(2, 4), progress=False)
+  np.testing.assert_allclose(resumed.matrix, want, rtol=1e-6)
+
+  hit = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a",
+                              callback=lambda d, t: pytest.fail("cache hit computed a block"), **kw)
+  assert hit.computed_blocks == 0 and hit.path == resumed.path
+  np.testing.assert_array_equal(hit.matrix, straight.matrix)
+  # Another landmark draw or architecture is another entry.
+  other = cache.landmark_kernel(x, idx[::-1].copy(), cache_dir=tmp_path / "a", **kw)
+  assert other.path != resumed.path
+
+
+def test_default_location_is_cache_root_and_bad_indices_raise(fsdd_log_mels):
+  x = downsample(fsdd_log_mels(4, seed=7), 2)
+  with pytest.raises(ValueError, match="landmark_idx"):
+    cache.landmark_kernel(x, np.array([0, 4]), depth=10, progress=False)
+  res = cache.landmark_kernel(x, np.array([1, 3]), depth=10, tile=(2, 4), progress=False)
+  from bilevel_jax.utils import paths
+  assert res.path.parent == paths.cache_root() / "ntk"
