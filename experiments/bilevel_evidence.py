@@ -1,24 +1,32 @@
 r"""Evidence for the bilevel batch selection on real FSDD data (issue 4, SPEC section 3).
 
   python -m experiments.bilevel_evidence --workdir=runs/bilevel_evidence \
-      --parts=first_batch,al_curve,timing
+      --parts=kernel,lr_check,first_batch,al_curve,timing              # m = 500, ~1 h on 2 cores
+  python -m experiments.bilevel_evidence --workdir=runs/bilevel_evidence \
+      --parts=kernel,first_batch,timing --m_first=2000 --m_timing=2000  # paper's m
 
-Parts (each writes JSON under --results_dir, atomically, with the command inside):
+Parts (JSON under --results_dir, written atomically, the command inside; reruns resume):
+  kernel       fill the cache of the WRN-28 NTK of the clean train/test log-mels against the
+               landmarks (column blocks of 500 landmarks, resumable row chunks).
+  lr_check     gap of Adam (1000 steps, batch 64) to the L-BFGS optimum per learning rate.
   first_batch  10 class-covering labels per seed; pseudo-labels from L2 logistic regression on
                the Nystrom features of the labeled points' augmented copies; the first batch
-               (b = 10) of bilevel, uniform and max-entropy: classes covered and points the
-               pseudo-label model misclassifies (paper Fig. 2: 9 classes, 9 of 10).
-  al_curve     cheap proxy active learning: the same logistic regression is the model, 10 -> 60
-               labels, b = 10, bilevel vs uniform, test accuracy per round; one JSON per
-               (method, seed), so a killed run resumes.
-  timing       select_batch for b = 10 from the 2700-clip pool at m = --m_timing on CPU:
-               compile time, run time with cached copies, time to make new copies.
+               (b = 10) of bilevel, uniform and max-entropy (entropy of those pseudo-labels):
+               classes covered and points that model misclassifies (paper Fig. 2: 9 and 9).
+  al_curve     proxy active learning: logistic regression on clean Nystrom features is the
+               model, 10 -> 60 labels, b = 10, bilevel vs uniform, test accuracy per round; one
+               JSON per (method, seed).
+  timing       select_batch for b = 10 from the 2700-clip pool: compile time (lower/compile)
+               apart from runs of the compiled program, with cached augmented copies.
 
-Features: the WRN-28 NTK (bilevel_jax.ntk) between clean log-mels of the training set and m
-landmarks drawn at random from it, Nystrom map z_x = K_UU^(+1/2) k(x, U). Landmarks for a smaller
-m are the first m of the same random permutation, so one cached pool-vs-landmark kernel serves
-every m. Augmented copies of a point use the key fold_in(aug_key, index), so a point's copies are
-the same whichever seed or method asks for them, and are cached on disk under --workdir.
+Features: NTK between clean log-mels and m landmarks drawn at random from the training set,
+z_x = K_UU^(+1/2) k(x, U). Landmarks for a smaller m are the first m of the same permutation, so
+one cache serves every m. Augmented copies of point i use the key fold_in(aug_key, i): the same
+copies whichever seed or method asks, cached on disk under --workdir.
+
+Caveat: here the pseudo-labels come from the same proxy (logistic regression on the same
+features) as the inner problem, so at step 0 the inner solution nearly minimises the pool part
+of G and grad G is small; in the paper they come from MixMatch, a different, stronger model.
 """
 from __future__ import annotations
 
