@@ -17,9 +17,13 @@ Why this is cheap: a Flatten readout only needs same-position covariances (disti
 have independent weights), so a pair's kernel is two (H, W) maps (NNGP q and NTK t) pushed through
 3x3 box filters, strides, the ReLU arc-cosine update and residual sums. Per-input variance maps
 (and their square roots) depend on one input only, so a tile of T1 x T2 pairs computes them
-T1 + T2 times, not T1 * T2 times. Pair maps are laid out (H, W, T1, T2) so every update is a
-contiguous vector op over the pairs, and arccos is a float32-accurate polynomial (Abramowitz &
-Stegun 4.4.46, |error| <= 2e-8) rather than atan2, which XLA:CPU does not vectorize well.
+T1 + T2 times, not T1 * T2 times. Pair maps are laid out (H + 2, W + 2, T1, T2) with a stored
+zero border (the SAME padding), so every update is a contiguous vector op over the pairs and a
+conv is 9 plain slices; arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46,
+|error| <= 2e-8): XLA:CPU's arccos (atan2) cost ~40x more per element here. Each layer runs as
+the taken branch of a data-dependent conditional (`_fenced`) so XLA materializes it once instead
+of fusing (and recomputing) it inside the 9 taps of the next conv. Measured on 2 CPU cores:
+WRN-28 at ~40 us of CPU per entry (NNGP + NTK) in 16 x 16 tiles; see benchmarks/results/ntk_*.json.
 """
 from __future__ import annotations
 
