@@ -23,7 +23,7 @@ conv is 9 plain slices; arccos is a float32-accurate polynomial (Abramowitz & St
 |error| <= 2e-8): XLA:CPU's arccos (atan2) cost ~40x more per element here. Each layer runs as
 the taken branch of a data-dependent conditional (`_fenced`) so XLA materializes it once instead
 of fusing (and recomputing) it inside the 9 taps of the next conv. Measured on 2 CPU cores:
-WRN-28 at ~40 us of CPU per entry (NNGP + NTK) in 16 x 16 tiles; see benchmarks/results/ntk_*.json.
+WRN-28 at ~35 us of CPU per entry (NNGP + NTK) in 16 x 16 tiles; see benchmarks/results/ntk_*.json.
 """
 from __future__ import annotations
 
@@ -186,17 +186,28 @@ def box_filter(x: jax.Array, k: int, stride: int) -> jax.Array:
   return functools.reduce(jnp.add, taps)
 
 
-def _conv(s: _State, k: int, stride: int, w_var: float, b_var: float, ntk_in: bool = True) -> _State:
+def _conv_unpadded(s: _State, k: int, stride: int, w_var: float, b_var: float,
+                   ntk_in: bool = True) -> _State:
   scale = w_var / (k * k)
   q12 = scale * box_filter(s.q12, k, stride) + b_var
   q1 = scale * box_filter(s.q1, k, stride) + b_var
   q2 = scale * box_filter(s.q2, k, stride) + b_var
   t12 = scale * box_filter(s.t12, k, stride) + q12 if ntk_in else q12
-  return _State(*_materialize(*map(_pad1, (q12, t12, q1, q2))))
+  return _State(q12, t12, q1, q2)
 
 
-def _add(a: _State, b: _State) -> _State:
-  return _State(*_materialize(*(x + y for x, y in zip(a, b))))
+def _conv(s: _State, k: int, stride: int, w_var: float, b_var: float, ntk_in: bool = True) -> _State:
+  return _State(*_materialize(*map(_pad1, _conv_unpadded(s, k, stride, w_var, b_var, ntk_in))))
+
+
+def _residual(h: _State, w_var: float, b_var: float, shortcut: _State,
+              shortcut_conv: tuple[int, int] | None) -> _State:
+  """conv3x3(h) + shortcut (itself conv'd if shortcut_conv = (k, stride)), in one pass."""
+  out = _conv_unpadded(h, 3, 1, w_var, b_var)
+  if shortcut_conv is None:
+    return _State(*_materialize(*(_pad1(a) + b for a, b in zip(out, shortcut))))
+  sc = _conv_unpadded(shortcut, *shortcut_conv, w_var, b_var)
+  return _State(*_materialize(*(_pad1(a + b) for a, b in zip(out, sc))))
 
 
 def _block(s: _State, cfg: WRNKernelConfig, stride: int, conv_shortcut: bool,
@@ -205,13 +216,11 @@ def _block(s: _State, cfg: WRNKernelConfig, stride: int, conv_shortcut: bool,
   relu = _fenced(_relu, one)
   conv = lambda x, k, st: _fenced(lambda y: _conv(y, k, st, w_var, b_var), one)(x)
   a = relu(s)
-  h = conv(a, 3, stride)
-  h = conv(relu(h), 3, 1)
-  if conv_shortcut:
-    sc = conv(a if cfg.activate_shortcut else s, cfg.shortcut_size, stride)
-  else:
-    sc = s
-  return _add(h, sc)
+  h = relu(conv(a, 3, stride))
+  # The second conv and the residual sum share one pass over the maps.
+  shortcut_conv = (cfg.shortcut_size, stride) if conv_shortcut else None
+  residual = lambda h, sc: _residual(h, w_var, b_var, sc, shortcut_conv)
+  return _fenced(residual, one)(h, a if (conv_shortcut and cfg.activate_shortcut) else s)
 
 
 def _tile_kernels(x1: jax.Array, x2: jax.Array, cfg: WRNKernelConfig, fence: bool = True) -> Kernels:

@@ -100,9 +100,9 @@ def test_jit_equals_no_jit_and_fences_change_nothing(fsdd_log_mels):
   eager = wk.wrn_kernel(x, depth=10, jit=False)
   inside_jit = jax.jit(lambda a: wk.wrn_kernel(a, depth=10, jit=False))(x)  # how callers embed it
   unfenced = jax.jit(lambda a: wk._tile_kernels(a, a, cfg, fence=False))(x)
-  for other in (eager, inside_jit, unfenced):
-    np.testing.assert_allclose(jitted.ntk, other.ntk, rtol=1e-6)
-    np.testing.assert_allclose(jitted.nngp, other.nngp, rtol=1e-6)
+  for other in (eager, inside_jit, unfenced):   # float32: fusion / FMA choices differ slightly
+    np.testing.assert_allclose(jitted.ntk, other.ntk, rtol=2e-5)
+    np.testing.assert_allclose(jitted.nngp, other.nngp, rtol=2e-5)
 
 
 def test_tile_streaming_equals_one_shot(fsdd_log_mels):
