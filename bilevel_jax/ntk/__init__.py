@@ -1,0 +1,5 @@
+"""Infinite-width WRN kernels (NNGP/NTK), streamed in tiles; Nystrom features; landmark-kernel cache.
+
+Modules: wrn_kernel (the kernel of one tile / one shot), kernel_matrix (streaming over tiles),
+nystrom, cache (resumable k(X, U) on disk), finite_width (Flax reference network), inputs.
+"""
