@@ -1,5 +1,7 @@
 """S seeds trained as one vmapped program vs S sequential runs (steps per second).
 
+The `map` arm (lax.map over seeds inside one program) is the CPU default of train_many.
+
   python -m benchmarks.vmap_seeds --config=experiments/configs/mixmatch.py:cpu --steps=60 \
       --out=benchmarks/results/vmap_seeds_cpu.json
 
@@ -9,6 +11,7 @@ from the rates. Throughput counts model-steps: S * steps / time for the vmapped 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -29,6 +32,9 @@ _CHUNK = flags.DEFINE_integer("chunk", 10, "Steps per jitted call (the first is 
 _LABELS = flags.DEFINE_integer("labels", 60, "Labeled points per seed.")
 _METHOD = flags.DEFINE_string("method", "mixmatch", "Training method.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON path.", required=True)
+_ARMS = flags.DEFINE_list("arms", ["vmapped", "sequential"],
+                          "vmapped (vmap in one program), map (lax.map in one program), "
+                          "sequential (S separate runs).")
 
 
 def main(argv):
@@ -50,14 +56,19 @@ def main(argv):
   lab = labeled_sets(ds.train.labels, _LABELS.value, _SEEDS.value, num_classes, config.seed)
   keys = jax.random.split(jax.random.key(config.seed), _SEEDS.value)
   arms = {}
-  for name, vmapped in (("vmapped", True), ("sequential", False)):
+  for name in _ARMS.value:
+    if name not in ("vmapped", "map", "sequential"):
+      raise app.UsageError(f"--arms entry {name!r}; expected vmapped, map or sequential.")
+  for name in _ARMS.value:
+    one_program = name != "sequential"
+    mode = {"vmapped": "vmap", "map": "map", "sequential": "vmap"}[name]
     t0 = time.perf_counter()
-    res = train_lib.train_many(tc, ds.train.waveforms, ds.train.labels, lab, keys,
-                               num_classes=num_classes, noise=noise, vmapped=vmapped,
-                               progress=False)
+    res = train_lib.train_many(dataclasses.replace(tc, seed_mode=mode), ds.train.waveforms,
+                               ds.train.labels, lab, keys, num_classes=num_classes, noise=noise,
+                               vmapped=one_program, progress=False)
     wall = time.perf_counter() - t0
-    # vmapped: sps counts steps of all S models at once; sequential: mean over the S runs.
-    model_steps_per_s = res.steps_per_second * (_SEEDS.value if vmapped else 1)
+    # One program: sps counts steps of all S models at once; sequential: mean over S runs.
+    model_steps_per_s = res.steps_per_second * (_SEEDS.value if one_program else 1)
     arms[name] = {"steps_per_second": res.steps_per_second,
                   "seconds_per_step": 1.0 / res.steps_per_second,
                   "process_cpu_seconds_per_step": res.cpu_seconds_per_step,
@@ -75,8 +86,9 @@ def main(argv):
       "method": _METHOD.value, "labels": _LABELS.value, "scale": config.scale,
       "model": f"WRN-{tc.depth}-{tc.width}", "batch_size": tc.batch_size,
       "arms": arms,
-      "speedup_vmapped_over_sequential": (arms["vmapped"]["model_steps_per_second"]
-                                          / arms["sequential"]["model_steps_per_second"]),
+      "speedup_over_sequential": {
+          k: v["model_steps_per_second"] / arms["sequential"]["model_steps_per_second"]
+          for k, v in arms.items() if "sequential" in arms},
   }
   io.atomic_write_json(_OUT.value, out)
   print(out, flush=True)

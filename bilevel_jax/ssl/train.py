@@ -1,4 +1,4 @@
-"""Supervised and MixMatch training from raw waveforms, one jitted step, seeds vmapped.
+"""Supervised and MixMatch training from raw waveforms, one jitted step, seeds batched.
 
 Data stay on device: the step samples indices, gathers waveforms, augments and computes
 log-mel features inside jit, so there is no host input pipeline. Every step's randomness is
@@ -55,6 +55,10 @@ class TrainConfig:
   bn_momentum: float = 0.999
   log_every: int = 100
   checkpoint_every: int = 1000
+  # How train_many batches seeds inside its one program: "vmap" (batched ops; fast on
+  # accelerators), "map" (lax.map, seeds one after another; XLA:CPU runs the grouped
+  # convolutions that vmap creates very slowly), or "auto" (map on CPU, vmap elsewhere).
+  seed_mode: str = "auto"
 
   @classmethod
   def from_config(cls, cfg: Any, **overrides: Any) -> "TrainConfig":
@@ -110,6 +114,8 @@ class TrainResult(NamedTuple):
 def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: np.ndarray,
              num_classes: int, require_all_classes: bool) -> None:
   """Raises ValueError naming the bad setting; called before anything is compiled."""
+  if tc.seed_mode not in ("auto", "vmap", "map"):
+    raise ValueError(f"train.seed_mode={tc.seed_mode!r}; expected 'auto', 'vmap' or 'map'.")
   if tc.method not in METHODS:
     raise ValueError(f"train.method={tc.method!r}; expected one of {METHODS}.")
   checks = [
@@ -258,17 +264,27 @@ def compiled_run_steps(tc: TrainConfig, model: nn.Module, num_classes: int,
                        featurize_fn: FeaturizeFn,
                        augment_featurize_fn: AugmentFeaturizeFn) -> Callable:
   """Cached jitted vmapped runner, so repeated trainings with equal settings compile once."""
+  mode = tc.seed_mode
+  if mode == "auto":
+    mode = "map" if jax.default_backend() == "cpu" else "vmap"
   return make_run_steps(make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn),
-                        vmapped=True)
+                        seed_mode=mode)
 
 
-def make_run_steps(step: Callable, vmapped: bool) -> Callable:
+def make_run_steps(step: Callable, seed_mode: str | None) -> Callable:
   """Jitted (state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
 
   num_steps is traced (a while loop), so chunks of any length share one compilation.
-  With vmapped=True the state/labeled_idx carry a leading seed axis; data are shared.
+  With seed_mode "vmap" or "map" the state/labeled_idx carry a leading seed axis (data are
+  shared); None runs a single unbatched model.
   """
-  one = jax.vmap(step, in_axes=(0, None, 0)) if vmapped else step
+  if seed_mode == "vmap":
+    one = jax.vmap(step, in_axes=(0, None, 0))
+  elif seed_mode == "map":
+    def one(state, data, labeled_idx):
+      return jax.lax.map(lambda a: step(a[0], data, a[1]), (state, labeled_idx))
+  else:
+    one = step
 
   def run(state, data, labeled_idx, num_steps):
     _, metrics_shape = jax.eval_shape(one, state, data, labeled_idx)

@@ -48,6 +48,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.bn_momentum = 0.999
   t.log_every = 500
   t.checkpoint_every = 5000
+  t.seed_mode = "auto"  # lax.map over seeds on CPU, vmap on accelerators
   c.train = t
 
   if arg in ("cpu", "smoke"):

@@ -3,6 +3,7 @@
 Uses the small stand-in featurizer in tests/ssl/standin.py ((B, 256) -> (B, 8, 8, 1)) and a
 WRN-10-1 so that compiling stays cheap.
 """
+import dataclasses
 import json
 
 import chex
@@ -42,6 +43,7 @@ def _labeled(num_seeds=2, per_class=2):
     (dict(lambda_u=-1.0), None, False, "lambda_u=-1.0"),
     (dict(method="fixmatch"), None, False, "train.method='fixmatch'"),
     (dict(temperature=0.0), None, False, "temperature"),
+    (dict(seed_mode="pmap"), None, False, "seed_mode='pmap'"),
     (dict(), np.zeros((2, 0), np.int64), False, "Zero labeled points"),
     (dict(), np.array([[0, 0, 1, 2]]), False, "duplicates"),
     (dict(), np.array([[0, 1, 2, 40]]), False, "must lie in"),
@@ -70,7 +72,7 @@ class _Killed(Exception):
 @pytest.fixture(scope="module")
 def resumed_and_uninterrupted(toy, tmp_path_factory):
   waves, labels = toy
-  tc = _config()
+  tc = _config(seed_mode="vmap")  # the accelerator path; "map" is covered below
   lab = _labeled(2)
   keys = jax.random.split(jax.random.key(0), 2)
   full = train_lib.train_many(tc, waves, labels, lab, keys,
@@ -138,8 +140,12 @@ def test_mixmatch_learns_toy_task_and_vmap_matches_sequential(toy):
   tc = _config(method="mixmatch", steps=150, log_every=50, ema_decay=0.95, rampup_steps=50)
   lab = _labeled(2, per_class=1)
   keys = jax.random.split(jax.random.key(5), 2)
-  vm = train_lib.train_many(tc, waves, labels, lab, keys, **KW)
+  vm = train_lib.train_many(dataclasses.replace(tc, seed_mode="vmap"), waves, labels, lab, keys,
+                            **KW)
+  mp = train_lib.train_many(dataclasses.replace(tc, seed_mode="map"), waves, labels, lab, keys,
+                            **KW)
   seq = train_lib.train_many(tc, waves, labels, lab, keys, vmapped=False, **KW)
   chex.assert_trees_all_close(vm.state.params, seq.state.params, rtol=2e-3, atol=2e-3)
+  chex.assert_trees_all_close(mp.state.params, seq.state.params, rtol=2e-3, atol=2e-3)
   accs = [eval_lib.evaluate(c, waves, labels, NUM_CLASSES).accuracy for c in vm.classifiers]
   assert min(accs) > 0.8, accs
