@@ -253,7 +253,9 @@ def _train(config, data, seeds, r, labeled, shared_models):
     result = ssl_train.train_many(config.train, data.train_waveforms, data.train_labels,
                             np.stack([labeled[s] for s in todo]), keys,
                             num_classes=data.num_classes, noise=data.noise,
-                            progress=config.progress)
+                            progress=config.progress,
+                            callback=lambda step, _: log.info("  round %d, seeds %s: training "
+                                                              "step %d", r, todo, step))
     seconds = (time.perf_counter() - t0) / len(todo)
     for s, clf in zip(todo, result.classifiers):
       models[s] = clf
