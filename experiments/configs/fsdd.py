@@ -3,9 +3,11 @@
 Modes (`--config=experiments/configs/fsdd.py:MODE`):
   tiny   seconds on 2 CPU cores: 300-clip train subset, 10 -> 20 labels, a few training
          steps. For tests and the notebook; accuracies are meaningless.
-  quick  the README's main job (~15 min on 2 idle CPU cores): one seed, bilevel vs uniform,
-         10 -> 30 labels, the MixMatch `cpu` model with 500 instead of 1000 steps per round;
-         ends with a printed table and a saved plot.
+  quick  the README's main job: one seed, bilevel vs uniform, 10 -> 30 labels, the MixMatch
+         `cpu` model with 500 instead of 1000 steps per round (5 trainings); ends with a
+         printed table and a saved plot. Target ~15 min on 2 idle CPU cores, NOT verified:
+         on the shared 2-core machine (load 7-20) its first training had not finished after
+         60 min; on one H100 a 1000-step round of 6 vmapped seeds takes ~31 s.
   cpu    the CPU-scale comparison: 5 strategies x 6 seeds, 10 -> 60 labels, MixMatch `cpu`
          scale (hours on 2 cores; resumable with --resume).
   paper  the paper's protocol: WRN-28-2, 1e5 MixMatch steps per round, 2000 landmarks.
