@@ -35,7 +35,7 @@ step. The Nystrom formulation needs O(P m c) per CG-free pass and O(m^2 c) per C
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,16 +48,8 @@ from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select as nystrom_select
 
 
-class RepresenterSelection(NamedTuple):
-  """indices (b,), is_bilevel (b,), scores (n,), inner_loss (n,), outer_loss (n,),
-  cg_residual (n,) as in `bilevel.select.Selection`; w: (m, c) = Z_T^T alpha_T at the end."""
-  indices: jax.Array
-  is_bilevel: jax.Array
-  scores: jax.Array
-  inner_loss: jax.Array
-  outer_loss: jax.Array
-  cg_residual: jax.Array
-  w: jax.Array
+# Same fields as the Nystrom selection; w: (m, c) = Z_T^T alpha_T at the end.
+RepresenterSelection = nystrom_select.Selection
 
 
 def pool_kernel(pool_z: jax.Array) -> jax.Array:
