@@ -1,11 +1,13 @@
 """A small CNN for the 2-core CPU main job: three strided 3x3 conv/BN/ReLU stages (16/32/64
 channels at width 1) and a linear head; same call signature as WideResNet:
-(B, 32, 32, 1) -> (logits (B, C), embedding (B, 64 * width)). `depth` is accepted and ignored.
+(B, 32, 32, 1) -> (logits (B, C), embedding (B, channels[-1] * width)). `depth` is accepted and ignored.
 
 Why not a smaller WRN: on XLA:CPU (jax 0.10.2) a WRN-10-1 MixMatch step measured ~8 s on
 2 idle cores, so the README's 15-minute main job uses this model (~100x fewer FLOPs per image).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -21,15 +23,16 @@ class SmallCNN(nn.Module):
   depth: int = 0
   width: int = 1
   bn_momentum: float = 0.99
+  channels: Sequence[int] = (16, 32, 64)   # per strided stage, times width
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
     y = x
-    for i, channels in enumerate((16, 32, 64)):          # 32 -> 16 -> 8 -> 4 pixels
-      y = nn.Conv(channels * self.width, (3, 3), strides=(2, 2), name=f"conv{i}")(y)
+    for i, stage_channels in enumerate(self.channels):    # each stage halves H and W
+      y = nn.Conv(stage_channels * self.width, (3, 3), strides=(2, 2), name=f"conv{i}")(y)
       y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, name=f"bn{i}")(y)
       y = nn.relu(y)
-    embedding = jnp.mean(y, axis=(1, 2))                  # (B, 64 * width)
+    embedding = jnp.mean(y, axis=(1, 2))                  # (B, channels[-1] * width)
     return nn.Dense(self.num_classes, name="head")(embedding), embedding
 
 
