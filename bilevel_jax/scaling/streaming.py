@@ -215,7 +215,10 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
       valid[: e - s] = 1.0
       if e - s < chunk_rows:
         zbuf[e - s:], ybuf[e - s:] = 0.0, 0.0
-      yield s, e, jnp.asarray(zbuf), jnp.asarray(ybuf), valid
+      # Fresh numpy copies: on CPU a device array may alias the host buffer (even via
+      # jnp.array(copy=True), measured), and with async dispatch the next read would overwrite
+      # rows that a queued chunk computation has not consumed yet (flaky CI failure).
+      yield s, e, jnp.asarray(zbuf.copy()), jnp.asarray(ybuf.copy()), valid
 
   picks, scores, resid = [], [], []
   for k in range(n_bilevel):
