@@ -1,6 +1,9 @@
 """S seeds trained as one vmapped program vs S sequential runs (steps per second).
 
-The `map` arm (lax.map over seeds inside one program) is the CPU default of train_many.
+Arms: `vmapped` (vmap over seeds, steps in a lax loop: one program), `map` (lax.map over
+seeds in one program), `host` (one jitted single-model step driven by Python loops over seeds
+and steps: train_many's CPU default) and `sequential` (S separate train_many calls, each with
+the backend's default mode).
 
   python -m benchmarks.vmap_seeds --config=experiments/configs/mixmatch.py:cpu --steps=60 \
       --out=benchmarks/results/vmap_seeds_cpu.json
@@ -34,7 +37,9 @@ _METHOD = flags.DEFINE_string("method", "mixmatch", "Training method.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON path.", required=True)
 _ARMS = flags.DEFINE_list("arms", ["vmapped", "sequential"],
                           "vmapped (vmap in one program), map (lax.map in one program), "
-                          "sequential (S separate runs).")
+                          "host (Python loop over a jitted step), sequential (S separate runs).")
+
+_MODES = {"vmapped": "vmap", "map": "map", "host": "host", "sequential": "auto"}
 
 
 def main(argv):
@@ -57,17 +62,17 @@ def main(argv):
   keys = jax.random.split(jax.random.key(config.seed), _SEEDS.value)
   arms = {}
   for name in _ARMS.value:
-    if name not in ("vmapped", "map", "sequential"):
-      raise app.UsageError(f"--arms entry {name!r}; expected vmapped, map or sequential.")
+    if name not in _MODES:
+      raise app.UsageError(f"--arms entry {name!r}; expected one of {sorted(_MODES)}.")
   for name in _ARMS.value:
     one_program = name != "sequential"
-    mode = {"vmapped": "vmap", "map": "map", "sequential": "vmap"}[name]
+    mode = _MODES[name]
     t0 = time.perf_counter()
     res = train_lib.train_many(dataclasses.replace(tc, seed_mode=mode), ds.train.waveforms,
                                ds.train.labels, lab, keys, num_classes=num_classes, noise=noise,
                                vmapped=one_program, progress=False)
     wall = time.perf_counter() - t0
-    # One program: sps counts steps of all S models at once; sequential: mean over S runs.
+    # One train_many call: sps counts steps of all S models at once; sequential: mean of S runs.
     model_steps_per_s = res.steps_per_second * (_SEEDS.value if one_program else 1)
     arms[name] = {"steps_per_second": res.steps_per_second,
                   "seconds_per_step": 1.0 / res.steps_per_second,

@@ -26,6 +26,7 @@ from bilevel_jax.ssl import mixmatch
 FeaturizeFn = Callable[[jax.Array], jax.Array]  # (B, T) waveforms -> (B, 32, 32, 1)
 AugmentFeaturizeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # key, (B,T), (K,L)
 METHODS = ("mixmatch", "supervised", "supervised_aug")
+SEED_MODES = ("auto", "vmap", "map", "host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +56,12 @@ class TrainConfig:
   bn_momentum: float = 0.999
   log_every: int = 100
   checkpoint_every: int = 1000
-  # How train_many batches seeds inside its one program: "vmap" (batched ops; fast on
-  # accelerators), "map" (lax.map, seeds one after another; XLA:CPU runs the grouped
-  # convolutions that vmap creates very slowly), or "auto" (map on CPU, vmap elsewhere).
+  # How train_many runs the seeds and steps: "vmap" (one program, seeds batched, steps in a
+  # lax loop; fast on accelerators), "map" (one program, lax.map over seeds), "host" (a jitted
+  # single-model step called from a Python loop over seeds and steps), or "auto" (host on CPU,
+  # vmap elsewhere). Why host on CPU: XLA:CPU (jax 0.10.2) runs the convolutions of the step
+  # ~17x slower inside a while-loop body than in a plain jitted call (WRN-10-1, batch 64x3:
+  # 7.6 s vs 0.44 s per step), and vmap turns them into grouped convolutions that are slow too.
   seed_mode: str = "auto"
 
   @classmethod
@@ -114,8 +118,8 @@ class TrainResult(NamedTuple):
 def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: np.ndarray,
              num_classes: int, require_all_classes: bool) -> None:
   """Raises ValueError naming the bad setting; called before anything is compiled."""
-  if tc.seed_mode not in ("auto", "vmap", "map"):
-    raise ValueError(f"train.seed_mode={tc.seed_mode!r}; expected 'auto', 'vmap' or 'map'.")
+  if tc.seed_mode not in SEED_MODES:
+    raise ValueError(f"train.seed_mode={tc.seed_mode!r}; expected one of {SEED_MODES}.")
   if tc.method not in METHODS:
     raise ValueError(f"train.method={tc.method!r}; expected one of {METHODS}.")
   checks = [
@@ -264,20 +268,48 @@ def compiled_run_steps(tc: TrainConfig, model: nn.Module, num_classes: int,
                        featurize_fn: FeaturizeFn,
                        augment_featurize_fn: AugmentFeaturizeFn) -> Callable:
   """Cached jitted vmapped runner, so repeated trainings with equal settings compile once."""
-  mode = tc.seed_mode
-  if mode == "auto":
-    mode = "map" if jax.default_backend() == "cpu" else "vmap"
   return make_run_steps(make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn),
-                        seed_mode=mode)
+                        seed_mode=resolve_seed_mode(tc.seed_mode))
+
+
+def resolve_seed_mode(mode: str) -> str:
+  """"auto" -> "host" on the CPU backend, "vmap" elsewhere; other modes unchanged."""
+  if mode == "auto":
+    return "host" if jax.default_backend() == "cpu" else "vmap"
+  return mode
+
+
+def _host_run_steps(step: Callable) -> Callable:
+  """run(state (S, ...), data, labeled_idx (S, L), num_steps) with Python loops, jitted step."""
+  step_jit = jax.jit(step, donate_argnums=0)
+
+  def run(state, data, labeled_idx, num_steps):
+    n = int(num_steps)
+    states, metrics = [], []
+    for s in range(labeled_idx.shape[0]):
+      st = jax.tree.map(lambda v, s=s: v[s], state)
+      acc = None
+      for _ in range(n):
+        st, m = step_jit(st, data, labeled_idx[s])
+        acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+      states.append(st)
+      metrics.append(jax.tree.map(lambda v: v / max(n, 1), acc))
+    stack = lambda xs: jax.tree.map(lambda *v: jnp.stack(v), *xs)
+    return stack(states), stack(metrics)
+
+  return run
 
 
 def make_run_steps(step: Callable, seed_mode: str | None) -> Callable:
-  """Jitted (state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
+  """(state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
 
-  num_steps is traced (a while loop), so chunks of any length share one compilation.
-  With seed_mode "vmap" or "map" the state/labeled_idx carry a leading seed axis (data are
-  shared); None runs a single unbatched model.
+  With seed_mode "vmap", "map" or "host" the state/labeled_idx carry a leading seed axis (data
+  are shared); None runs a single unbatched model. Except for "host" the whole chunk is one
+  jitted program with num_steps traced (a while loop), so chunks of any length share one
+  compilation; "host" jits one step of one model and loops in Python (num_steps >= 1).
   """
+  if seed_mode == "host":
+    return _host_run_steps(step)
   if seed_mode == "vmap":
     one = jax.vmap(step, in_axes=(0, None, 0))
   elif seed_mode == "map":

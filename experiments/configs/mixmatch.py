@@ -48,7 +48,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.bn_momentum = 0.999
   t.log_every = 500
   t.checkpoint_every = 5000
-  t.seed_mode = "auto"  # lax.map over seeds on CPU, vmap on accelerators
+  t.seed_mode = "auto"  # host loop over seeds and steps on CPU, vmap on accelerators
   c.train = t
 
   if arg in ("cpu", "smoke"):

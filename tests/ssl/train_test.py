@@ -142,7 +142,7 @@ def _kernels(params):
 
 
 @pytest.mark.slow
-def test_vmap_map_and_sequential_agree(toy):
+def test_vmap_map_host_and_sequential_agree(toy):
   waves, labels = toy
   tc = _config(method="mixmatch", steps=4, log_every=2)
   lab = _labeled(2, per_class=1)
@@ -151,11 +151,12 @@ def test_vmap_map_and_sequential_agree(toy):
                             **KW)
   mp = train_lib.train_many(dataclasses.replace(tc, seed_mode="map"), waves, labels, lab, keys,
                             **KW)
+  host = train_lib.train_many(dataclasses.replace(tc, seed_mode="host"), waves, labels, lab,
+                              keys, **KW)
   seq = train_lib.train_many(tc, waves, labels, lab, keys, vmapped=False, **KW)
-  chex.assert_trees_all_close(_kernels(vm.state.params), _kernels(seq.state.params), rtol=1e-2,
-                              atol=1e-3)
-  chex.assert_trees_all_close(_kernels(mp.state.params), _kernels(seq.state.params), rtol=1e-2,
-                              atol=1e-3)
+  for other in (vm, mp, host):
+    chex.assert_trees_all_close(_kernels(other.state.params), _kernels(seq.state.params),
+                                rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.slow
