@@ -273,6 +273,7 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   entry = {"round": r, "num_labeled": int(len(labeled)),
            "labeled_indices": [int(i) for i in labeled],
            "test_accuracy": float(ev.accuracy), "train_seconds": float(train_seconds),
+           "device": str(jax.devices()[0].device_kind),  # runs may resume on other machines
            "eval_seconds": time.perf_counter() - t0, "select_seconds": 0.0,
            "picks": None, "pick_labels": None, "picks_misclassified": None}
   if len(labeled) >= config.al.budget:
