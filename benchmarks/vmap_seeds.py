@@ -1,6 +1,7 @@
 """S seeds trained as one vmapped program vs S sequential runs (steps per second).
 
-Arms: `vmapped` (vmap over seeds, steps in a lax loop: one program), `map` (lax.map over
+Arms: `vmapped` (vmap over seeds, steps in a lax loop: one program), `vmapped_host` (a jitted
+vmapped step driven by a Python loop over steps), `map` (lax.map over
 seeds in one program), `host` (one jitted single-model step driven by Python loops over seeds
 and steps: train_many's CPU default) and `sequential` (S separate train_many calls, each with
 the backend's default mode).
@@ -37,9 +38,11 @@ _METHOD = flags.DEFINE_string("method", "mixmatch", "Training method.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON path.", required=True)
 _ARMS = flags.DEFINE_list("arms", ["vmapped", "sequential"],
                           "vmapped (vmap in one program), map (lax.map in one program), "
-                          "host (Python loop over a jitted step), sequential (S separate runs).")
+                          "vmapped_host (host loop over a jitted vmapped step), host (Python loop over "
+                          "a jitted step), sequential (S separate runs).")
 
-_MODES = {"vmapped": "vmap", "map": "map", "host": "host", "sequential": "auto"}
+_MODES = {"vmapped": "vmap", "vmapped_host": "vmap_host", "map": "map", "host": "host",
+          "sequential": "auto"}
 
 
 def main(argv):

@@ -1,9 +1,12 @@
 """Streaming kernel matrices: tiles of pairs, one compilation per tile shape, bounded memory.
 
-The WRN kernel of a T1 x T2 tile is one jitted program (`wrn_kernel._tile_kernels_jit`); a matrix
+The WRN kernel of a T1 x T2 tile is one jitted program (`wrn_kernel._pair_kernels_jit`); a matrix
 is a host loop over tiles whose last row/column tile is padded (with copies of the first input)
-instead of recompiled. Symmetric matrices (x2 is None) compute only the tiles on and above the
-diagonal and mirror them.
+instead of recompiled. Per-input ReLU statistics (`wrn_kernel.input_stats`) are computed once per
+input tile and reused across tiles: tiles run in row blocks of `ROW_BLOCK` rows, column tile by
+column tile, so only one row block's statistics (~90 KB per 32x32 input) and one column tile's
+are held. Symmetric matrices (x2 is None) compute only the tiles on and above the diagonal and
+mirror them.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from bilevel_jax.ntk import wrn_kernel as wk
 
 KINDS = ("ntk", "nngp", "both")
 DEFAULT_TILE = (16, 16)
+ROW_BLOCK = 256   # rows whose input statistics are held at once (~23 MB at 32x32 inputs)
 
 
 def make_config(depth: int = 28, w_std: float = 1.0, b_std: float = 0.0, readout_w_std: float = 1.0,
@@ -60,6 +64,35 @@ def _check_tile(tile) -> tuple[int, int]:
   return int(t1), int(t2)
 
 
+def _stream_tiles(a: jax.Array, b: jax.Array, cfg: wk.WRNKernelConfig, pairs, emit) -> None:
+  """Computes the tiles `pairs` [(i, j)] of row tiles a (I, T1, ...) x column tiles b (J, T2, ...).
+
+  Calls emit(i, j, Kernels of numpy arrays) once per pair. Tiles run in row blocks, and column by
+  column inside a block, so each input tile's statistics are computed once per row block.
+  Dispatch is asynchronous: one tile stays in flight while the previous one is copied out.
+  """
+  per_block = max(1, ROW_BLOCK // a.shape[1])
+  order = sorted(pairs, key=lambda p: (p[0] // per_block, p[1], p[0]))
+  row_stats, col_stats = {}, (None, None)
+  pending = collections.deque()
+
+  def drain(limit):
+    while len(pending) > limit:
+      i, j, res = pending.popleft()
+      emit(i, j, wk.Kernels(np.asarray(res.nngp), np.asarray(res.ntk)))
+
+  for i, j in order:
+    if i not in row_stats:
+      if row_stats and next(iter(row_stats)) // per_block != i // per_block:
+        row_stats.clear()                   # a new row block
+      row_stats[i] = wk._input_stats_jit(a[i], cfg)
+    if col_stats[0] != j:
+      col_stats = (j, wk._input_stats_jit(b[j], cfg))
+    pending.append((i, j, wk._pair_kernels_jit(a[i], b[j], row_stats[i], col_stats[1], cfg)))
+    drain(1)
+  drain(0)
+
+
 def kernel_rows(x1: np.ndarray, x2: np.ndarray, cfg: wk.WRNKernelConfig, *, tile=DEFAULT_TILE,
                 kind: str = "ntk", x2_tiles: jax.Array | None = None) -> np.ndarray:
   """k(x1, x2) for a row block x1 (B, H, W, C) against all of x2 (N2, ...). Returns (K, B, N2).
@@ -72,22 +105,15 @@ def kernel_rows(x1: np.ndarray, x2: np.ndarray, cfg: wk.WRNKernelConfig, *, tile
   x1_tiles = _tiles(np.asarray(x1, np.float32), t1)
   if x2_tiles is None:
     x2_tiles = _tiles(np.asarray(x2, np.float32), t2)
-  out = np.empty((2 if kind == "both" else 1, x1_tiles.shape[0] * t1, x2_tiles.shape[0] * t2),
-                 np.float32)
-  pending = collections.deque()
+  names = ("nngp", "ntk") if kind == "both" else (kind,)
+  out = np.empty((len(names), x1_tiles.shape[0] * t1, x2_tiles.shape[0] * t2), np.float32)
 
-  def drain(limit):
-    while len(pending) > limit:
-      i, j, res = pending.popleft()
-      for k, name in enumerate(("nngp", "ntk") if kind == "both" else (kind,)):
-        out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = np.asarray(getattr(res, name))
+  def emit(i, j, res):
+    for k, name in enumerate(names):
+      out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = getattr(res, name)
 
-  for i in range(x1_tiles.shape[0]):
-    for j in range(x2_tiles.shape[0]):
-      # Dispatch is asynchronous: keep one tile in flight while copying the previous one out.
-      pending.append((i, j, wk._tile_kernels_jit(x1_tiles[i], x2_tiles[j], cfg)))
-      drain(1)
-  drain(0)
+  pairs = [(i, j) for i in range(x1_tiles.shape[0]) for j in range(x2_tiles.shape[0])]
+  _stream_tiles(x1_tiles, x2_tiles, cfg, pairs, emit)
   return out[:, :b, :n2]
 
 
@@ -127,30 +153,24 @@ def kernel_matrix(x1: np.ndarray, x2: np.ndarray | None = None, *, kind: str = "
   out = np.empty((len(names), a.shape[0] * t1, b.shape[0] * t2), np.float32)
   bar = tqdm.tqdm(total=len(pairs), desc=f"{kind} kernel {x1.shape[0]}x{x2.shape[0]}",
                   unit="tile", disable=not progress)
-  pending = collections.deque()
   done = 0
 
-  def drain(limit):
+  def emit(i, j, res):
     nonlocal done
-    while len(pending) > limit:
-      i, j, res = pending.popleft()
-      for k, name in enumerate(names):
-        block = np.asarray(getattr(res, name))
-        if symmetric and i == j:
-          block = 0.5 * (block + block.T)   # float rounding differs between (a, b) and (b, a)
-        out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = block
-        if symmetric and i != j:
-          out[k, j * t2:(j + 1) * t2, i * t1:(i + 1) * t1] = block.T
-      done += 1
-      bar.update(1)
-      if callback is not None:
-        callback(done, len(pairs))
+    for k, name in enumerate(names):
+      block = getattr(res, name)
+      if symmetric and i == j:
+        block = 0.5 * (block + block.T)   # float rounding differs between (a, b) and (b, a)
+      out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = block
+      if symmetric and i != j:
+        out[k, j * t2:(j + 1) * t2, i * t1:(i + 1) * t1] = block.T
+    done += 1
+    bar.update(1)
+    if callback is not None:
+      callback(done, len(pairs))
 
   try:
-    for i, j in pairs:
-      pending.append((i, j, wk._tile_kernels_jit(a[i], b[j], cfg)))
-      drain(1)
-    drain(0)
+    _stream_tiles(a, b, cfg, pairs, emit)
   finally:
     bar.close()
   out = out[:, :x1.shape[0], :x2.shape[0]]

@@ -15,15 +15,19 @@ defaults, so kernels agree with `stax.Conv(...)` / `stax.Dense(...)` built with 
 
 Why this is cheap: a Flatten readout only needs same-position covariances (distinct filter taps
 have independent weights), so a pair's kernel is two (H, W) maps (NNGP q and NTK t) pushed through
-3x3 box filters, strides, the ReLU arc-cosine update and residual sums. Per-input variance maps
-(and their square roots) depend on one input only, so a tile of T1 x T2 pairs computes them
-T1 + T2 times, not T1 * T2 times. Pair maps are laid out (H + 2, W + 2, T1, T2) with a stored
-zero border (the SAME padding), so every update is a contiguous vector op over the pairs and a
-conv is 9 plain slices; arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46,
-|error| <= 2e-8): XLA:CPU's arccos (atan2) cost ~40x more per element here. Each layer runs as
-the taken branch of a data-dependent conditional (`_fenced`) so XLA materializes it once instead
-of fusing (and recomputing) it inside the 9 taps of the next conv. Measured on 2 CPU cores:
-WRN-28 at ~35 us of CPU per entry (NNGP + NTK) in 16 x 16 tiles; see benchmarks/results/ntk_*.json.
+3x3 box filters, strides, the ReLU arc-cosine update and residual sums. The per-input variance
+maps depend on one input only: `input_stats` computes their normalizers (1 / sqrt(q) and
+sqrt(q)) for every ReLU once per input, and `kernel_matrix` reuses them for every tile an input
+is part of. The pair maps of a T1 x T2 tile are one packed array (2, H + 2, W + 2, T1, T2)
+([q, t], with a stored zero border = the SAME padding), so each layer is one contiguous pass:
+a block is three passes (relu; conv + relu; conv + shortcut), each one fused loop that writes
+both maps (XLA:CPU does not fuse multi-output loops, and unpacked maps cost 2-3 extra passes
+per ReLU). Each pass runs as the taken branch of a data-dependent conditional (`_fenced`) so
+XLA materializes it once instead of fusing (and recomputing) it inside the 9 taps of the next
+conv. arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46, |error| <= 2e-8):
+XLA:CPU's arccos (atan2) cost ~40x more per element here. Our own jitted programs are compiled
+with `COMPILER_OPTIONS` (512-bit vectors and fast math: ~25% faster, same float32 results to
+~1e-6). See benchmarks/results/ntk_*.json for measured throughput.
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+# Per-program XLA:CPU options of our own jitted kernels (a caller's jit uses its own options).
+# Fast math keeps the kernels' float32 agreement with neural-tangents (see ntk_oracle.json):
+# no NaN/inf reaches these programs (inputs are checked, zero variances are guarded).
+COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_enable_fast_math": True}
 
 
 class WRNKernelConfig(NamedTuple):
@@ -69,12 +78,14 @@ class Kernels(NamedTuple):
   ntk: jax.Array   # (N1, N2)
 
 
-class _State(NamedTuple):
-  """Kernel maps of one layer for a tile of pairs."""
-  q12: jax.Array  # (H, W, T1, T2) cross covariance (NNGP map)
-  t12: jax.Array  # (H, W, T1, T2) NTK map
-  q1: jax.Array   # (H, W, T1) variances of the first inputs
-  q2: jax.Array   # (H, W, T2) variances of the second inputs
+class InputStats(NamedTuple):
+  """Per-input normalizers of every ReLU, in network order (2 per block).
+
+  rsqrt[l], sqrt[l]: (H_l + 2, W_l + 2, T) maps 1 / sqrt(q) (0 where q = 0) and
+  sqrt(q / (2 pi)) of the pre-activation variance q of ReLU l, with a zero border.
+  """
+  rsqrt: tuple[jax.Array, ...]
+  sqrt: tuple[jax.Array, ...]
 
 
 # Abramowitz & Stegun 4.4.46: acos(a) = sqrt(1 - a) * poly(a) on [0, 1], |error| <= 2e-8.
@@ -111,10 +122,6 @@ def _safe_rsqrt(q: jax.Array) -> jax.Array:
   return jnp.where(q > 0, lax.rsqrt(jnp.maximum(q, 1e-30)), 0.0)
 
 
-def _materialize(*xs: jax.Array) -> tuple[jax.Array, ...]:
-  return lax.optimization_barrier(xs)
-
-
 def _always_true(x: jax.Array) -> jax.Array:
   """A boolean scalar that is always True but that XLA cannot constant-fold (it reads x)."""
   bits = lax.bitcast_convert_type(x.reshape(-1)[0].astype(jnp.float32), jnp.int32)
@@ -124,10 +131,9 @@ def _always_true(x: jax.Array) -> jax.Array:
 def _fenced(fn, pred: jax.Array | None):
   """Runs fn as the taken branch of a conditional that XLA cannot resolve at compile time.
 
-  Values crossing a conditional boundary are materialized, so XLA cannot fuse the layer into its
+  Values crossing a conditional boundary are materialized, so XLA cannot fuse the pass into its
   consumers. Without this fence XLA:CPU (which drops optimization barriers before fusion) fuses
-  the cheap tail of each ReLU into all 9 taps of the next conv and recomputes it there, which
-  made a WRN-28 tile several times slower than the sum of its layers.
+  the cheap tail of each ReLU into all 9 taps of the next conv and recomputes it there.
   """
   if pred is None:
     return fn
@@ -137,17 +143,6 @@ def _fenced(fn, pred: jax.Array | None):
     zeros = lambda *_: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out)
     return lax.cond(pred, fn, zeros, *args)
   return wrapped
-
-
-def _relu(s: _State) -> _State:
-  # Per-input normalizers: computed on (H, W, T) and materialized, so the pair loop only multiplies.
-  r1, r2, n1, n2 = _materialize(_safe_rsqrt(s.q1), _safe_rsqrt(s.q2),
-                                jnp.sqrt(s.q1) * (0.5 / math.pi), jnp.sqrt(s.q2))
-  rho = s.q12 * r1[..., :, None] * r2[..., None, :]
-  j, jdot = relu_kernel(rho)
-  q12 = (n1[..., :, None] * n2[..., None, :]) * j
-  t12 = s.t12 * (jdot * (0.5 / math.pi))
-  return _State(*_materialize(q12, t12, 0.5 * s.q1, 0.5 * s.q2))
 
 
 def _same_pads(size: int, k: int, stride: int) -> tuple[int, int, int]:
@@ -169,8 +164,8 @@ def box_filter(x: jax.Array, k: int, stride: int) -> jax.Array:
     stride: 1 or 2.
 
   Returns:
-    (H' + 2, W' + 2, ...) window sums over k x k (SAME, strided, not normalized), H' = ceil(H / s),
-    again with a zero border. Storing the border avoids materializing padded copies per conv.
+    (H', W', ...) window sums over k x k (SAME, strided, not normalized), H' = ceil(H / s),
+    without a border (`_pad1` adds it back).
   """
   if k not in (1, 3):
     raise ValueError(f"box_filter supports kernel sizes 1 and 3, got {k}.")
@@ -186,67 +181,101 @@ def box_filter(x: jax.Array, k: int, stride: int) -> jax.Array:
   return functools.reduce(jnp.add, taps)
 
 
-def _conv_unpadded(s: _State, k: int, stride: int, w_var: float, b_var: float,
-                   ntk_in: bool = True) -> _State:
-  scale = w_var / (k * k)
-  q12 = scale * box_filter(s.q12, k, stride) + b_var
-  q1 = scale * box_filter(s.q1, k, stride) + b_var
-  q2 = scale * box_filter(s.q2, k, stride) + b_var
-  t12 = scale * box_filter(s.t12, k, stride) + q12 if ntk_in else q12
-  return _State(q12, t12, q1, q2)
+def _strides(cfg: WRNKernelConfig):
+  """(stride, first block of its group) of every block, in network order."""
+  n = cfg.blocks_per_group()
+  return [(2 if (g > 0 and i == 0) else 1, i == 0) for g in range(3) for i in range(n)]
 
 
-def _conv(s: _State, k: int, stride: int, w_var: float, b_var: float, ntk_in: bool = True) -> _State:
-  return _State(*_materialize(*map(_pad1, _conv_unpadded(s, k, stride, w_var, b_var, ntk_in))))
-
-
-def _residual(h: _State, w_var: float, b_var: float, shortcut: _State,
-              shortcut_conv: tuple[int, int] | None) -> _State:
-  """conv3x3(h) + shortcut (itself conv'd if shortcut_conv = (k, stride)), in one pass."""
-  out = _conv_unpadded(h, 3, 1, w_var, b_var)
-  if shortcut_conv is None:
-    return _State(*_materialize(*(_pad1(a) + b for a, b in zip(out, shortcut))))
-  sc = _conv_unpadded(shortcut, *shortcut_conv, w_var, b_var)
-  return _State(*_materialize(*(_pad1(a + b) for a, b in zip(out, sc))))
-
-
-def _block(s: _State, cfg: WRNKernelConfig, stride: int, conv_shortcut: bool,
-           one: jax.Array | None) -> _State:
+def input_stats(x: jax.Array, cfg: WRNKernelConfig) -> InputStats:
+  """ReLU normalizers of each input. x: (T, H, W, C) -> InputStats of (H_l + 2, W_l + 2, T) maps."""
   w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
-  relu = _fenced(_relu, one)
-  conv = lambda x, k, st: _fenced(lambda y: _conv(y, k, st, w_var, b_var), one)(x)
-  a = relu(s)
-  h = relu(conv(a, 3, stride))
-  # The second conv and the residual sum share one pass over the maps.
-  shortcut_conv = (cfg.shortcut_size, stride) if conv_shortcut else None
-  residual = lambda h, sc: _residual(h, w_var, b_var, sc, shortcut_conv)
-  return _fenced(residual, one)(h, a if (conv_shortcut and cfg.activate_shortcut) else s)
+  x = jnp.moveaxis(x, 0, -2)                                      # (H, W, T, C)
+  conv = lambda q, k, s: _pad1(w_var / (k * k) * box_filter(q, k, s) + b_var)
+  q = conv(_pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)        # stem; / C as in stax
+  rs, ss = [], []
+  for stride, first in _strides(cfg):
+    a = 0.5 * q                                                   # E[relu(u)^2] = q / 2
+    h = conv(a, 3, stride)
+    for v in (q, h):
+      rs.append(_safe_rsqrt(v))
+      ss.append(jnp.sqrt(v * (0.5 / math.pi)))
+    if first:
+      q = conv(0.5 * h, 3, 1) + conv(a if cfg.activate_shortcut else q, cfg.shortcut_size, stride)
+    else:
+      q = conv(0.5 * h, 3, 1) + q
+  return InputStats(tuple(rs), tuple(ss))
+
+
+def _pad12(s: jax.Array) -> jax.Array:
+  return jnp.pad(s, [(0, 0), (1, 1), (1, 1)] + [(0, 0)] * (s.ndim - 3))
+
+
+def _conv_pair(s: jax.Array, k: int, stride: int, w_var: float, b_var: float):
+  """Conv of packed pair maps s (2, H + 2, W + 2, T1, T2) -> unpadded (q, t), each (H', W', T1, T2)."""
+  box = box_filter(jnp.moveaxis(s, 0, -1), k, stride)            # (H', W', T1, T2, 2)
+  scale = w_var / (k * k)
+  q = scale * box[..., 0] + b_var
+  return q, scale * box[..., 1] + q
+
+
+def _relu_pair(q, t, r1, r2, n1, n2):
+  """ReLU update of pair maps (..., T1, T2) given per-input normalizers (..., T1) / (..., T2)."""
+  rho = q * r1[..., :, None] * r2[..., None, :]
+  j, jdot = relu_kernel(rho)
+  return jnp.stack([(n1[..., :, None] * n2[..., None, :]) * j, t * (jdot * (0.5 / math.pi))])
+
+
+def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
+                  cfg: WRNKernelConfig, fence: bool = True) -> Kernels:
+  """Kernels of all T1 x T2 pairs of a tile. x1: (T1, H, W, C), x2: (T2, H, W, C).
+
+  s1, s2: `input_stats` of x1 and x2. fence: materialize every pass (see `_fenced`); False only
+  for comparisons.
+  """
+  one = _always_true(x1) if fence else None
+  w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
+  unpad = lambda m: m[1:-1, 1:-1]
+
+  def stem(x1, x2):
+    q12 = jnp.einsum("hwic,hwjc->hwij", jnp.moveaxis(x1, 0, -2), jnp.moveaxis(x2, 0, -2))
+    q = w_var / 9 * box_filter(_pad1(q12 / x1.shape[-1]), 3, 1) + b_var
+    return _pad12(jnp.stack([q, q]))                              # no NTK term before the stem
+
+  def relu(s, l):
+    return _relu_pair(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l])
+
+  def conv_relu(a, l, stride):
+    q, t = _conv_pair(a, 3, stride, w_var, b_var)
+    return _pad12(_relu_pair(q, t, unpad(s1.rsqrt[l]), unpad(s2.rsqrt[l]),
+                             unpad(s1.sqrt[l]), unpad(s2.sqrt[l])))
+
+  def residual(h, shortcut, conv_shortcut):
+    q, t = _conv_pair(h, 3, 1, w_var, b_var)
+    if conv_shortcut is None:
+      return _pad12(jnp.stack([q, t])) + shortcut                 # both borders are zero
+    q2, t2 = _conv_pair(shortcut, *conv_shortcut, w_var, b_var)
+    return _pad12(jnp.stack([q + q2, t + t2]))
+
+  s = _fenced(stem, one)(x1, x2)
+  for b, (stride, first) in enumerate(_strides(cfg)):
+    a = _fenced(lambda s: relu(s, 2 * b), one)(s)
+    h = _fenced(lambda a: conv_relu(a, 2 * b + 1, stride), one)(a)
+    if first:
+      sc = a if cfg.activate_shortcut else s
+      s = _fenced(lambda h, sc: residual(h, sc, (cfg.shortcut_size, stride)), one)(h, sc)
+    else:
+      s = _fenced(lambda h, sc: residual(h, sc, None), one)(h, s)
+  w_var, b_var = cfg.readout_w_std ** 2, cfg.readout_b_std ** 2
+  hw = (s.shape[1] - 2) * (s.shape[2] - 2)
+  nngp = w_var * jnp.sum(s[0], axis=(0, 1)) / hw + b_var         # the border is zero
+  ntk = w_var * jnp.sum(s[1], axis=(0, 1)) / hw + nngp
+  return Kernels(nngp, ntk)
 
 
 def _tile_kernels(x1: jax.Array, x2: jax.Array, cfg: WRNKernelConfig, fence: bool = True) -> Kernels:
-  """Kernels of all T1 x T2 pairs of a tile. x1: (T1, H, W, C), x2: (T2, H, W, C).
-
-  fence: materialize every layer (see `_fenced`); False only for speed comparisons.
-  """
-  one = _always_true(x1) if fence else None
-  c = x1.shape[-1]
-  x1 = jnp.moveaxis(x1, 0, -2)   # (H, W, T1, C)
-  x2 = jnp.moveaxis(x2, 0, -2)   # (H, W, T2, C)
-  # Input covariance, divided by the channel count as in stax.
-  q12 = jnp.einsum("hwic,hwjc->hwij", x1, x2) / c
-  q1, q2 = jnp.sum(x1 * x1, -1) / c, jnp.sum(x2 * x2, -1) / c
-  s = _State(*_materialize(*map(_pad1, (q12, jnp.zeros_like(q12), q1, q2))))
-  s = _conv(s, 3, 1, cfg.w_std ** 2, cfg.b_std ** 2, ntk_in=False)
-  n = cfg.blocks_per_group()
-  for group in range(3):
-    s = _block(s, cfg, 1 if group == 0 else 2, True, one)
-    # Identical blocks share one loop body: compile time stays flat in depth.
-    s = lax.fori_loop(0, n - 1, lambda _, s: _block(s, cfg, 1, False, one), s)
-  w_var, b_var = cfg.readout_w_std ** 2, cfg.readout_b_std ** 2
-  hw = (s.q12.shape[0] - 2) * (s.q12.shape[1] - 2)
-  nngp = w_var * jnp.sum(s.q12, axis=(0, 1)) / hw + b_var   # the border is zero
-  ntk = w_var * jnp.sum(s.t12, axis=(0, 1)) / hw + nngp
-  return Kernels(nngp, ntk)
+  """Kernels of all pairs of x1 (T1, H, W, C) and x2 (T2, H, W, C), statistics included."""
+  return _pair_kernels(x1, x2, input_stats(x1, cfg), input_stats(x2, cfg), cfg, fence)
 
 
 def _check_inputs(x: jax.Array, name: str) -> None:
@@ -254,7 +283,10 @@ def _check_inputs(x: jax.Array, name: str) -> None:
     raise ValueError(f"{name} must be images (N, H, W, C), got shape {x.shape}.")
 
 
-_tile_kernels_jit = jax.jit(_tile_kernels, static_argnames=("cfg", "fence"))
+_jit = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)
+_input_stats_jit = _jit(input_stats, static_argnames=("cfg",))
+_pair_kernels_jit = _jit(_pair_kernels, static_argnames=("cfg", "fence"))
+_tile_kernels_jit = _jit(_tile_kernels, static_argnames=("cfg", "fence"))
 
 
 def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w_std: float = 1.0,
@@ -267,7 +299,7 @@ def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w
     x2: (N2, H, W, C) images; None means x1.
     depth, w_std, b_std, readout_w_std, readout_b_std, shortcut_size, activate_shortcut: see
       `WRNKernelConfig`.
-    jit: compile (default) or run op by op (for tests).
+    jit: compile (default) or run op by op (for tests, or to trace inside a caller's jit).
 
   Returns:
     Kernels(nngp (N1, N2), ntk (N1, N2)) in the dtype of x1.

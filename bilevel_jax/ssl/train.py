@@ -26,7 +26,7 @@ from bilevel_jax.ssl import mixmatch
 FeaturizeFn = Callable[[jax.Array], jax.Array]  # (B, T) waveforms -> (B, 32, 32, 1)
 AugmentFeaturizeFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # key, (B,T), (K,L)
 METHODS = ("mixmatch", "supervised", "supervised_aug")
-SEED_MODES = ("auto", "vmap", "map", "host")
+SEED_MODES = ("auto", "vmap", "map", "host", "vmap_host")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,8 @@ class TrainConfig:
   checkpoint_every: int = 1000
   # How train_many runs the seeds and steps: "vmap" (one program, seeds batched, steps in a
   # lax loop; fast on accelerators), "map" (one program, lax.map over seeds), "host" (a jitted
-  # single-model step called from a Python loop over seeds and steps), or "auto" (host on CPU,
+  # single-model step called from a Python loop over seeds and steps), "vmap_host" (a jitted
+  # vmapped step called from a Python loop over steps), or "auto" (host on CPU,
   # vmap elsewhere). Why host on CPU: XLA:CPU (jax 0.10.2) runs the convolutions of the step
   # ~17x slower inside a while-loop body than in a plain jitted call (WRN-10-1, batch 64x3:
   # 7.6 s vs 0.44 s per step), and vmap turns them into grouped convolutions that are slow too.
@@ -279,6 +280,20 @@ def resolve_seed_mode(mode: str) -> str:
   return mode
 
 
+def _vmap_host_run_steps(step: Callable) -> Callable:
+  """run(state (S, ...), data, labeled_idx (S, L), num_steps): jitted vmapped step, host loop."""
+  step_jit = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+
+  def run(state, data, labeled_idx, num_steps):
+    n, acc = int(num_steps), None
+    for _ in range(n):
+      state, m = step_jit(state, data, labeled_idx)
+      acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+    return state, jax.tree.map(lambda v: v / max(n, 1), acc)
+
+  return run
+
+
 def _host_run_steps(step: Callable) -> Callable:
   """run(state (S, ...), data, labeled_idx (S, L), num_steps) with Python loops, jitted step."""
   step_jit = jax.jit(step, donate_argnums=0)
@@ -303,13 +318,16 @@ def _host_run_steps(step: Callable) -> Callable:
 def make_run_steps(step: Callable, seed_mode: str | None) -> Callable:
   """(state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
 
-  With seed_mode "vmap", "map" or "host" the state/labeled_idx carry a leading seed axis (data
-  are shared); None runs a single unbatched model. Except for "host" the whole chunk is one
-  jitted program with num_steps traced (a while loop), so chunks of any length share one
-  compilation; "host" jits one step of one model and loops in Python (num_steps >= 1).
+  With seed_mode "vmap", "map", "host" or "vmap_host" the state/labeled_idx carry a leading
+  seed axis (data are shared); None runs a single unbatched model. "vmap", "map" and None make
+  the whole chunk one jitted program with num_steps traced (a while loop), so chunks of any
+  length share one compilation; "host" jits one step of one model, "vmap_host" one step of
+  all S models, and both loop in Python (num_steps >= 1).
   """
   if seed_mode == "host":
     return _host_run_steps(step)
+  if seed_mode == "vmap_host":
+    return _vmap_host_run_steps(step)
   if seed_mode == "vmap":
     one = jax.vmap(step, in_axes=(0, None, 0))
   elif seed_mode == "map":

@@ -105,20 +105,22 @@ def test_jit_equals_no_jit_and_fences_change_nothing(fsdd_log_mels):
     np.testing.assert_allclose(jitted.nngp, other.nngp, rtol=2e-5)
 
 
-def test_tile_streaming_equals_one_shot(fsdd_log_mels):
+def test_tile_streaming_equals_one_shot(fsdd_log_mels, monkeypatch):
   x = downsample(fsdd_log_mels(7), 2)
   x1, x2 = x[:5], x[5:]
   one_shot = wk.wrn_kernel(x1, x, depth=10)
+  monkeypatch.setattr(km, "ROW_BLOCK", 4)   # two row blocks: input statistics are recomputed
   calls = []
   tiled = km.kernel_matrix(x1, x, kind="both", depth=10, tile=(2, 4), progress=False,
                            callback=lambda d, t: calls.append((d, t)))
   assert calls[-1] == (6, 6)                              # ceil(5/2) x ceil(7/4) tiles
-  np.testing.assert_allclose(tiled.ntk, one_shot.ntk, rtol=1e-6)
-  np.testing.assert_allclose(tiled.nngp, one_shot.nngp, rtol=1e-6)
+  # Other tile shapes are other programs (fast math: other summation orders): float32 noise.
+  np.testing.assert_allclose(tiled.ntk, one_shot.ntk, rtol=2e-5)
+  np.testing.assert_allclose(tiled.nngp, one_shot.nngp, rtol=2e-5)
   sym = km.kernel_matrix(x, depth=10, tile=4, progress=False)   # upper tiles only, mirrored
-  np.testing.assert_allclose(sym[:5], one_shot.ntk, rtol=1e-6)
+  np.testing.assert_allclose(sym[:5], one_shot.ntk, rtol=2e-5)
   rows = km.kernel_rows(x1, x2, km.make_config(depth=10), tile=(2, 4))
-  np.testing.assert_allclose(rows[0], one_shot.ntk[:, 5:], rtol=1e-6)
+  np.testing.assert_allclose(rows[0], one_shot.ntk[:, 5:], rtol=2e-5)
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -153,8 +153,10 @@ def test_vmap_map_host_and_sequential_agree(toy):
                             **KW)
   host = train_lib.train_many(dataclasses.replace(tc, seed_mode="host"), waves, labels, lab,
                               keys, **KW)
+  vh = train_lib.train_many(dataclasses.replace(tc, seed_mode="vmap_host"), waves, labels, lab,
+                            keys, **KW)
   seq = train_lib.train_many(tc, waves, labels, lab, keys, vmapped=False, **KW)
-  for other in (vm, mp, host):
+  for other in (vm, mp, host, vh):
     chex.assert_trees_all_close(_kernels(other.state.params), _kernels(seq.state.params),
                                 rtol=1e-2, atol=1e-3)
 
