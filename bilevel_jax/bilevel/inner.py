@@ -112,9 +112,8 @@ def xent_grad_t(wt: jax.Array, z: jax.Array, y: jax.Array, row_weight: jax.Array
   lse = jax.nn.logsumexp(logits, axis=-1)
   sy = jnp.sum(y, axis=-1)
   loss = jnp.sum(row_weight * (sy * lse - jnp.sum(y * logits, axis=-1)))
-  dlogits = (sy[:, None] * jnp.exp(logits - lse[:, None]) - y) * jnp.reshape(row_weight, (-1, 1)
-                                                                            if jnp.ndim(row_weight)
-                                                                            else ())
+  col_weight = row_weight[:, None] if jnp.ndim(row_weight) else row_weight
+  dlogits = (sy[:, None] * jnp.exp(logits - lse[:, None]) - y) * col_weight
   return loss, dlogits.T @ z                                         # (c, m)
 
 

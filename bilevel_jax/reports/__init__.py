@@ -15,8 +15,9 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
                  command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
                  with_figure2: bool = True) -> dict[str, Any]:
   """Writes table1.{md,tex}, table_rounds.{md,tex}, figure3.png, table1.json and, when the
-  round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON, figure2.png with
-  figure2_counts.json. Returns the paths and the markdown table.
+  round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
+  were written to outdir earlier, figure2.png with figure2_counts.json (and
+  figure2_points.json). Returns the paths and the markdown table.
   """
   records = tables.load_results(sources)
   table = tables.aggregate(records)
@@ -42,14 +43,30 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
   out = {"table_markdown": md, "rounds_markdown": rounds_md, "figure3": str(fig3),
          "table1": str(outdir / "table1.md")}
   if with_figure2:
-    for rec in records:
-      if rec["strategy"] == figure2_strategy and rec["seed"] == figure2_seed:
-        npz = pathlib.Path(rec["_path"]).with_name(
-            pathlib.Path(rec["_path"]).stem + "_round0.npz")
-        if npz.exists():
-          counts = figures.figure2(npz, outdir / "figure2.png")
-          counts["command"] = command
-          io.atomic_write_json(outdir / "figure2_counts.json", counts)
-          out["figure2"] = str(outdir / "figure2.png")
-          out["figure2_counts"] = counts
+    fig2 = _figure2(records, outdir, figure2_strategy, figure2_seed, command)
+    if fig2 is not None:
+      out["figure2"] = str(outdir / "figure2.png")
+      out["figure2_counts"] = fig2
   return out
+
+
+def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
+             command: str) -> dict[str, Any] | None:
+  """Figure 2 from the round-0 file when it is there (writing figure2_points.json), else
+  from a figure2_points.json committed earlier; None when neither exists."""
+  points_path = outdir / "figure2_points.json"
+  points = None
+  for rec in records:
+    if rec["strategy"] == strategy and rec["seed"] == seed:
+      npz = pathlib.Path(rec["_path"]).with_name(pathlib.Path(rec["_path"]).stem + "_round0.npz")
+      if npz.exists():
+        points = figures.figure2_points(npz)
+        io.atomic_write_json(points_path, points)
+  if points is None and points_path.exists():
+    points = io.read_json(points_path)
+  if points is None:
+    return None
+  figures.plot_figure2(points, outdir / "figure2.png")
+  counts = dict(points["counts"], source=points["source"], command=command)
+  io.atomic_write_json(outdir / "figure2_counts.json", counts)
+  return counts

@@ -60,31 +60,43 @@ def first_round_counts(npz: dict[str, np.ndarray]) -> dict[str, Any]:
   }
 
 
-def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int = 0,
-            perplexity: float = 30.0, title: str = "") -> dict[str, Any]:
-  """t-SNE of the round-0 model's last-layer embeddings of the training set.
+def figure2_points(npz_path: str | pathlib.Path, *, seed: int = 0,
+                   perplexity: float = 30.0) -> dict[str, Any]:
+  """t-SNE of the round-0 model's last-layer embeddings, as a JSON-able dict.
 
-  Points are colored by predicted class; the initial labeled pool is drawn as black squares
-  and the first-round picks as red stars. Returns the counts (see `first_round_counts`).
+  The round-0 file holds (N, E) embeddings (~0.7 MB for FSDD) and is not committed; these
+  points (N x 2 coordinates, predictions, the initial pool and the picks) are, so that
+  Figure 2 can be redrawn from committed results alone. Keys: xy (N, 2), pred (N,),
+  num_classes, labeled_idx, picks, counts (see `first_round_counts`), source.
   """
   from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
   with np.load(npz_path) as f:
     npz = {k: f[k] for k in f.files}
-  counts = first_round_counts(npz)
   emb = np.asarray(npz["embeddings"], np.float64)
   perplexity = min(perplexity, (emb.shape[0] - 1) / 3.0)
   tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
   xy = tsne.fit_transform(emb)  # (N, 2)
-  pred = np.asarray(npz["probs"]).argmax(-1)
-  num_classes = np.asarray(npz["probs"]).shape[-1]
+  probs = np.asarray(npz["probs"])
+  return {"xy": np.round(xy, 3).tolist(), "pred": probs.argmax(-1).tolist(),
+          "num_classes": int(probs.shape[-1]),
+          "labeled_idx": np.asarray(npz["labeled_idx"]).tolist(),
+          "picks": np.asarray(npz["picks"]).tolist(), "counts": first_round_counts(npz),
+          "tsne": {"perplexity": perplexity, "seed": seed}, "source": str(npz_path)}
+
+
+def plot_figure2(points: dict[str, Any], path: str | pathlib.Path, *, title: str = "") -> None:
+  """Draws Figure 2 from `figure2_points` output: points colored by predicted class, the
+  initial labeled pool as black squares, the first-round picks as red stars."""
+  xy, pred = np.asarray(points["xy"], np.float64), np.asarray(points["pred"])
+  num_classes, counts = points["num_classes"], points["counts"]
   fig, ax = plt.subplots(figsize=(5.2, 4.6))
   cmap = plt.get_cmap("tab10" if num_classes <= 10 else "nipy_spectral")
   colors = cmap(pred / max(num_classes - 1, 1)) if num_classes > 10 else cmap(pred % 10)
   ax.scatter(xy[:, 0], xy[:, 1], c=colors, s=4, alpha=0.6, lw=0)
-  lab = np.asarray(npz["labeled_idx"])
+  lab = np.asarray(points["labeled_idx"])
   ax.scatter(xy[lab, 0], xy[lab, 1], marker="s", s=36, facecolors="none", edgecolors="k",
              lw=1.2, label="initial labeled pool")
-  picks = np.asarray(npz["picks"])
+  picks = np.asarray(points["picks"])
   ax.scatter(xy[picks, 0], xy[picks, 1], marker="*", s=140, c="red", edgecolors="k", lw=0.6,
              label="first-round picks")
   ax.set_xticks([])
@@ -99,5 +111,11 @@ def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=150)
   plt.close(fig)
-  counts["source"] = str(npz_path)
-  return counts
+
+
+def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int = 0,
+            perplexity: float = 30.0, title: str = "") -> dict[str, Any]:
+  """t-SNE Figure 2 straight from a round-0 file; returns the counts (`first_round_counts`)."""
+  points = figure2_points(npz_path, seed=seed, perplexity=perplexity)
+  plot_figure2(points, path, title=title)
+  return dict(points["counts"], source=str(npz_path))

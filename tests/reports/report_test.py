@@ -98,6 +98,15 @@ class FiguresTest(absltest.TestCase):
     summary = io.read_json(tmp / "report" / "table1.json")
     self.assertEqual(summary["final_budget"], 30)
     self.assertEqual(summary["command"], "cmd")
+    # Without the (uncommitted) round-0 file, Figure 2 is redrawn from the committed points.
+    points = io.read_json(tmp / "report" / "figure2_points.json")
+    self.assertEqual(np.shape(points["xy"]), (n, 2))
+    results.figure2_path(tmp, "fsdd", "bilevel", 0).unlink()
+    (tmp / "report" / "figure2.png").unlink()
+    again = reports.write_report([tmp], tmp / "report", command="cmd2")
+    self.assertEqual(again["figure2_counts"]["pick_predictions"], [0, 0, 3, 3, 3])
+    self.assertEqual(again["figure2_counts"]["command"], "cmd2")
+    self.assertGreater((tmp / "report" / "figure2.png").stat().st_size, 0)
 
   def test_first_round_counts(self):
     npz = dict(probs=np.eye(3)[[0, 1, 2, 0]], labels=np.array([0, 1, 1, 2]),
