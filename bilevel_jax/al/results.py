@@ -18,7 +18,9 @@ from bilevel_jax.utils import io
 
 FORMAT = "bilevel_jax.al/1"
 # Config entries that may change between a run and its resumption without changing results.
-_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root")
+# vmap_seeds only groups trainings (same algorithm, float-level differences), so a run may
+# resume with the other setting, e.g. on a machine without an accelerator.
+_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds")
 
 
 def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
