@@ -5,12 +5,15 @@ Outer objective on clean (not augmented) features of the whole training pool:
   G(w) = (1 / P) * sum_{x in pool} CE(softmax(w^T z_x), t_x)
 
 with t_x the one-hot true label for labeled points and the soft pseudo-label y~_x otherwise,
-i.e. the paper's sum over D_train (true labels) + D_pool (pseudo-labels), divided by P.
+i.e. the paper's sum over D_train (true labels) + D_pool (pseudo-labels), divided by P. With a
+validity mask (padding rows of a sharded pool) the sum runs over valid points and P counts them.
 
 Score of pool point x (paper Eq. 2): s_x = grad_w l(x, y~_x)^T H^-1 grad_w G(w) = z_x^T v (p_x - y~_x)
 with v = H^-1 grad G (m, c) and p_x = softmax(w^T z_x), because grad_w l(x, y) = z_x (p_x - y)^T.
 If x enters the inner objective with weight eps, G changes by -eps * s_x + O(eps^2), so the
 greedy rule takes the largest score.
+
+The `_t` functions take transposed weights (c, m), the layout the selection loop uses.
 """
 from __future__ import annotations
 
@@ -31,3 +34,32 @@ def pool_scores(w: jax.Array, v: jax.Array, pool_z: jax.Array,
   p = jax.nn.softmax(pool_z @ w, axis=-1)          # (P, c)
   zv = pool_z @ v                                  # (P, c)
   return jnp.sum(zv * (p - pseudo_labels), axis=-1)
+
+
+def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
+                       valid: jax.Array | None = None
+                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """G, its gradient and the pool probabilities from one pass over the pool.
+
+  wt: (c, m); pool_z: (P, m); targets: (P, c); valid: optional (P,) bool (False rows ignored).
+  Returns G (), grad G transposed (c, m) and softmax(w^T z) (P, c) for `pool_scores_t`.
+  """
+  p_pool = pool_z.shape[0]
+  if valid is None:
+    weight = jnp.asarray(1.0 / p_pool, pool_z.dtype)
+  else:
+    weight = valid.astype(pool_z.dtype) / jnp.maximum(jnp.sum(valid), 1)
+  logits = pool_z @ wt.T                                              # (P, c)
+  lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+  probs = jnp.exp(logits - lse)
+  sy = jnp.sum(targets, axis=-1, keepdims=True)
+  col = weight[:, None] if jnp.ndim(weight) else weight
+  value = jnp.sum(col * (sy * lse - jnp.sum(targets * logits, axis=-1, keepdims=True)))
+  grad_t = ((sy * probs - targets) * col).T @ pool_z                  # (c, m)
+  return value, grad_t, probs
+
+
+def pool_scores_t(probs: jax.Array, vt: jax.Array, pool_z: jax.Array,
+                  pseudo_labels: jax.Array) -> jax.Array:
+  """`pool_scores` from precomputed probabilities (P, c) and v transposed (c, m). (P,)"""
+  return jnp.sum((pool_z @ vt.T) * (probs - pseudo_labels), axis=-1)

@@ -2,8 +2,9 @@
 
 Per greedy step k (lax.fori_loop over a selection mask):
   1. Adam on the inner objective F over the bank (labeled copies + copies of the k points picked
-     so far), warm-started from step k-1 (`inner.py`);
-  2. v = H^-1 grad G by CG with forward-over-reverse HVPs (`ihvp.py`, `outer.py`);
+     so far), warm-started from step k-1 (`inner.py`; `inner_solver` swaps in another solver);
+  2. v = H^-1 grad G by CG with closed-form Hessian-vector products (`inner.bank_hvp_t`,
+     `ihvp.cg_solve`); G, grad G and the pool probabilities from one pass (`outer.py`);
   3. scores of the whole pool, argmax over points neither labeled nor picked;
   4. the picked point's augmented copies, `bank_fn(bank_params, key, index) -> (A, m)`, fill
      the next free slot of the fixed-capacity bank.
@@ -54,7 +55,7 @@ class Selection(NamedTuple):
   indices: (b,) int32 pool indices: the n greedy picks in order, then the uniform ones.
   is_bilevel: (b,) bool, True for greedy picks.
   scores: (n,) score of each greedy pick when it was chosen.
-  inner_loss: (n,) F(w) over the whole bank after each inner solve.
+  inner_loss: (n,) F(w) after each inner solve, over the bank the pick was scored with.
   outer_loss: (n,) G(w) after each inner solve.
   cg_residual: (n,) relative CG residual ||H v - grad G|| / ||grad G|| per step.
   w: (m, c) inner weights of the last inner solve.
@@ -129,7 +130,8 @@ def _check_finite(name: str, x) -> None:
 
 def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
                     bank_params, *, b, uniform_fraction, lr, l2, inner_steps, batch_size,
-                    cg_steps, w0=None, label_tol=1e-3) -> None:
+                    cg_steps, w0=None, label_tol=1e-3, inner_solver=None,
+                    pool_valid=None) -> None:
   """Raises ValueError naming the argument and the expectation; see `select_batch`."""
   if np.ndim(pool_z) != 2:
     raise ValueError(f"pool_z must be (P, m), got shape {np.shape(pool_z)}.")
@@ -173,6 +175,22 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
       raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
   if w0 is not None and np.shape(w0) != (m, c):
     raise ValueError(f"w0 must be (m={m}, c={c}), got shape {np.shape(w0)}.")
+  if inner_solver is not None and not callable(inner_solver):
+    raise ValueError(f"inner_solver must be None or a callable solver, got {inner_solver!r}.")
+  if pool_valid is not None:
+    if np.shape(pool_valid) != (p,):
+      raise ValueError(f"pool_valid must be (P={p},) bool, got shape {np.shape(pool_valid)}.")
+    if not jnp.issubdtype(jnp.asarray(pool_valid).dtype, jnp.bool_):
+      raise ValueError(f"pool_valid must be bool, got dtype {jnp.asarray(pool_valid).dtype}.")
+    pv = _concrete(pool_valid)
+    if pv is not None:
+      idx = _concrete(labeled_idx)
+      if idx is not None and not np.all(pv[idx]):
+        raise ValueError(f"labeled_idx {idx[~pv[idx]].tolist()} are marked invalid in "
+                         "pool_valid; labeled points must be valid pool rows.")
+      if b > int(pv.sum()) - n_lab:
+        raise ValueError(f"b={b} is larger than the {int(pv.sum()) - n_lab} valid pool points "
+                         f"available ({int(pv.sum())} valid in pool_valid minus L={n_lab}).")
 
   _check_finite("pool_z", pool_z)
   _check_finite("labeled_bank", labeled_bank)
@@ -207,9 +225,10 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps"))
+    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps", "inner_solver"))
 def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_params,
-            lr, l2, w0, *, bank_fn, n_bilevel, n_uniform, inner_steps, batch_size, cg_steps):
+            lr, l2, w0, pool_valid, *, bank_fn, n_bilevel, n_uniform, inner_steps, batch_size,
+            cg_steps, inner_solver):
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
@@ -218,7 +237,8 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
 
   onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)                 # (L, c)
   targets = pseudo_labels.at[labeled_idx].set(onehot)                     # (P, c) for G
-  available = jnp.ones((p,), bool).at[labeled_idx].set(False)
+  available = jnp.ones((p,), bool) if pool_valid is None else pool_valid
+  available = available.at[labeled_idx].set(False)
   cap = n_lab + n_bilevel
   bank = inner.Bank(
       z=jnp.zeros((cap, n_aug, m), dtype).at[:n_lab].set(labeled_bank.astype(dtype)),
@@ -227,19 +247,22 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
 
   def greedy_step(k, carry):
     state, bank, available, picks, diag = carry
-    state, _ = inner.fit_inner_steps(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
-                                     steps=inner_steps, batch_size=batch_size)
-    inner_fn = lambda w: inner.bank_objective(w, bank, l2)
-    g_val, g_grad = jax.value_and_grad(outer.outer_objective)(state.w, pool_z, targets)
-    cg = ihvp.inverse_hvp(inner_fn, state.w, g_grad, steps=cg_steps)
-    scores = outer.pool_scores(state.w, cg.x, pool_z, pseudo_labels)     # (P,)
+    state, _ = inner_solver(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
+                            steps=inner_steps, batch_size=batch_size)
+    # The loop works on transposed (c, m) weights: see inner.xent_grad_t for why.
+    wt = state.w.T
+    g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid)
+    cg = ihvp.cg_solve(inner.bank_hvp_t(wt, bank, l2), g_grad_t, steps=cg_steps)
+    scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)    # (P,)
     masked = jnp.where(available, scores, -jnp.inf)
     i = jnp.argmax(masked)
+    # F of the inner problem this pick was scored with (before the pick joins the bank).
+    f_val = inner.bank_objective_t(wt, bank, l2)
     copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
     bank = inner.Bank(bank.z.at[n_lab + k].set(copies),
                       bank.y.at[n_lab + k].set(pseudo_labels[i]),
                       bank.valid.at[n_lab + k].set(True))
-    row = jnp.stack([masked[i], inner_fn(state.w), g_val, cg.residual])
+    row = jnp.stack([masked[i], f_val, g_val, cg.residual])
     return (state, bank, available.at[i].set(False), picks.at[k].set(i.astype(jnp.int32)),
             diag.at[k].set(row))
 
@@ -260,7 +283,9 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
                  bank_fn: BankFn, bank_params: Any, *, b: int, uniform_fraction: float = 0.1,
                  lr: float | jax.Array = 1e-3, l2: float | jax.Array = 1e-4,
                  inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                 w0: jax.Array | None = None, validate: bool = True) -> Selection:
+                 w0: jax.Array | None = None, validate: bool = True,
+                 inner_solver: inner.InnerSolver | None = None,
+                 pool_valid: jax.Array | None = None) -> Selection:
   """Selects a batch of b pool points by the bilevel greedy rule (+ a uniform share).
 
   Args:
@@ -282,6 +307,12 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     cg_steps: CG iterations for H^-1 grad G (static).
     w0: (m, c) initial inner weights, zeros by default.
     validate: run `validate_inputs` first (cheap; host-side).
+    inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size) ->
+      (InnerState, losses)` for the inner problem; None (default) is the paper's Adam,
+      `inner.fit_inner_steps`. `inner.LBFGSSolver(k)` runs k warm-started full-bank L-BFGS
+      iterations instead (an exact solve of the inner problem; not the paper's setting).
+    pool_valid: optional (P,) bool; False rows (e.g. padding of a sharded pool) are never
+      scored, picked or drawn uniformly, and are left out of G.
 
   Returns:
     Selection (indices (b,) and per-step diagnostics).
@@ -289,7 +320,8 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
   if validate:
     validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
                     bank_params, b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
-                    inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps, w0=w0)
+                    inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps, w0=w0,
+                    inner_solver=inner_solver, pool_valid=pool_valid)
   n_bilevel, n_uniform = split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
@@ -298,5 +330,7 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
   return _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
                  jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
                  jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
+                 None if pool_valid is None else jnp.asarray(pool_valid, bool),
                  bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
-                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
+                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
+                 inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver)
