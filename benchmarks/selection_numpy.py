@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse.linalg
 
+from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select as nystrom_select
-from bilevel_jax.bilevel_representer import select as rep
 
 
 class NumpyResult(NamedTuple):
@@ -37,8 +37,8 @@ def _softmax(a: np.ndarray) -> np.ndarray:
 
 
 def _pair_indices(key, valid, copies, steps, batch_size):
-  keys = jax.random.split(key, steps)
-  return jax.vmap(lambda k: rep.sample_pair_indices(k, valid, copies, batch_size))(keys)
+  slots, cps = inner.sample_pair_indices(key, valid, copies, steps=steps, batch_size=batch_size)
+  return slots * copies + cps
 
 
 _pair_indices_jit = jax.jit(_pair_indices, static_argnums=(2, 3, 4))

@@ -59,13 +59,10 @@ def pool_kernel(pool_z: jax.Array) -> jax.Array:
 
 def sample_pair_indices(key: jax.Array, valid: jax.Array, copies: int, batch_size: int
                         ) -> jax.Array:
-  """Flat (slot * copies + copy) indices of `batch_size` pairs, drawn with exactly the calls of
-  `inner.sample_pairs`, so the same key gives the same pairs in both formulations. (B,)"""
-  slot_key, copy_key = jax.random.split(key)
-  logits = jnp.where(valid, 0.0, -jnp.inf)
-  slots = jax.random.categorical(slot_key, logits, shape=(batch_size,))
-  cps = jax.random.randint(copy_key, (batch_size,), 0, copies)
-  return slots * copies + cps
+  """Flat (slot * copies + copy) indices of `batch_size` pairs, the pairs `inner.sample_pairs`
+  draws from the same key. (B,)"""
+  slots, cps = inner.sample_pair_indices(key, valid, copies, steps=1, batch_size=batch_size)
+  return slots[0] * copies + cps[0]
 
 
 def kernel_inner_objective(alpha_t: jax.Array, k_tt: jax.Array, y_pairs: jax.Array,
@@ -97,12 +94,11 @@ def fit_alpha(key: jax.Array, alpha_t: jax.Array, opt_state: Any, k_tt: jax.Arra
   `inner.fit_inner_steps` draws from the same key. Returns (alpha_t, Adam state)."""
   adam = optax.scale_by_adam()
 
-  def adam_step(carry, step_key):
+  def adam_step(carry, idx):
     a, st = carry
     if batch_size is None:
       loss, g = jax.value_and_grad(kernel_inner_objective)(a, k_tt, y_pairs, pair_w, l2)
     else:
-      idx = sample_pair_indices(step_key, valid, copies, batch_size)
 
       def minibatch(a):
         xent = inner.softmax_xent(k_tt[idx] @ a, y_pairs[idx])
@@ -111,8 +107,12 @@ def fit_alpha(key: jax.Array, alpha_t: jax.Array, opt_state: Any, k_tt: jax.Arra
     upd, st = adam.update(g, st, a)
     return (a - lr * upd, st), loss
 
-  (alpha_t, opt_state), _ = lax.scan(adam_step, (alpha_t, opt_state),
-                                     jax.random.split(key, steps))
+  if batch_size is None:
+    xs = None
+  else:
+    slots, cps = inner.sample_pair_indices(key, valid, copies, steps=steps, batch_size=batch_size)
+    xs = slots * copies + cps                                             # (steps, B)
+  (alpha_t, opt_state), _ = lax.scan(adam_step, (alpha_t, opt_state), xs, length=steps)
   return alpha_t, opt_state
 
 
