@@ -135,8 +135,8 @@ def _fenced(fn, pred: jax.Array | None):
   consumers. Without this fence XLA:CPU (which drops optimization barriers before fusion) fuses
   the cheap tail of each ReLU into all 9 taps of the next conv and recomputes it there.
   """
-  if pred is None:
-    return fn
+  if pred is None or not isinstance(pred, jax.core.Tracer):
+    return fn                               # eager: every op is materialized anyway
 
   def wrapped(*args):
     out = jax.eval_shape(fn, *args)

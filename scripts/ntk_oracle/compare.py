@@ -57,7 +57,7 @@ def wrn_stax(depth: int, shortcut_size: int, widths=(16, 32, 64, 128)):
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--n", type=int, default=64, help="real FSDD log-mels (>= 16)")
+  ap.add_argument("--n", type=int, default=256, help="real FSDD log-mels (>= 16)")
   ap.add_argument("--depth", type=int, default=28)
   ap.add_argument("--shortcut_size", type=int, default=1)
   ap.add_argument("--nt_batch", type=int, default=16, help="nt.batch batch size (divides n)")
@@ -138,6 +138,7 @@ def main():
           speedup_cross_wall=ours_t["cross"]["entries_per_s"] / nt_rate,
           speedup_cross_cpu=ours_t["cross"]["entries_per_cpu_s"] / (entries / nt_cpu),
           speedup_symmetric_wall=ours_t["symmetric"]["entries_per_s"] / nt_rate,
+          speedup_symmetric_cpu=ours_t["symmetric"]["entries_per_cpu_s"] / (entries / nt_cpu),
           loadavg_at_end=os.getloadavg(), cpu_count=os.cpu_count(),
           machine=platform.processor() or platform.machine()),
       versions=dict(oracle_jax=jax.__version__, neural_tangents="0.6.5", ours_jax=ours_t["jax"],
