@@ -1,5 +1,8 @@
 """Disk cache of the train/pool-vs-landmark kernel k(X, U), resumable row block by row block.
 
+`landmark_kernel(x, idx)`: U = x[idx] (train + pool against its landmarks; rows idx are K_UU).
+`cross_kernel(x, u)`: any U (e.g. test clips against training landmarks).
+
 k(X, U) does not depend on the trained network, only on the inputs X, the landmark draw and
 the architecture, so it is computed once and keyed by a hash of exactly those. Layout under
 `cache_root()/ntk/<key>/`:
@@ -62,21 +65,64 @@ def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk
   Returns:
     CachedKernel; rows landmark_idx of `matrix` are K_UU.
   """
-  if kind not in ("ntk", "nngp"):
-    raise ValueError(f"kind={kind!r}; expected 'ntk' or 'nngp'.")
+  _check_kind(kind)
   x = km._check_images(x, "x").astype(np.float32)
   idx = np.asarray(landmark_idx)
   if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
     raise ValueError(f"landmark_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}.")
   if idx.min() < 0 or idx.max() >= x.shape[0]:
     raise ValueError(f"landmark_idx must lie in [0, {x.shape[0]}), got range [{idx.min()}, {idx.max()}].")
+  cfg = km.make_config(**arch)
+  key = cache_key(x, idx, cfg._asdict(), kind)
+  return _cached_rows(x, x[idx], key, cfg, kind, block_rows, tile, progress, cache_dir, callback)
+
+
+def cross_key(x: np.ndarray, u: np.ndarray, arch: dict, kind: str) -> str:
+  """Hex digest of both input arrays' bytes, the architecture and the kernel kind."""
+  h = hashlib.sha256()
+  h.update(json.dumps(dict(what="cross", x_shape=list(x.shape), u_shape=list(u.shape),
+                           dtype=str(x.dtype), arch=arch, kind=kind, version=_VERSION),
+                      sort_keys=True).encode())
+  h.update(np.ascontiguousarray(x).tobytes())
+  h.update(np.ascontiguousarray(u).tobytes())
+  return h.hexdigest()[:24]
+
+
+def cross_kernel(x: np.ndarray, u: np.ndarray, *, kind: str = "ntk", block_rows: int = 256,
+                 tile=km.DEFAULT_TILE, progress: bool = True,
+                 cache_dir: str | pathlib.Path | None = None,
+                 callback: Callable[[int, int], None] | None = None, **arch) -> CachedKernel:
+  """k(X, U) for any U (N, m), cached and resumable like `landmark_kernel`.
+
+  Args:
+    x: (N, H, W, C) float inputs (rows).
+    u: (m, H, W, C) float inputs (columns), e.g. landmarks that are not rows of x.
+    kind, block_rows, tile, progress, cache_dir, callback, **arch: as in `landmark_kernel`.
+  """
+  _check_kind(kind)
+  x = km._check_images(x, "x").astype(np.float32)
+  u = km._check_images(u, "u").astype(np.float32)
+  if x.shape[1:] != u.shape[1:]:
+    raise ValueError(f"x and u must share (H, W, C), got {x.shape[1:]} and {u.shape[1:]}.")
+  cfg = km.make_config(**arch)
+  key = cross_key(x, u, cfg._asdict(), kind)
+  return _cached_rows(x, u, key, cfg, kind, block_rows, tile, progress, cache_dir, callback)
+
+
+def _check_kind(kind: str) -> None:
+  if kind not in ("ntk", "nngp"):
+    raise ValueError(f"kind={kind!r}; expected 'ntk' or 'nngp'.")
+
+
+def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache_dir,
+                 callback) -> CachedKernel:
+  """k(x, landmarks) under cache folder `key`: computes the row blocks not yet on disk."""
   if block_rows < 1:
     raise ValueError(f"block_rows={block_rows}; expected >= 1.")
-  cfg = km.make_config(**arch)
   arch_dict = cfg._asdict()
   folder = pathlib.Path(cache_dir) if cache_dir else paths.cache_root() / "ntk"
-  folder = folder / cache_key(x, idx, arch_dict, kind)
-  n, m = x.shape[0], idx.size
+  folder = folder / key
+  n, m = x.shape[0], landmarks.shape[0]
   num_blocks = -(-n // block_rows)
   meta_path, kernel_path, done_path = folder / "meta.json", folder / "kernel.npy", folder / "done.npy"
   meta = dict(n=n, m=m, kind=kind, arch=arch_dict, block_rows=block_rows, tile=list(km._check_tile(tile)),
@@ -96,7 +142,6 @@ def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk
     done = np.zeros(num_blocks, bool)
     io.atomic_save_npy(done_path, done)
   out = np.lib.format.open_memmap(kernel_path, mode="r+")
-  landmarks = x[idx]
   u_tiles = km._tiles(landmarks, km._check_tile(tile)[1])
   todo = np.flatnonzero(~done)
   computed = 0

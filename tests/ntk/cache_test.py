@@ -50,3 +50,18 @@ def test_default_location_is_cache_root_and_bad_indices_raise(fsdd_log_mels):
   res = cache.landmark_kernel(x, np.array([1, 3]), depth=10, tile=(2, 4), progress=False)
   from bilevel_jax.utils import paths
   assert res.path.parent == paths.cache_root() / "ntk"
+
+
+def test_cross_kernel_any_columns(fsdd_log_mels, tmp_path):
+  x = downsample(fsdd_log_mels(5, seed=7), 2)
+  u = downsample(fsdd_log_mels(3, seed=8), 2)              # columns that are not rows of x
+  kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
+  first = cache.cross_kernel(x, u, **kw)
+  assert first.computed_blocks == 3 and first.matrix.shape == (5, 3)
+  want = km.kernel_matrix(x, u, depth=10, tile=(2, 4), progress=False)
+  np.testing.assert_allclose(first.matrix, want, rtol=1e-6)
+  hit = cache.cross_kernel(x, u, **kw)
+  assert hit.computed_blocks == 0 and hit.path == first.path
+  assert cache.cross_kernel(x, u[::-1].copy(), **kw).path != first.path
+  with pytest.raises(ValueError, match="share"):
+    cache.cross_kernel(x, u[:, :8], **kw)
