@@ -141,7 +141,7 @@ def main(argv=None):
     runs.append({"total_s": total, "picks": [int(v) for v in inds[len(lab):]],
                  "inverse_hvp_s": timers["inverse_hvp_s"],
                  "feature_lookup_s": timers["feature_lookup_s"],
-                 "cg_matvecs": int(timers["hvp_calls"])})
+                 "cg_matvecs": int(timers["hvp_calls"]), "threads": torch.get_num_threads()})
     print(json.dumps(runs[-1]), flush=True)
   result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
             "settings": {"inner_steps": args.inner_steps, "cg_steps": args.cg_steps,

@@ -2,8 +2,11 @@
 
 * Landmarks U: `bilevel.landmarks` training points drawn with `bilevel.landmark_seed` (shared by
   every AL seed), so the pool-vs-landmark kernel k(X, U) (N, m) and the Nystrom map
-  K_UU^{+1/2} (m, m) are computed once per dataset/landmark draw and cached on disk
-  (`cache_root()/al_kernel/`). They do not depend on the trained network.
+  K_UU^{+1/2} (m, m) are computed once per dataset/landmark draw and cached on disk. They do not
+  depend on the trained network. k(X, U) comes from `ntk.cache.landmark_kernel` (tiled,
+  resumable row blocks under `cache_root()/ntk/`, progress bar with `config.progress`), the map
+  from `ntk.nystrom.fit_nystrom`; features, map and landmark inputs are kept together in
+  `cache_root()/al_kernel/` (same file format and key as before).
 * Features z_x = K_UU^{+1/2} k(x, U) of the clean log-mels (N, m).
 * Bank: A augmented copies per point, features (A, m); computed (in JAX) when a point enters
   the labeled set and cached in memory across rounds, and inside the jitted greedy selection
@@ -22,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilevel_jax import audio
+from bilevel_jax.ntk import cache as ntk_cache
+from bilevel_jax.ntk import nystrom
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
 from bilevel_jax.utils import paths
@@ -55,13 +60,12 @@ def kernel_rows(fn, x: np.ndarray, landmarks: np.ndarray, batch: int) -> np.ndar
   return out
 
 
-def nystrom_map(k_uu: np.ndarray, rcond: float = 1e-6) -> np.ndarray:
-  """Pseudo-inverse square root K_UU^{+1/2} (m, m) of a PSD landmark kernel (float64 eigh)."""
-  k = 0.5 * (np.asarray(k_uu, np.float64) + np.asarray(k_uu, np.float64).T)
-  vals, vecs = np.linalg.eigh(k)
-  keep = vals > rcond * max(vals.max(), 0.0)
-  inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, vals, 1.0)), 0.0)
-  return ((vecs * inv_sqrt) @ vecs.T).astype(np.float32)
+def nystrom_map(k_uu: np.ndarray, rcond: float = nystrom.DEFAULT_RCOND) -> np.ndarray:
+  """Pseudo-inverse square root K_UU^{+1/2} (m, m) float32 of a PSD landmark kernel.
+
+  `ntk.nystrom.fit_nystrom` (float64 eigh; eigenvalues <= rcond * largest are dropped).
+  """
+  return nystrom.fit_nystrom(k_uu, rcond=rcond).projection
 
 
 class BankParams(NamedTuple):
@@ -107,8 +111,10 @@ class KernelFeatures:
     self.waveforms = waveforms
     mean, std = ssl_train.feature_stats(audio.featurize, waveforms)
     self._featurize = jax.jit(lambda w: (audio.featurize(w) - mean) / std)
-    self._kernel = _kernel_fn(int(b.ntk_depth), b.kernel)
-    self.batch = int(b.kernel_batch)
+    self._kernel = _kernel_fn(int(b.ntk_depth), b.kernel)        # validates b.kernel
+    self.batch = int(b.kernel_batch)                              # rows per resumable block
+    if self.batch < 1:
+      raise ValueError(f"config.bilevel.kernel_batch={self.batch}; expected >= 1.")
     n = waveforms.shape[0]
     m = int(b.landmarks)
     if not 1 <= m <= n:
@@ -141,7 +147,9 @@ class KernelFeatures:
     log.info("Computing the pool-vs-landmark kernel (%d x %d) -> %s", spec["n"], spec["m"], path)
     x = self._clean_x(np.arange(self.waveforms.shape[0]))        # (N, 32, 32, 1)
     landmark_x = x[self.landmark_idx]                             # (m, 32, 32, 1)
-    k_xu = kernel_rows(self._kernel, x, landmark_x, self.batch)  # (N, m)
+    k_xu = np.asarray(ntk_cache.landmark_kernel(                  # (N, m)
+        x, self.landmark_idx, kind=b.kernel, depth=int(b.ntk_depth), block_rows=self.batch,
+        tile=(min(self.batch, 16), 16), progress=bool(config.get("progress", False))).matrix)
     k_uu = k_xu[self.landmark_idx]                                # (m, m)
     nys = nystrom_map(k_uu)
     features = (k_xu @ nys).astype(np.float32)

@@ -128,26 +128,40 @@ def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels:
   pool_z (P, m), pseudo_labels (P, c) and every bank_params leaf with P rows are sharded over
   the "pool" axis; the rest is replicated. jit compiles the unchanged selection for these input
   shardings (GSPMD): pool-sized matmuls (logits, grad G, scores) run where the rows live, grad G
-  is all-reduced, the argmax is global. P must be divisible by the number of devices.
+  is all-reduced, the argmax is global. When P is not divisible by the number of devices the
+  pool-sized arrays are padded to the next multiple and the padding rows are masked out with
+  `pool_valid` (never scored, picked or drawn, not in G), so the greedy picks are those of the
+  unpadded pool; the uniform share is drawn over the padded shape, so it may differ.
   """
   from bilevel_jax.bilevel import select as nystrom_select  # pylint: disable=g-import-not-at-top
   p = np.shape(pool_z)[0]
-  if p % mesh.devices.size:
-    raise ValueError(
-        f"select_batch_sharded: pool size P={p} is not divisible by the {mesh.devices.size} "
-        "devices; select_batch has no pool-validity mask yet, so padded rows could be picked. "
-        f"Use a pool of {padded_size(p, mesh.devices.size) - mesh.devices.size} or "
-        f"{padded_size(p, mesh.devices.size)} points, or a mesh over fewer devices.")
+  if kwargs.get("pool_valid") is not None and np.shape(kwargs["pool_valid"]) != (p,):
+    raise ValueError(f"select_batch_sharded: pool_valid must be (P={p},), got "
+                     f"{np.shape(kwargs['pool_valid'])}.")
   if kwargs.get("validate", True):
     nystrom_select.validate_inputs(
         pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params,
         b=kwargs["b"], uniform_fraction=kwargs.get("uniform_fraction", 0.1),
         lr=kwargs.get("lr", 1e-3), l2=kwargs.get("l2", 1e-4),
         inner_steps=kwargs.get("inner_steps", 1000), batch_size=kwargs.get("batch_size", 64),
-        cg_steps=kwargs.get("cg_steps", 30), w0=kwargs.get("w0"))
+        cg_steps=kwargs.get("cg_steps", 30), w0=kwargs.get("w0"),
+        inner_solver=kwargs.get("inner_solver"), pool_valid=kwargs.get("pool_valid"))
   kwargs["validate"] = False  # validated above on host arrays; avoid gathering shards back
+  size = padded_size(p, mesh.devices.size)
+  if size != p:
+    c = np.shape(pseudo_labels)[1]
+    valid = np.ones((p,), bool) if kwargs.get("pool_valid") is None else np.asarray(
+        kwargs["pool_valid"], bool)
+    kwargs["pool_valid"] = pad_rows(valid, size, fill=False)
+    pool_z = pad_rows(pool_z, size)
+    pseudo_labels = pad_rows(pseudo_labels, size, fill=1.0 / c)   # rows stay distributions
+    bank_params = jax.tree.map(
+        lambda x: pad_rows(x, size) if np.ndim(x) >= 1 and np.shape(x)[0] == p else x,
+        bank_params)
+  if kwargs.get("pool_valid") is not None:
+    kwargs["pool_valid"] = shard_pool(mesh, np.asarray(kwargs["pool_valid"], bool))
   pool_z, pseudo_labels = shard_pool(mesh, pool_z), shard_pool(mesh, pseudo_labels)
-  bank_params = place_pool_tree(mesh, bank_params, p)
+  bank_params = place_pool_tree(mesh, bank_params, size)
   labeled_idx, labeled_labels, labeled_bank = (replicate(mesh, a) for a in
                                                (labeled_idx, labeled_labels, labeled_bank))
   return nystrom_select.select_batch(key, pool_z, pseudo_labels, labeled_idx, labeled_labels,

@@ -53,3 +53,5 @@ def test_features_and_banks(tmp_path, monkeypatch):
   again = kernel.KernelFeatures(_config(), waves, noise, tag="synthetic")
   np.testing.assert_array_equal(again.features, kf.features)
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
+  # k(X, U) went through the shared, resumable landmark-kernel cache.
+  assert len(list((tmp_path / "ntk").glob("*/meta.json"))) == 1

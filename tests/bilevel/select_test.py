@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import reference
 from bilevel_jax.bilevel import select
 from tests.bilevel import problems
@@ -166,3 +167,54 @@ def test_host_bank_gives_same_picks_as_precomputed_bank():
   got = select.select_batch(jax.random.key(2), *args, b=4, **_FAST)
   np.testing.assert_array_equal(got.indices, want.indices)
   assert calls == np.asarray(got.indices)[:4].tolist()
+
+
+def test_exact_inner_solver_matches_reference_and_inner_loss_is_the_scored_problem(x64):
+  """LBFGSSolver (inner_solver hook) reaches the inner minimiser: picks of the exact reference.
+  inner_loss[k] is F at the k-th solve over the bank pick k was scored with (before it joins)."""
+  prob = problems.make_problem(seed=0, p=24, n_labeled=3)
+  sel = select.select_batch(jax.random.key(0), *_args(prob), b=5, uniform_fraction=0.0,
+                            l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60))
+  ref = reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
+                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2)
+  np.testing.assert_array_equal(sel.indices, ref.indices)
+  np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-6)
+  c = prob.pseudo.shape[1]
+  zs = [z for copies in prob.pool_bank[prob.labeled_idx] for z in copies]
+  ys = [np.eye(c)[lab] for lab in prob.labeled_labels for _ in range(prob.pool_bank.shape[1])]
+  want = []
+  for w, pick in zip(ref.ws, ref.indices):
+    want.append(reference.inner_objective(w, zs, ys, 1e-2))
+    zs += list(prob.pool_bank[pick])
+    ys += [prob.pseudo[pick]] * prob.pool_bank.shape[1]
+  np.testing.assert_allclose(sel.inner_loss, want, rtol=1e-8)
+  assert inner.LBFGSSolver(60) == inner.LBFGSSolver(60)     # one compilation per setting
+  with pytest.raises(ValueError, match="iterations >= 1"):
+    inner.LBFGSSolver(0)
+
+
+def test_pool_valid_masks_padding_rows():
+  """Padding rows that would win when unmasked: masked, the greedy picks are the unpadded
+  pool's and no padding row is picked or drawn."""
+  prob = problems.make_problem(seed=7, p=20, n_labeled=3, dtype=np.float32)
+  args = _args(prob)
+  kw = dict(b=6, **_FAST)
+  base = select.select_batch(jax.random.key(2), *args, **kw)
+  pad = 6
+  z = np.concatenate([prob.pool_z, 4.0 * prob.pool_z[:pad]])
+  y = np.concatenate([prob.pseudo, prob.pseudo[:pad]])
+  pool_bank = np.concatenate([prob.pool_bank, 4.0 * prob.pool_bank[:pad]])
+  bank_fn, params = select.precomputed_bank(pool_bank)
+  padded = (z, y, prob.labeled_idx, prob.labeled_labels, prob.pool_bank[prob.labeled_idx],
+            bank_fn, params)
+  valid = np.arange(20 + pad) < 20
+  unmasked = select.select_batch(jax.random.key(2), *padded, **kw)
+  assert np.max(unmasked.indices[:5]) >= 20        # the padding rows are attractive
+  masked = select.select_batch(jax.random.key(2), *padded, pool_valid=valid, **kw)
+  np.testing.assert_array_equal(masked.indices[:5], base.indices[:5])
+  np.testing.assert_allclose(masked.outer_loss, base.outer_loss, rtol=1e-5)
+  assert np.max(masked.indices) < 20
+  with pytest.raises(ValueError, match="pool_valid must be"):
+    select.select_batch(jax.random.key(2), *padded, pool_valid=valid[:5], **kw)
+  with pytest.raises(ValueError, match="marked invalid"):
+    select.select_batch(jax.random.key(2), *padded, pool_valid=np.arange(26) > 5, **kw)
