@@ -7,7 +7,8 @@ r"""Evidence for the bilevel batch selection on real FSDD data (issue 4, SPEC se
 
 Parts (JSON under --results_dir, written atomically, the command inside; reruns resume):
   kernel       fill the cache of the WRN-28 NTK of the clean train/test log-mels against the
-               landmarks (column blocks of 500 landmarks, resumable row chunks).
+               landmarks (column blocks of 500 landmarks; `ntk.cache`: resumable row blocks,
+               progress bar).
   lr_check     gap of Adam (1000 steps, batch 64) to the L-BFGS optimum per learning rate.
   first_batch  10 class-covering labels per seed; pseudo-labels from L2 logistic regression on
                the Nystrom features of the labeled points' augmented copies; the first batch
@@ -46,6 +47,9 @@ from bilevel_jax import audio
 from bilevel_jax import data as data_lib
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select
+from bilevel_jax.ntk import cache as ntk_cache
+from bilevel_jax.ntk import kernel_matrix as km
+from bilevel_jax.ntk import nystrom as nystrom_lib
 from bilevel_jax.utils import io
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Caches (kernels, banks) go here.", required=True)
@@ -73,9 +77,8 @@ _CG = flags.DEFINE_integer("cg_steps", 30, "CG steps.")
 _LANDMARK_SEED = flags.DEFINE_integer("landmark_seed", 0, "Seed of the landmark permutation.")
 _AUG_SEED = flags.DEFINE_integer("aug_seed", 0, "Seed of the augmented copies.")
 _TILE = flags.DEFINE_integer("tile", 64, "Kernel tile: landmark columns per call.")
-_ROW_TILE = flags.DEFINE_integer("row_tile", 4, "Kernel tile: rows per call. Small tiles keep "
-                                 "the (32, 32, rows, cols) pair maps in cache: 4 x 64 measured "
-                                 "~10x faster per entry than 64 x 64 on this CPU.")
+_ROW_TILE = flags.DEFINE_integer("row_tile", 4, "Kernel tile: rows per call (row_tile x tile "
+                                 "pairs per compiled call; ~256 pairs is a good size).")
 _KERNEL = flags.DEFINE_enum(
     "kernel", "ntk", ["ntk", "rbf_standin"], "ntk: the WRN-28 NTK of bilevel_jax.ntk. "
     "rbf_standin: a Gaussian kernel on log-mels, a STAND-IN for smoke runs only.")
@@ -108,38 +111,28 @@ def _rbf_standin(x1, x2):
   return jnp.exp(-jnp.maximum(sq, 0) / (2 * 0.05 * d[0].shape[1]))
 
 
-def _kernel_tile(x1, x2):
+_DEPTH = 28         # WRN-28 NTK
+
+
+def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+  """Kernel of x (N, 32, 32, 1) against landmarks (M, 32, 32, 1), not cached. -> (N, M)."""
   if _KERNEL.value == "rbf_standin":
-    return _rbf_standin(x1, x2)
-  from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
-  return wrn_kernel.wrn_kernel(x1, x2).ntk
-
-
-def _kernel_rows(x: np.ndarray, landmarks: np.ndarray, tile: int, row_tile: int | None = None
-                 ) -> np.ndarray:
-  """Kernel of x (N, 32, 32, 1) against landmarks (M, 32, 32, 1) in fixed (row_tile, tile)
-  tiles (zero-padded; one compilation per tile shape). -> (N, M)."""
-  row_tile = row_tile or tile
-  out = np.zeros((len(x), len(landmarks)), np.float32)
-  pad = lambda a, n: np.concatenate([a, np.zeros((n - len(a),) + a.shape[1:], a.dtype)])
-  for i in range(0, len(x), row_tile):
-    xi = pad(x[i:i + row_tile], row_tile)
-    for j in range(0, len(landmarks), tile):
-      k = np.asarray(_kernel_tile(xi, pad(landmarks[j:j + tile], tile)))
-      out[i:i + row_tile, j:j + tile] = k[:min(row_tile, len(x) - i), :min(tile, len(landmarks) - j)]
-  return out
+    return np.concatenate([np.asarray(_rbf_standin(x[i:i + 256], landmarks))
+                           for i in range(0, len(x), 256)])
+  return km.kernel_rows(x, landmarks, km.make_config(depth=_DEPTH), tile=tile)[0]
 
 
 _COL_BLOCK = 500    # landmarks per cached column block
-_ROW_CHUNK = 320    # rows per resumable chunk
+_ROW_CHUNK = 320    # rows per resumable block of the kernel cache
 
 
 class Features:
   """Clean Nystrom features of train/test and cached augmented banks, for m <= m_max landmarks.
 
-  The kernel of a split against the landmarks is cached in column blocks of 500 landmarks (in
-  permutation order), each written in resumable row chunks, so m = 500 is usable as soon as its
-  block is done and an interrupted run loses at most one chunk.
+  The kernel of a split against the landmarks is cached (`ntk.cache`, under
+  workdir/ntk_cache) in column blocks of 500 landmarks (in permutation order), each written in
+  resumable row blocks, so m = 500 is usable as soon as its block is done and an interrupted run
+  loses at most one row block. The rbf_standin kernel is cheap and not cached.
 
   Attributes:
     perm: (P,) landmark permutation of the training indices; landmarks for m are perm[:m].
@@ -155,7 +148,7 @@ class Features:
       raise ValueError(f"--m_max={m_max} must be in [1, {p}] (landmarks come from the pool).")
     self.perm = np.random.default_rng(landmark_seed).permutation(p)
     self.landmarks_x = train_x[self.perm[:m_max]]
-    self.kernel_dir = workdir / f"kernel_{_KERNEL.value}_lseed{landmark_seed}"
+    self.kernel_dir = workdir / "ntk_cache"   # keys hash the inputs and landmarks themselves
     self.bank_dir = workdir / f"banks_{_KERNEL.value}_lseed{landmark_seed}_aseed{aug_seed}_A{n_aug}"
     self.aug_key = jax.random.key(aug_seed)
     self.bank_seconds = 0.0
@@ -163,26 +156,15 @@ class Features:
 
   def _block(self, split: str, block: int) -> np.ndarray:
     """Kernel of `split` vs landmarks [500 * block, 500 * (block + 1)) (cached). -> (N, <=500)."""
-    path = self.kernel_dir / f"{split}_block{block}.npy"
-    if path.exists():
-      return np.load(path)
+    cols = slice(block * _COL_BLOCK, (block + 1) * _COL_BLOCK)
     x = self.x[split]
-    cols = self.landmarks_x[block * _COL_BLOCK:(block + 1) * _COL_BLOCK]
-    chunks = []
-    for start in range(0, len(x), _ROW_CHUNK):
-      chunk_path = self.kernel_dir / f"{split}_block{block}_rows{start}.npy"
-      if not chunk_path.exists():
-        t0 = time.time()
-        io.atomic_save_npy(chunk_path, _kernel_rows(x[start:start + _ROW_CHUNK], cols, self.tile,
-                                                     row_tile=_ROW_TILE.value))
-        print(f"kernel {split} block {block} rows {start}:{start + _ROW_CHUNK} of {len(x)} "
-              f"({time.time() - t0:.0f}s)", flush=True)
-      chunks.append(np.load(chunk_path))
-    out = np.concatenate(chunks)
-    io.atomic_save_npy(path, out)
-    for start in range(0, len(x), _ROW_CHUNK):
-      (self.kernel_dir / f"{split}_block{block}_rows{start}.npy").unlink()
-    return out
+    if _KERNEL.value == "rbf_standin":
+      return _kernel_rows(x, self.landmarks_x[cols], (_ROW_TILE.value, self.tile))
+    kw = dict(kind="ntk", depth=_DEPTH, block_rows=_ROW_CHUNK, tile=(_ROW_TILE.value, self.tile),
+              cache_dir=self.kernel_dir, progress=True)
+    if split == "train":                        # landmarks are training clips: rows perm[cols]
+      return np.asarray(ntk_cache.landmark_kernel(x, self.perm[cols], **kw).matrix)
+    return np.asarray(ntk_cache.cross_kernel(x, self.landmarks_x[cols], **kw).matrix)
 
   @functools.lru_cache(maxsize=None)
   def kernel(self, split: str, m: int) -> np.ndarray:
@@ -193,12 +175,8 @@ class Features:
   @functools.lru_cache(maxsize=None)
   def nystrom(self, m: int) -> np.ndarray:
     """(m, m) map K_UU^(+1/2) for the first m landmarks (symmetric, pseudo-inverse sqrt)."""
-    k_uu = self.kernel("train", m)[self.perm[:m]].astype(np.float64)
-    k_uu = (k_uu + k_uu.T) / 2
-    s, v = np.linalg.eigh(k_uu)
-    keep = s > self.eig_cutoff * s.max()
-    inv_sqrt = np.where(keep, 1.0 / np.sqrt(np.where(keep, s, 1.0)), 0.0)
-    return ((v * inv_sqrt) @ v.T).astype(np.float32)
+    k_uu = self.kernel("train", m)[self.perm[:m]]
+    return nystrom_lib.fit_nystrom(k_uu, rcond=self.eig_cutoff).projection
 
   def train_z(self, m: int) -> np.ndarray:
     return self.kernel("train", m) @ self.nystrom(m)     # (P, m)
@@ -216,7 +194,7 @@ class Features:
     key = jax.random.fold_in(self.aug_key, index)
     wave = jnp.broadcast_to(jnp.asarray(self.waveforms[index]), (self.n_aug,) + self.waveforms.shape[1:])
     x = np.asarray(_augment_featurize(key, wave, self.noise))
-    rows = _kernel_rows(x, self.landmarks_x[:m], self.tile, row_tile=self.n_aug)
+    rows = _kernel_rows(x, self.landmarks_x[:m], (self.n_aug, self.tile))
     io.atomic_save_npy(self.bank_dir / f"{index}_m{m}.npy", rows)
     self.bank_seconds += time.time() - t0
     self.banks_made += 1
