@@ -26,8 +26,11 @@ per ReLU). Each pass runs as the taken branch of a data-dependent conditional (`
 XLA materializes it once instead of fusing (and recomputing) it inside the 9 taps of the next
 conv. arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46, |error| <= 2e-8):
 XLA:CPU's arccos (atan2) cost ~40x more per element here. Our own jitted programs are compiled
-with `COMPILER_OPTIONS` (512-bit vectors and fast math: ~25% faster, same float32 results to
-~1e-6). See benchmarks/results/ntk_*.json for measured throughput.
+with `COMPILER_OPTIONS` (512-bit vectors and fast math: ~20% faster per tile, results within
+~2e-7 of the default options). Measured on 2 shared cores: ~25-30 us of CPU per entry (NNGP +
+NTK) in 16 x 16 tiles, memory-bound (each pass streams the packed maps once); the blocks are
+unrolled (per-layer statistics differ), which also avoids XLA:CPU's slow loop bodies. See
+benchmarks/results/ntk_*.json.
 """
 from __future__ import annotations
 
