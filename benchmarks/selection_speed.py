@@ -172,19 +172,20 @@ def _single(args, p, m, c):
     fit = lambda: inner.fit_inner(key, state, bank, 1e-3, 1e-4, steps=args.inner_steps,
                                   batch_size=64)
     st["inner"] = _timed(fit, args.repeats)
-    w = fit()[0].w
+    # The selection's own stage functions, in its transposed (c, m) layout.
+    wt = fit()[0].w.T
     targets = y
-    og = jax.jit(jax.value_and_grad(outer.outer_objective))
-    st["outer_grad"] = _timed(lambda: og(w, z, targets), args.repeats)
-    g = og(w, z, targets)[1]
-    cgf = jax.jit(lambda w, g, bank: ihvp.inverse_hvp(
-        lambda u: inner.bank_objective(u, bank, jnp.float32(1e-4)), w, g, steps=args.cg_steps).x)
-    st["cg"] = _timed(lambda: cgf(w, g, bank), args.repeats)
-    v = cgf(w, g, bank)
+    og = jax.jit(outer.outer_value_grad_t)
+    st["outer_grad"] = _timed(lambda: og(wt, z, targets), args.repeats)
+    _, g, probs = og(wt, z, targets)
+    cgf = jax.jit(lambda wt, g, bank: ihvp.cg_solve(
+        inner.bank_hvp_t(wt, bank, jnp.float32(1e-4)), g, steps=args.cg_steps).x)
+    st["cg"] = _timed(lambda: cgf(wt, g, bank), args.repeats)
+    v = cgf(wt, g, bank)
     avail = jnp.ones((p,), bool).at[lab].set(False)
-    scf = jax.jit(lambda w, v, z, y, a: jnp.argmax(jnp.where(a, outer.pool_scores(w, v, z, y),
-                                                             -jnp.inf)))
-    st["scoring"] = _timed(lambda: scf(w, v, z, y, avail), args.repeats)
+    scf = jax.jit(lambda pr, v, z, y, a: jnp.argmax(jnp.where(
+        a, outer.pool_scores_t(pr, v, z, y), -jnp.inf)))
+    st["scoring"] = _timed(lambda: scf(probs, v, z, y, avail), args.repeats)
     k_xu = z                                     # any (P, m) matrix: the map is a matmul
     k_uu = z[:m].T @ z[:m] / p + jnp.eye(m)
     eig = jax.jit(lambda k: (lambda e, u: u * jnp.where(e > 1e-6 * e[-1], e, jnp.inf) ** -0.5

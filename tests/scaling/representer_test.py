@@ -34,17 +34,24 @@ def test_objectives_and_scores_coincide_when_support_spans(x64):
   w = z_t.T @ alpha_t
   y_pairs = jnp.repeat(by, a, axis=0)
   pair_w = jnp.repeat(valid.astype(jnp.float64), a) / (a * valid.sum())
-  k_tt, k_tp, k_pp = z_t @ z_t.T, z_t @ z.T, R.pool_kernel(z)
-  np.testing.assert_allclose(R.kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2),
-                             inner.bank_objective(w, bank, l2), rtol=1e-12)
-  g_val, g_all, probs = R.outer_grad_alpha(alpha_t, k_tp, k_pp, y)
-  np.testing.assert_allclose(g_val, outer.outer_objective(w, z, y), rtol=1e-12)
-  # P = 40 >= m = 6: the support's features span R^m, so exact solves give equal scores.
-  cg = R.solve_alpha(alpha_t, g_all, k_tt, k_tp, k_pp, y_pairs, pair_w, l2, steps=60)
-  got = R.candidate_scores(cg.x, k_tp, k_pp, probs, y)
-  v = ihvp.inverse_hvp(lambda u: inner.bank_objective(u, bank, l2), w,
-                       jax.grad(outer.outer_objective)(w, z, y), steps=60).x
-  want = outer.pool_scores(w, v, z, y)
+
+  @jax.jit                      # one compilation instead of hundreds of eager x64 ops
+  def both(alpha_t, w):
+    k_tt, k_tp, k_pp = z_t @ z_t.T, z_t @ z.T, R.pool_kernel(z)
+    g_val, g_all, probs = R.outer_grad_alpha(alpha_t, k_tp, k_pp, y)
+    # P = 40 >= m = 6: the support's features span R^m, so exact solves give equal scores.
+    cg = R.solve_alpha(alpha_t, g_all, k_tt, k_tp, k_pp, y_pairs, pair_w, l2, steps=60)
+    v = ihvp.inverse_hvp(lambda u: inner.bank_objective(u, bank, l2), w,
+                         jax.grad(outer.outer_objective)(w, z, y), steps=60).x
+    got = (R.kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2), g_val,
+           R.candidate_scores(cg.x, k_tp, k_pp, probs, y))
+    want = (inner.bank_objective(w, bank, l2), outer.outer_objective(w, z, y),
+            outer.pool_scores(w, v, z, y))
+    return got, want
+
+  (f_got, g_got, got), (f_want, g_want, want) = both(alpha_t, w)
+  np.testing.assert_allclose(f_got, f_want, rtol=1e-12)
+  np.testing.assert_allclose(g_got, g_want, rtol=1e-12)
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8 * jnp.abs(want).max())
 
 
@@ -63,6 +70,7 @@ def test_picks_match_when_both_inner_solves_converge(x64):
   np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), rtol=0.15)
 
 
+@pytest.mark.slow  # ~10-20 s on 2 busy cores; the fast suite keeps a 60 s budget
 def test_candidate_subsample_and_errors():
   z, y, t, params = _problem(n=30, m=4)
   lab = np.array([0, 1, 2], np.int32)
