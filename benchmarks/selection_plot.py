@@ -55,11 +55,26 @@ def stage_table(r) -> str:
   return "\n".join(rows)
 
 
-def plot(results, png, names):
+def anchor_table(a, path) -> str:
+  """Markdown rows of a `selection_anchor` result: per round, theirs vs ours."""
+  rows = [f"`{path}` (`{a['command']}`; ours on cores {a.get('cores_ours')}):", "",
+          "| round | load avg | authors' PyTorch s (1 thread) | (2 threads) | ours, batch 64 s (x) "
+          "| ours, full bank s (x) |", "|---|---|---|---|---|---|"]
+  for e in a["rounds"]:
+    t1 = e.get("authors_torch_threads1", {}).get("total_s")
+    t2 = e.get("authors_torch_threads2", {}).get("total_s")
+    f = lambda v: f"{v:.3g}" if v is not None else "-"
+    rows.append(f"| {e['round']} | {e['loadavg'][0]:.1f} | {f(t1)} | {f(t2)} | "
+                f"{e['ours_minibatch64_s']:.3g} ({e.get('speedup_ours_minibatch64', 0):.1f}x) | "
+                f"{e['ours_fullbank_s']:.3g} ({e.get('speedup_ours_fullbank', 0):.1f}x) |")
+  return "\n".join(rows)
+
+
+def plot(results, png, names, anchors=()):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  fig, axes = plt.subplots(1, 3 if anchors else 2, figsize=(16 if anchors else 11, 4))
   for r, name in zip(results, names):
     lab = f"{name}: {_label(r)}"
     for c, marker in ((10, "o"), (35, "s")):
@@ -83,9 +98,26 @@ def plot(results, png, names):
               title="selection time (m = 2000, 1000 Adam steps, 30 CG)")
   axes[1].set(xscale="log", xlabel="pool size P", ylabel="GiB",
               title="peak memory (RSS on CPU, device peak on GPU)")
+  if anchors:
+    labels, vals = [], []
+    for a, name in anchors:
+      sm = a.get("summary", {})
+      tag = "1 core" if len(a.get("cores_ours", [0, 0])) == 1 else "all cores"
+      if "authors_torch_s" in sm and not labels:
+        labels.append("authors' PyTorch\n(1 thread)")
+        vals.append(sm["authors_torch_s"])
+      for k, lab in (("ours_minibatch64_s", "ours, batch 64"), ("ours_fullbank_s", "ours, full bank")):
+        if k in sm:
+          labels.append(f"{lab}\n({tag})")
+          vals.append(sm[k])
+    axes[2].bar(range(len(vals)), vals, color=["C3"] + ["C0"] * (len(vals) - 1))
+    axes[2].set_xticks(range(len(vals)), labels, fontsize=6)
+    axes[2].set(ylabel="seconds for b = 10 (median over rounds)",
+                title="FSDD anchor, same CPU, same run (P = 2690, m = 2000)")
+  for ax in axes[:2]:
+    ax.legend(fontsize=6)
   for ax in axes:
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(png, dpi=120)
 
@@ -94,6 +126,8 @@ def main(argv=None):
   ap = argparse.ArgumentParser()
   ap.add_argument("results", nargs="+")
   ap.add_argument("--png", default=None)
+  ap.add_argument("--anchor", action="append", default=[],
+                  help="selection_anchor result JSON (repeatable): a third panel and a table")
   args = ap.parse_args(argv)
   results = []
   for path in args.results:
@@ -106,8 +140,16 @@ def main(argv=None):
     print(table(r))
     print()
     print(stage_table(r))
+  anchors = []
+  for path in args.anchor:
+    if not pathlib.Path(path).is_file():
+      raise SystemExit(f"anchor result file {path} does not exist")
+    anchors.append((json.loads(pathlib.Path(path).read_text()), path))
+    print()
+    print(anchor_table(*anchors[-1]))
   if args.png:
-    plot(results, args.png, [pathlib.Path(p).stem.replace("selection_", "") for p in args.results])
+    plot(results, args.png, [pathlib.Path(p).stem.replace("selection_", "") for p in args.results],
+         anchors)
     print(f"\nwrote {args.png}")
 
 

@@ -161,7 +161,9 @@ def _score_chunk(w, v, z, y, avail):
 
 @functools.partial(jax.jit, static_argnames="steps")
 def _cg(w, g, bank, l2, *, steps):
-  return ihvp.inverse_hvp(lambda u: inner.bank_objective(u, bank, l2), w, g, steps=steps)
+  # The in-memory selection's CG: closed-form HVP in the transposed (c, m) layout.
+  res = ihvp.cg_solve(inner.bank_hvp_t(w.T, bank, l2), g.T, steps=steps)
+  return ihvp.CGResult(res.x.T, res.residual)
 
 
 def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,

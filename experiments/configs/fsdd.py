@@ -4,9 +4,9 @@ Modes (`--config=experiments/configs/fsdd.py:MODE`):
   tiny   seconds on 2 CPU cores: 300-clip train subset, 10 -> 20 labels, a few training
          steps. For tests and the notebook; accuracies are meaningless.
   quick  the README's main job: one seed, bilevel vs uniform, 10 -> 30 labels, MixMatch with
-         the `small_cnn` model (bilevel_jax/models/small_cnn.py), 400 steps per round
-         (5 trainings, ~0.27 s per step on 2 idle cores); ends with a printed table and a
-         saved plot. (The WRN-10-1 `cpu` model costs ~0.44 s per step, small_cnn ~0.19 s.)
+         the `small_cnn` model (bilevel_jax/models/small_cnn.py), 800 steps per round
+         (5 trainings, ~0.19 s per step on 2 cores); ends with a printed table and a saved
+         plot. (The WRN-10-1 `cpu` model costs ~0.44 s per step.)
   cpu    the CPU-scale comparison: 5 strategies x 6 seeds, 10 -> 60 labels, MixMatch `cpu`
          scale (hours on 2 cores; resumable with --resume).
   paper  the paper's protocol: WRN-28-2, 1e5 MixMatch steps per round, 2000 landmarks.
@@ -67,7 +67,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.strategy = "bilevel,uniform"
     c.seed = 0
     c.al.update(budget=30)
-    c.train.update(steps=400, rampup_steps=150, model="small_cnn", log_every=50)
+    # 800 steps: at 30 labels one small_cnn training reached 26% test accuracy after 400 steps
+    # and 45% after 1000 (seed 0, measured); 5 trainings of 800 steps fit ~15 min.
+    c.train.update(steps=800, rampup_steps=320, model="small_cnn", log_every=100)
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
   elif mode == "cpu":
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
