@@ -119,9 +119,11 @@ def test_tile_streaming_equals_one_shot(fsdd_log_mels, monkeypatch):
   one_shot = wk.wrn_kernel(x1, x, depth=10)
   monkeypatch.setattr(km, "ROW_BLOCK", 4)   # two row blocks: input statistics are recomputed
   calls = []
+  compiled = wk._pair_kernels_jit._cache_size()
   tiled = km.kernel_matrix(x1, x, kind="both", depth=10, tile=(2, 4), progress=False,
                            callback=lambda d, t: calls.append((d, t)))
   assert calls[-1] == (6, 6)                              # ceil(5/2) x ceil(7/4) tiles
+  assert wk._pair_kernels_jit._cache_size() - compiled <= 1   # one program per tile shape
   # Other tile shapes are other programs (fast math: other summation orders): float32 noise.
   np.testing.assert_allclose(tiled.ntk, one_shot.ntk, rtol=2e-5)
   np.testing.assert_allclose(tiled.nngp, one_shot.nngp, rtol=2e-5)
