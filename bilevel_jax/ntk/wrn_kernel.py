@@ -20,15 +20,15 @@ maps depend on one input only: `input_stats` computes their normalizers (1 / sqr
 sqrt(q)) for every ReLU once per input, and `kernel_matrix` reuses them for every tile an input
 is part of. The pair maps of a T1 x T2 tile are one packed array (2, H + 2, W + 2, T1, T2)
 ([q, t], with a stored zero border = the SAME padding), so each layer is one contiguous pass:
-a block is three passes (relu; conv + relu; conv + shortcut), each one fused loop that writes
-both maps (XLA:CPU does not fuse multi-output loops, and unpacked maps cost 2-3 extra passes
-per ReLU). Each pass runs as the taken branch of a data-dependent conditional (`_fenced`) so
+a block is three passes (relu; conv + relu; conv + shortcut), each one fused kernel writing
+the packed array (XLA:CPU has no multi-output loop fusion: with two separate maps it
+materialized rho and sqrt(1 - |rho|) as extra full-size maps in every ReLU). Each pass runs as the taken branch of a data-dependent conditional (`_fenced`) so
 XLA materializes it once instead of fusing (and recomputing) it inside the 9 taps of the next
 conv. arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46, |error| <= 2e-8):
 XLA:CPU's arccos (atan2) cost ~40x more per element here. Our own jitted programs are compiled
 with `COMPILER_OPTIONS` (512-bit vectors and fast math: ~20% faster per tile, results within
 ~2e-7 of the default options). Measured on 2 shared cores: ~25-30 us of CPU per entry (NNGP +
-NTK) in 16 x 16 tiles, memory-bound (each pass streams the packed maps once); the blocks are
+NTK) in 16 x 16 tiles, memory-bound (a 2.4 MB packed map per pass at 32 x 32); the blocks are
 unrolled (per-layer statistics differ), which also avoids XLA:CPU's slow loop bodies. See
 benchmarks/results/ntk_*.json.
 """
