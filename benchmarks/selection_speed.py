@@ -167,7 +167,11 @@ def _single(args, p, m, c):
     bz = jnp.zeros((cap, args.copies, m)).at[:n_lab].set(lab_bank)
     for i in range(n_lab, mid):             # half the picks made: the mid-selection bank
       bz = bz.at[i].set(syn.bank_fn(params, jax.random.key(i), jnp.int32(i)))
-    bank = inner.Bank(bz, jnp.zeros((cap, c)).at[:, 0].set(1.0), jnp.arange(cap) < mid)
+    # Labels as in the selection: one-hot true labels, then the picks' soft pseudo-labels
+    # (a bank of all-one-class labels drives the softmax into saturation and times differently).
+    by = jnp.zeros((cap, c)).at[:n_lab].set(jax.nn.one_hot(t[lab], c))
+    by = by.at[n_lab:mid].set(y[n_lab:mid])
+    bank = inner.Bank(bz, by, jnp.arange(cap) < mid)
     state = inner.init_inner_state(jnp.zeros((m, c)))
     fit = lambda: inner.fit_inner(key, state, bank, 1e-3, 1e-4, steps=args.inner_steps,
                                   batch_size=64)
