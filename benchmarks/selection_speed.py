@@ -274,6 +274,8 @@ def main(argv=None):
             "device_kind": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
             "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
             "jax": jax.__version__, "matmul_precision": args.matmul_precision,
+            "env": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS", "XLA_FLAGS") if k in os.environ},
             "settings": {"b": args.b, "inner_steps": args.inner_steps, "cg_steps": args.cg_steps,
                          "copies": args.copies, "batch_size": 64, "lr": 1e-3, "l2": 1e-4,
                          "uniform_fraction": 0.1, "features": "synthetic Nystrom features"},
