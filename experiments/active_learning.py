@@ -39,6 +39,10 @@ def main(argv):
     out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)
     print(out["table_markdown"])
     print(f"Figure 3: {out['figure3']}")
+    if "figure2" in out:
+      c = out["figure2_counts"]
+      print(f"Figure 2: {out['figure2']} (first-round picks cover {c['classes_covered']} "
+            f"classes, {c['misclassified']}/{c['num_picks']} misclassified by the initial model)")
 
 
 if __name__ == "__main__":
