@@ -28,6 +28,7 @@ from bilevel_jax import data as data_lib
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
+from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
 from bilevel_jax.al import results
@@ -214,7 +215,7 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
       r = min(len(records[s]["rounds"]) for s in active)
       now = [s for s in active if len(records[s]["rounds"]) == r]
       labeled = {s: results.labeled_after(records[s]) for s in now}
-      models, train_seconds = _train(config, data, now, r, labeled, shared_models)
+      models, train_seconds = _train(config, data, now, r, labeled, shared_models, workdir)
       for s in now:
         entry = _finish_round(config, name, strategy, options, s, r, labeled[s], models[s],
                               train_seconds, data, kernel, workdir)
@@ -237,11 +238,27 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
       w.close()
 
 
-def _train(config, data, seeds, r, labeled, shared_models):
-  """Trains (or reuses) the round-r models of `seeds`; returns ({seed: Classifier}, seconds)."""
+def _round0_path(config, data, seed, labeled, workdir):
+  return model_cache.model_path(workdir, config.dataset, seed, config.train.to_dict(), labeled,
+                                pool_lib.round_key(pool_lib.streams(seed).train, 0),
+                                len(data.train_labels), data.num_classes)
+
+
+def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
+  """Trains (or reuses) the round-r models of `seeds`; returns ({seed: Classifier}, seconds).
+
+  Round-0 models are shared by all strategies of a seed: in memory within a process and, with
+  a workdir, on disk across processes (`al.model_cache`).
+  """
   models, todo = {}, []
   for s in seeds:
     key = (s, r, labeled[s].tobytes())
+    if key not in shared_models and r == 0 and workdir is not None:
+      cached = model_cache.load(_round0_path(config, data, s, labeled[s], workdir),
+                                config.train, data.num_classes, data.noise)
+      if cached is not None:
+        log.info("  round 0, seed %d: model loaded from %s", s, workdir)
+        shared_models[key] = cached
     if key in shared_models:
       models[s] = shared_models[key]
     else:
@@ -261,6 +278,8 @@ def _train(config, data, seeds, r, labeled, shared_models):
       models[s] = clf
       if r == 0:
         shared_models[(s, r, labeled[s].tobytes())] = clf
+        if workdir is not None:
+          model_cache.save(_round0_path(config, data, s, labeled[s], workdir), clf)
   return models, seconds
 
 

@@ -168,3 +168,24 @@ def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no
   c = speech_commands.get_config("tiny")
   with pytest.raises(ValueError, match="config.dataset='speech_commands'.*cannot be loaded"):
     loop.run(c, tmp_path)
+
+
+def test_round0_model_is_shared_across_processes_through_the_workdir(tmp_path, fsdd_root,
+                                                                      monkeypatch):
+  """A later run (another process in practice) loads round 0 instead of retraining it."""
+  loop.run(_tiny(strategy="uniform"), tmp_path)
+  assert len(list((tmp_path / "models").glob("*.msgpack"))) == 1
+  calls = []
+  real = ssl_train.train_many
+  monkeypatch.setattr(ssl_train, "train_many",
+                      lambda *a, **k: calls.append(np.asarray(a[3]).shape) or real(*a, **k))
+  loop.run(_tiny(strategy="max_entropy"), tmp_path, resume=True)
+  uni, _, acc_u = _picks(tmp_path, "uniform")
+  ent, _, acc_e = _picks(tmp_path, "max_entropy")
+  assert len(calls) == len(ent["rounds"]) - 1          # every round but round 0 trained
+  assert acc_e[0] == acc_u[0]                          # the very same round-0 model
+  # A different training setting does not pick up that model.
+  calls.clear()
+  loop.run(_tiny(strategy="kcenter", **{"train.steps": 6}), tmp_path, resume=True)
+  assert len(calls) == len(uni["rounds"])
+  assert len(list((tmp_path / "models").glob("*.msgpack"))) == 2
