@@ -280,18 +280,20 @@ def resolve_seed_mode(mode: str) -> str:
   return mode
 
 
+def _host_steps(step_jit: Callable, state, data, labeled_idx, n: int):
+  """n calls of a jitted step from Python; returns (state, mean metrics)."""
+  acc = None
+  for _ in range(n):
+    state, m = step_jit(state, data, labeled_idx)
+    acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
+  return state, jax.tree.map(lambda v: v / max(n, 1), acc)
+
+
 def _vmap_host_run_steps(step: Callable) -> Callable:
   """run(state (S, ...), data, labeled_idx (S, L), num_steps): jitted vmapped step, host loop."""
   step_jit = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
-
-  def run(state, data, labeled_idx, num_steps):
-    n, acc = int(num_steps), None
-    for _ in range(n):
-      state, m = step_jit(state, data, labeled_idx)
-      acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-    return state, jax.tree.map(lambda v: v / max(n, 1), acc)
-
-  return run
+  return lambda state, data, labeled_idx, num_steps: _host_steps(
+      step_jit, state, data, labeled_idx, int(num_steps))
 
 
 def _host_run_steps(step: Callable) -> Callable:
@@ -299,18 +301,10 @@ def _host_run_steps(step: Callable) -> Callable:
   step_jit = jax.jit(step, donate_argnums=0)
 
   def run(state, data, labeled_idx, num_steps):
-    n = int(num_steps)
-    states, metrics = [], []
-    for s in range(labeled_idx.shape[0]):
-      st = jax.tree.map(lambda v, s=s: v[s], state)
-      acc = None
-      for _ in range(n):
-        st, m = step_jit(st, data, labeled_idx[s])
-        acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
-      states.append(st)
-      metrics.append(jax.tree.map(lambda v: v / max(n, 1), acc))
-    stack = lambda xs: jax.tree.map(lambda *v: jnp.stack(v), *xs)
-    return stack(states), stack(metrics)
+    per_seed = [_host_steps(step_jit, jax.tree.map(lambda v, s=s: v[s], state), data,
+                            labeled_idx[s], int(num_steps))
+                for s in range(labeled_idx.shape[0])]
+    return jax.tree.map(lambda *v: jnp.stack(v), *per_seed)
 
   return run
 
