@@ -18,9 +18,11 @@ from bilevel_jax.utils import io
 
 FORMAT = "bilevel_jax.al/1"
 # Config entries that may change between a run and its resumption without changing results.
-# vmap_seeds only groups trainings (same algorithm, float-level differences), so a run may
-# resume with the other setting, e.g. on a machine without an accelerator.
-_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds")
+# vmap_seeds and train.seed_mode only choose how trainings are driven (same algorithm,
+# float-level differences), so a run may resume with another setting, e.g. on a machine without
+# an accelerator. Dotted names address nested entries.
+_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
+                   "report", "train.seed_mode")
 
 
 def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
@@ -38,8 +40,10 @@ def now() -> str:
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-  return {k: v for k, v in config.items() if k not in _RESUME_IGNORED}
+def comparable_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """`config` without the entries in _RESUME_IGNORED, at any nesting level."""
+  return {k: comparable_config(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+          for k, v in config.items() if f"{prefix}{k}" not in _RESUME_IGNORED}
 
 
 def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: dict,
