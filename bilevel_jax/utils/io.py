@@ -1,11 +1,12 @@
 """Atomic file writes: a killed process never leaves a half-written result."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -24,20 +25,41 @@ def _to_jsonable(obj: Any) -> Any:
   return obj
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def _default_mode() -> int:
+  """0o666 minus the process umask: what open() would give a new file."""
+  umask = os.umask(0)
+  os.umask(umask)
+  return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+  """Yields a temporary file name next to `path`; renames it onto `path` if the block succeeds.
+
+  The temporary file gets the permissions a plainly created file would have (mkstemp's 0600
+  would make results unreadable to other users of a shared checkout); on any exception,
+  KeyboardInterrupt included, it is removed and `path` is left untouched.
+  """
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+  os.close(fd)
   try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
+    os.chmod(tmp, _default_mode())
+    yield tmp
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+  with atomic_path(path) as tmp:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -48,17 +70,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
   """Saves one array as .npy atomically (readable with np.load(mmap_mode='r'))."""
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npy")
-  os.close(fd)
-  try:
+  with atomic_path(path, suffix=".tmp.npy") as tmp:
     np.save(tmp, np.asarray(array))
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -23,6 +23,25 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
   assert len(list(tmp_path.iterdir())) == 1
 
 
+def test_atomic_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+  old = os.umask(0o022)
+  try:
+    io.atomic_write_json(tmp_path / "r.json", {"a": 1})
+    io.atomic_save_npy(tmp_path / "a.npy", np.arange(3))
+  finally:
+    os.umask(old)
+  for name in ("r.json", "a.npy"):
+    assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_atomic_path_removes_the_temp_file_when_the_block_fails(tmp_path):
+  with pytest.raises(RuntimeError, match="boom"):
+    with io.atomic_path(tmp_path / "x.npy", suffix=".tmp.npy") as tmp:
+      np.save(tmp, np.arange(2))
+      raise RuntimeError("boom")
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_data_root_resolution(tmp_path, monkeypatch):
   monkeypatch.setenv(paths.DATA_ENV, str(tmp_path))
   assert paths.resolve_data_root() == tmp_path.resolve()
