@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class RoundContext(NamedTuple):
@@ -111,19 +112,56 @@ def get(name: str) -> Strategy:
 
 
 def select(name: str, key: jax.Array, ctx: RoundContext, b: int, **options: Any) -> jax.Array:
-  """Runs strategy `name`: returns (b,) int32 distinct unlabeled training-set indices."""
+  """Runs strategy `name` on one (unbatched) context: (b,) int32 distinct pool indices.
+
+  The inputs are checked before the strategy runs and its picks after (shape (b,), in
+  [0, N), distinct, unlabeled), so a faulty custom strategy fails here, naming itself,
+  instead of corrupting the labeled set.
+  """
   strategy = get(name)
+  _check_context(strategy, ctx)
   num_pool = ctx.labeled_mask.shape[-1] - ctx.labeled_idx.shape[-1]
   if not 0 < b <= num_pool:
     raise ValueError(f"Batch size b={b} must be in [1, pool size {num_pool}].")
-  _check_context(strategy, ctx)
-  return strategy.select(key, ctx, b, **options)
+  picks = strategy.select(key, ctx, b, **options)
+  _check_picks(strategy.name, picks, ctx.labeled_mask, b)
+  return picks
+
+
+def _concrete(x: Any) -> np.ndarray | None:
+  """x as a host array, or None for a tracer (checks then happen only outside jit)."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
 
 
 def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
-  n, _ = ctx.probs.shape[-2:]
-  chex.assert_shape(ctx.labeled_mask, ctx.probs.shape[:-2] + (n,))
-  chex.assert_equal_shape([ctx.labeled_mask, ctx.labels])
+  """Raises ValueError naming the RoundContext field whose shape/content is wrong."""
+  if ctx.probs.ndim != 2:
+    raise ValueError(f"RoundContext.probs must be (N, C), got shape {ctx.probs.shape}.")
+  n, c = ctx.probs.shape
+  want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
+          "embeddings": (n, None), "features": (n, None),
+          "bank": (ctx.labeled_idx.shape[0], None, None)}
+  if ctx.labeled_idx.ndim != 1 or not jnp.issubdtype(ctx.labeled_idx.dtype, jnp.integer):
+    raise ValueError(f"RoundContext.labeled_idx must be (L,) integers, got shape "
+                     f"{ctx.labeled_idx.shape} dtype {ctx.labeled_idx.dtype}.")
+  for field, shape in want.items():
+    x = getattr(ctx, field)
+    if x is not None and (x.ndim != len(shape) or
+                          any(w is not None and d != w for d, w in zip(x.shape, shape))):
+      raise ValueError(f"RoundContext.{field} has shape {x.shape}; expected "
+                       f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
+                       f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled).")
+  mask, idx = _concrete(ctx.labeled_mask), _concrete(ctx.labeled_idx)
+  if mask is not None and idx is not None:
+    in_range = np.all((idx >= 0) & (idx < n))
+    if not in_range or np.unique(idx).size != idx.size or mask.sum() != idx.size or \
+        not np.all(mask[idx]):
+      raise ValueError(f"RoundContext.labeled_mask ({int(mask.sum())} True) and labeled_idx "
+                       f"({idx.size} indices) disagree; expected labeled_idx to list the True "
+                       f"rows of labeled_mask, each once, in [0, N={n}).")
   missing = []
   if strategy.augmentations:
     if ctx.aug_probs is None or ctx.aug_probs.shape[-3] < strategy.augmentations:
@@ -136,14 +174,32 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
     raise ValueError(f"Strategy {strategy.name!r} needs {', '.join(missing)} in the RoundContext.")
 
 
+def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -> None:
+  if picks.shape != (b,) or not jnp.issubdtype(picks.dtype, jnp.integer):
+    raise ValueError(f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
+                     f"expected ({b},) integer indices.")
+  got, mask = _concrete(picks), _concrete(labeled_mask)
+  if got is None or mask is None:
+    return
+  if np.any((got < 0) | (got >= mask.shape[0])):
+    raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, "
+                     f"N={mask.shape[0]}).")
+  if np.unique(got).size != b or np.any(mask[got]):
+    raise ValueError(f"Strategy {name!r} returned {got.tolist()}: expected {b} distinct "
+                     f"unlabeled indices (labeled among them: {got[mask[got]].tolist()}).")
+
+
 # Helpers shared by strategies (all jit-friendly, no loops over pool points).
 
 def top_b_in_pool(scores: jax.Array, labeled_mask: jax.Array, b: int) -> jax.Array:
   """Indices of the b largest `scores` (N,) among unlabeled points; ties -> lower index."""
   chex.assert_equal_shape([scores, labeled_mask])
-  masked = jnp.where(labeled_mask, -jnp.inf, scores.astype(jnp.float32))
-  # NaN scores would win top_k; treat them as the worst pool value instead.
-  masked = jnp.where(jnp.isnan(masked), jnp.finfo(jnp.float32).min, masked)
+  # NaN scores would win top_k and -inf ones (also float64 scores below the float32 range)
+  # would tie with labeled points, which may then come first: both become the worst finite
+  # pool value, so every pool point ranks above every labeled one.
+  worst = jnp.finfo(jnp.float32).min
+  scores = jnp.nan_to_num(scores.astype(jnp.float32), nan=worst, posinf=jnp.inf, neginf=worst)
+  masked = jnp.where(labeled_mask, -jnp.inf, scores)
   return jax.lax.top_k(masked, b)[1].astype(jnp.int32)
 
 

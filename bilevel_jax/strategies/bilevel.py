@@ -33,6 +33,10 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
   """
   labeled_labels = ctx.labels[ctx.labeled_idx]
   if ctx.bank is None:
+    if bank_fn is not None:
+      # Otherwise the copies bank_fn would make are silently replaced by clean features.
+      raise ValueError("The bilevel strategy got a bank_fn option but RoundContext.bank is None; "
+                       "expected ctx.bank (L, A, m) with the labeled points' augmented copies.")
     bank = ctx.features[ctx.labeled_idx][:, None, :]
     bank_fn, bank_params = clean_copy_bank_fn, ctx.features
   else:

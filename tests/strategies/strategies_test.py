@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.metrics import pairwise_distances
 
 from bilevel_jax import strategies
-from bilevel_jax.strategies import baselines
+from bilevel_jax.strategies import base, baselines
 
 _BASELINES = ("uniform", "max_entropy", "kcenter", "consistency")
 _ALL = _BASELINES + ("bilevel",)
@@ -87,6 +87,8 @@ class PropertyTest(parameterized.TestCase):
       strategies.select("consistency", jax.random.key(0), ctx, 2)
 
   def test_register_custom(self):
+    self.addCleanup(base._REGISTRY.pop, "test_least_confident", None)  # keep the registry clean
+
     @strategies.register("test_least_confident")
     def least_confident(key, ctx, b):
       del key
@@ -97,6 +99,68 @@ class PropertyTest(parameterized.TestCase):
     conf = np.where(np.asarray(ctx.labeled_mask), np.inf, np.asarray(ctx.probs).max(-1))
     np.testing.assert_array_equal(np.sort(picks), np.sort(np.argsort(conf)[:3]))
     self.assertIn("test_least_confident", strategies.available())
+
+
+  def test_top_b_ranks_every_pool_point_above_labeled_ones(self):
+    """-inf, NaN and float64 scores below the float32 range still rank above labeled points."""
+    mask = jnp.array([True, False, True, False, False, True])
+    for scores in (jnp.array([5.0, -jnp.inf, 5.0, 1.0, jnp.nan, 5.0]),
+                   np.array([0.0, -1e300, 0.0, -1e300, 2.0, 0.0])):
+      with np.errstate(over="ignore"):  # -1e300 -> float32 -inf is the point of the test
+        picks = np.asarray(strategies.top_b_in_pool(scores, mask, 3))
+      np.testing.assert_array_equal(np.sort(picks), [1, 3, 4])
+    np.testing.assert_array_equal(
+        strategies.top_b_in_pool(jnp.array([0.0, jnp.inf, 1.0, 2.0]), jnp.zeros(4, bool), 2),
+        [1, 3])
+
+  def test_uniform_in_pool_avoids_exclude(self):
+    mask = jnp.array([True, False, False, False, False, True])
+    picks = strategies.uniform_in_pool(jax.random.key(0), mask, 2, exclude=jnp.array([1, 3]))
+    np.testing.assert_array_equal(np.sort(picks), [2, 4])
+
+  def test_inconsistent_labeled_mask_and_idx_fail(self):
+    ctx = _context(0, n=10, num_labeled=4)
+    mask = np.asarray(ctx.labeled_mask).copy()
+    mask[np.flatnonzero(~mask)[:2]] = True  # two labeled points missing from labeled_idx
+    bad = (ctx._replace(labeled_mask=jnp.asarray(mask)),
+           ctx._replace(labeled_idx=ctx.labeled_idx.at[1].set(ctx.labeled_idx[0])),
+           ctx._replace(labeled_idx=ctx.labeled_idx.at[0].set(10)))
+    for c in bad:
+      with self.assertRaisesRegex(ValueError, "labeled_mask .* and labeled_idx .* disagree"):
+        strategies.select("uniform", jax.random.key(0), c, 6)
+
+  @parameterized.parameters(
+      ("aug_probs", lambda c: c.aug_probs[:, :-1]),
+      ("aug_probs", lambda c: c.aug_probs[..., :-1]),
+      ("embeddings", lambda c: c.embeddings[:-1]),
+      ("features", lambda c: c.features[None]),
+      ("labels", lambda c: c.labels[:-1]),
+      ("bank", lambda c: jnp.zeros((c.labeled_idx.shape[0] + 1, 2, 5))))
+  def test_context_shape_errors_name_the_field(self, field, corrupt):
+    ctx = _context(0)
+    ctx = ctx._replace(**{field: corrupt(ctx)})
+    name = {"aug_probs": "consistency", "embeddings": "kcenter"}.get(field, "bilevel")
+    with self.assertRaisesRegex(ValueError, f"RoundContext.{field} has shape"):
+      strategies.select(name, jax.random.key(0), ctx, 2, **_OPTIONS.get(name, {}))
+
+  @parameterized.parameters(("labeled", "labeled among them"), ("duplicate", "distinct"),
+                            ("too_many", r"expected \(3,\)"), ("out_of_range", "outside"))
+  def test_faulty_custom_strategy_is_caught(self, fault, message):
+    self.addCleanup(base._REGISTRY.pop, "test_faulty", None)
+
+    @strategies.register("test_faulty")
+    def faulty(key, ctx, b, *, fault):
+      picks = strategies.uniform_in_pool(key, ctx.labeled_mask, b)
+      if fault == "labeled":
+        return picks.at[0].set(ctx.labeled_idx[0])
+      if fault == "duplicate":
+        return picks.at[1].set(picks[0])
+      if fault == "too_many":
+        return jnp.concatenate([picks, picks[:1]])
+      return picks.at[0].set(ctx.labeled_mask.shape[0])
+
+    with self.assertRaisesRegex(ValueError, f"'test_faulty' returned.*{message}"):
+      strategies.select("test_faulty", jax.random.key(0), _context(0), 3, fault=fault)
 
 
 class ReferenceTest(parameterized.TestCase):
@@ -181,3 +245,12 @@ class BilevelStrategyTest(parameterized.TestCase):
     ctx = ctx._replace(bank=jnp.zeros((5, 2, 5)))
     with self.assertRaisesRegex(ValueError, "bank_fn"):
       strategies.select("bilevel", jax.random.key(0), ctx, 3, inner_steps=2, cg_steps=2)
+
+  def test_bank_fn_without_bank_fails(self):
+    """bank_fn copies must not be silently replaced by clean features."""
+    from bilevel_jax.bilevel import select as bilevel_select  # pylint: disable=g-import-not-at-top
+    ctx = _context(4, n=20, num_labeled=5)
+    bank_fn, _ = bilevel_select.precomputed_bank(jnp.zeros((20, 3, 5)))
+    with self.assertRaisesRegex(ValueError, "bank_fn option but RoundContext.bank is None"):
+      strategies.select("bilevel", jax.random.key(0), ctx, 3, bank_fn=bank_fn, inner_steps=2,
+                        cg_steps=2)
