@@ -33,6 +33,15 @@ def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
   A (via `matvec`) must be symmetric positive definite. The loop length is fixed (lax.fori_loop)
   so the cost is predictable inside the greedy loop; once the residual hits zero the step sizes
   are guarded so later iterations leave x unchanged instead of dividing by zero.
+
+  Args:
+    matvec: x -> A x, an array of the shape of b (checked at trace time: a broadcasting
+      mismatch would otherwise run silently).
+    b: right-hand side, any shape (e.g. (c, m) weights).
+    steps: iterations (static).
+
+  Returns:
+    CGResult(x of b's shape, relative true residual ()).
   """
   x0 = jnp.zeros_like(b)
   r0 = b
@@ -41,6 +50,9 @@ def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
   def body(_, carry):
     x, r, p, rr = carry
     ap = matvec(p)
+    if ap.shape != p.shape:                 # trace time; broadcasting would hide the mismatch
+      raise ValueError(f"cg_solve: matvec maps shape {p.shape} to {ap.shape}; expected the "
+                       "shape of b.")
     pap = _vdot(p, ap)
     alpha = jnp.where(pap > tiny, rr / jnp.where(pap > tiny, pap, 1.0), 0.0)
     x = x + alpha * p

@@ -63,11 +63,6 @@ def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array) -> jax.Array:
   return jnp.sum(xent * weight[:, None]) + l2 * jnp.sum(w * w)
 
 
-def minibatch_objective(w: jax.Array, z: jax.Array, y: jax.Array, l2: jax.Array) -> jax.Array:
-  """Unbiased estimate of F: mean CE over sampled pairs + penalty. z: (B, m), y: (B, c)."""
-  return jnp.mean(softmax_xent(z @ w, y)) + l2 * jnp.sum(w * w)
-
-
 def sample_pair_indices(key: jax.Array, valid: jax.Array, n_aug: int, *, steps: int,
                         batch_size: int) -> tuple[jax.Array, jax.Array]:
   """The minibatches of `steps` Adam steps, drawn at once: (slots, copies), each (steps, B) int.
@@ -133,11 +128,11 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
     F itself when batch_size is None.
   """
   chex.assert_rank([bank.z, bank.y, bank.valid, state.w], [3, 2, 1, 2])
-  s, a, m = bank.z.shape
+  a = bank.z.shape[1]
   adam = optax.scale_by_adam()
   # Transposed (c, m) layout inside the loop (see `xent_grad_t`); the state is (m, c) outside.
   transpose = lambda tree: jax.tree.map(lambda x: x.T if jnp.ndim(x) == 2 else x, tree)
-  zflat = bank.z.reshape(s * a, m)
+  zflat, rows_y, rows_w = bank_rows(bank)                             # (S * A, m), (S * A, c)
 
   def adam_step(carry, loss_grad):
     wt, opt_state = carry
@@ -146,9 +141,6 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
     return (wt - lr * updates, opt_state), loss + l2 * jnp.sum(wt * wt)
 
   if batch_size is None:
-    rows_y = jnp.repeat(bank.y, a, axis=0)                             # (S * A, c)
-    rows_w = jnp.repeat(bank.valid.astype(state.w.dtype), a) / (
-        a * jnp.maximum(jnp.sum(bank.valid), 1))
 
     def step(carry, _):
       return adam_step(carry, xent_grad_t(carry[0], zflat, rows_y, rows_w))

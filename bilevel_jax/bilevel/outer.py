@@ -17,20 +17,35 @@ The `_t` functions take transposed weights (c, m), the layout the selection loop
 """
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
 from bilevel_jax.bilevel import inner
 
 
+def _check(w_mc, pool_z, labels) -> None:
+  """Trace-time shapes: w_mc (m, c), pool_z (P, m), labels (P, c)."""
+  chex.assert_rank([w_mc, pool_z, labels], 2)
+  chex.assert_equal_shape_prefix([pool_z, labels], 1)
+  chex.assert_equal(pool_z.shape[1], w_mc.shape[0])
+  chex.assert_equal(labels.shape[1], w_mc.shape[1])
+
+
 def outer_objective(w: jax.Array, pool_z: jax.Array, targets: jax.Array) -> jax.Array:
   """G(w). w: (m, c), pool_z: (P, m), targets: (P, c) label distributions. Returns ()."""
+  _check(w, pool_z, targets)
   return jnp.mean(inner.softmax_xent(pool_z @ w, targets))
 
 
 def pool_scores(w: jax.Array, v: jax.Array, pool_z: jax.Array,
                 pseudo_labels: jax.Array) -> jax.Array:
-  """Scores s_x for every pool point with matrix products only. Returns (P,)."""
+  """Scores s_x for every pool point with matrix products only.
+
+  w, v: (m, c); pool_z: (P, m); pseudo_labels: (P, c). Returns (P,).
+  """
+  _check(w, pool_z, pseudo_labels)
+  chex.assert_equal_shape([w, v])
   p = jax.nn.softmax(pool_z @ w, axis=-1)          # (P, c)
   zv = pool_z @ v                                  # (P, c)
   return jnp.sum(zv * (p - pseudo_labels), axis=-1)
@@ -44,6 +59,9 @@ def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
   wt: (c, m); pool_z: (P, m); targets: (P, c); valid: optional (P,) bool (False rows ignored).
   Returns G (), grad G transposed (c, m) and softmax(w^T z) (P, c) for `pool_scores_t`.
   """
+  _check(wt.T, pool_z, targets)
+  if valid is not None:
+    chex.assert_shape(valid, pool_z.shape[:1])
   p_pool = pool_z.shape[0]
   if valid is None:
     weight = jnp.asarray(1.0 / p_pool, pool_z.dtype)
@@ -62,4 +80,6 @@ def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
 def pool_scores_t(probs: jax.Array, vt: jax.Array, pool_z: jax.Array,
                   pseudo_labels: jax.Array) -> jax.Array:
   """`pool_scores` from precomputed probabilities (P, c) and v transposed (c, m). (P,)"""
+  _check(vt.T, pool_z, pseudo_labels)
+  chex.assert_equal_shape([probs, pseudo_labels])
   return jnp.sum((pool_z @ vt.T) * (probs - pseudo_labels), axis=-1)

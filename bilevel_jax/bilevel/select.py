@@ -113,6 +113,13 @@ def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:
   return b - n_uniform, n_uniform
 
 
+def uniform_picks(key: jax.Array, available: jax.Array, n_uniform: int, dtype) -> jax.Array:
+  """n_uniform distinct indices drawn uniformly at random among the True entries of
+  `available` (P,) bool (the caller guarantees enough). Returns (n_uniform,) int32."""
+  u = jnp.where(available, jax.random.uniform(key, available.shape, dtype), -1.0)
+  return lax.top_k(u, n_uniform)[1].astype(jnp.int32)
+
+
 def _concrete(x) -> np.ndarray | None:
   try:
     return np.asarray(x)
@@ -125,7 +132,39 @@ def _check_finite(name: str, x) -> None:
   if a is not None and not np.all(np.isfinite(a)):
     bad = np.argwhere(~np.isfinite(a))[0].tolist()
     raise ValueError(f"{name} has {int(np.sum(~np.isfinite(a)))} NaN/inf entries "
-                     f"(first at index {bad}); features must be finite.")
+                     f"(first at index {bad}); expected finite values.")
+
+
+def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: int = 0) -> None:
+  """Raises ValueError unless every row of y (R, c) is a distribution (>= 0, sums to 1 +- tol).
+
+  row_offset: index of y's first row in the whole array (for chunks of a streamed pool).
+  """
+  if np.any(y < 0):
+    row = int(np.argwhere(y < 0)[0, 0])
+    raise ValueError(f"{name} must be probability distributions; row {row + row_offset} has a "
+                     f"negative entry {y[row].min():.3g}.")
+  sums = y.sum(axis=1)
+  bad = np.abs(sums - 1.0) > tol
+  if np.any(bad):
+    row = int(np.argmax(bad))
+    raise ValueError(f"{name} rows must sum to 1 (tol {tol}); {int(bad.sum())} rows do not, "
+                     f"e.g. row {row + row_offset} sums to {sums[row]:.6g}.")
+
+
+def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
+  """Raises ValueError unless labeled_idx (L,) are distinct in [0, p) and labeled_labels (L,)
+  lie in [0, c) (value checks on concrete inputs only)."""
+  idx = _concrete(labeled_idx)
+  if idx is not None:
+    if np.any(idx < 0) or np.any(idx >= p):
+      raise ValueError(f"labeled_idx must lie in [0, P={p}), got min {idx.min()} max {idx.max()}.")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if np.any(counts > 1):
+      raise ValueError(f"labeled_idx has duplicates: {uniq[counts > 1].tolist()}.")
+  lab = _concrete(labeled_labels)
+  if lab is not None and (np.any(lab < 0) or np.any(lab >= c)):
+    raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
 
 def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
@@ -135,6 +174,12 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   """Raises ValueError naming the argument and the expectation; see `select_batch`."""
   if np.ndim(pool_z) != 2:
     raise ValueError(f"pool_z must be (P, m), got shape {np.shape(pool_z)}.")
+  for name, value in (("pool_z", pool_z), ("pseudo_labels", pseudo_labels),
+                      ("labeled_bank", labeled_bank)) + ((("w0", w0),) if w0 is not None else ()):
+    # An integer pool would otherwise fail deep inside the compiled loop (scan carry types).
+    dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype   # no copy
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"{name} must be floating point, got dtype {dtype}.")
   p, m = np.shape(pool_z)
   if np.ndim(pseudo_labels) != 2 or np.shape(pseudo_labels)[0] != p:
     raise ValueError(f"pseudo_labels must be (P={p}, c), got shape {np.shape(pseudo_labels)}.")
@@ -177,6 +222,15 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
     raise ValueError(f"w0 must be (m={m}, c={c}), got shape {np.shape(w0)}.")
   if inner_solver is not None and not callable(inner_solver):
     raise ValueError(f"inner_solver must be None or a callable solver, got {inner_solver!r}.")
+  _check_finite("pool_z", pool_z)
+  _check_finite("labeled_bank", labeled_bank)
+  _check_finite("pseudo_labels", pseudo_labels)
+  if w0 is not None:
+    _check_finite("w0", w0)   # a NaN start gives NaN scores, and argmax then picks by index
+  y = _concrete(pseudo_labels)
+  if y is not None:
+    check_label_rows("pseudo_labels", y, label_tol)
+  check_labeled(labeled_idx, labeled_labels, p, c)
   if pool_valid is not None:
     if np.shape(pool_valid) != (p,):
       raise ValueError(f"pool_valid must be (P={p},) bool, got shape {np.shape(pool_valid)}.")
@@ -191,32 +245,6 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
       if b > int(pv.sum()) - n_lab:
         raise ValueError(f"b={b} is larger than the {int(pv.sum()) - n_lab} valid pool points "
                          f"available ({int(pv.sum())} valid in pool_valid minus L={n_lab}).")
-
-  _check_finite("pool_z", pool_z)
-  _check_finite("labeled_bank", labeled_bank)
-  _check_finite("pseudo_labels", pseudo_labels)
-  y = _concrete(pseudo_labels)
-  if y is not None:
-    if np.any(y < 0):
-      row = int(np.argwhere(y < 0)[0, 0])
-      raise ValueError(f"pseudo_labels must be probability distributions; row {row} has a "
-                       f"negative entry {y[row].min():.3g}.")
-    sums = y.sum(axis=1)
-    bad = np.abs(sums - 1.0) > label_tol
-    if np.any(bad):
-      row = int(np.argmax(bad))
-      raise ValueError(f"pseudo_labels rows must sum to 1 (tol {label_tol}); {int(bad.sum())} "
-                       f"rows do not, e.g. row {row} sums to {sums[row]:.6g}.")
-  idx = _concrete(labeled_idx)
-  if idx is not None:
-    if np.any(idx < 0) or np.any(idx >= p):
-      raise ValueError(f"labeled_idx must lie in [0, P={p}), got min {idx.min()} max {idx.max()}.")
-    uniq, counts = np.unique(idx, return_counts=True)
-    if np.any(counts > 1):
-      raise ValueError(f"labeled_idx has duplicates: {uniq[counts > 1].tolist()}.")
-  lab = _concrete(labeled_labels)
-  if lab is not None and (np.any(lab < 0) or np.any(lab >= c)):
-    raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
   out = jax.eval_shape(bank_fn, bank_params, jax.random.key(0), jnp.zeros((), jnp.int32))
   if tuple(out.shape) != (n_aug, m):
@@ -271,9 +299,7 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
   state, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
 
   if n_uniform:
-    u = jnp.where(available, jax.random.uniform(uniform_key, (p,), dtype), -1.0)
-    _, uniform_picks = lax.top_k(u, n_uniform)
-    picks = jnp.concatenate([picks, uniform_picks.astype(jnp.int32)])
+    picks = jnp.concatenate([picks, uniform_picks(uniform_key, available, n_uniform, dtype)])
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
   return Selection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], state.w)
 
@@ -306,7 +332,8 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
       batch_size=None uses exact full-bank gradients.
     cg_steps: CG iterations for H^-1 grad G (static).
     w0: (m, c) initial inner weights, zeros by default.
-    validate: run `validate_inputs` first (cheap; host-side).
+    validate: run `validate_inputs` first (cheap; host-side), and afterwards check that every
+      greedy score is finite (`check_scores`: one host sync; skipped under an outer jit/vmap).
     inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size) ->
       (InnerState, losses)` for the inner problem; None (default) is the paper's Adam,
       `inner.fit_inner_steps`. `inner.LBFGSSolver(k)` runs k warm-started full-bank L-BFGS
@@ -327,10 +354,28 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
   dtype = pool_z.dtype
   if w0 is None:
     w0 = jnp.zeros((pool_z.shape[1], np.shape(pseudo_labels)[1]), dtype)
-  return _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
-                 jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
-                 jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
-                 None if pool_valid is None else jnp.asarray(pool_valid, bool),
-                 bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
-                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-                 inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver)
+  sel = _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
+                jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
+                jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
+                None if pool_valid is None else jnp.asarray(pool_valid, bool),
+                bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
+                inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
+                inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver)
+  if validate:
+    check_scores(sel.scores)
+  return sel
+
+
+def check_scores(scores: jax.Array) -> None:
+  """Raises FloatingPointError if a greedy score (n,) is NaN/inf (no-op on traced values).
+
+  Scores are finite unless the inner solve, CG or a bank_fn produced NaN/inf; argmax over NaN
+  then returns the first available index, so the picks would silently be 0, 1, 2, ...
+  """
+  s = _concrete(scores)
+  if s is not None and not np.all(np.isfinite(s)):
+    k = int(np.argmin(np.isfinite(s)))
+    raise FloatingPointError(
+        f"greedy step {k} of {s.size} scored the pool with {s[k]}; its pick and the later ones "
+        "are meaningless. Expected finite scores: check lr (the inner Adam may diverge), the "
+        "copies bank_fn returns and the features.")

@@ -105,6 +105,13 @@ def kernel_rows(x1: np.ndarray, x2: np.ndarray, cfg: wk.WRNKernelConfig, *, tile
   K = 2 (nngp, ntk) if kind == "both" else 1. x2_tiles (optional) is `_tiles(x2, T2)`, passed
   to avoid re-padding x2 for every row block.
   """
+  if kind not in KINDS:
+    raise ValueError(f"kind={kind!r}; expected one of {KINDS}.")
+  x1 = _check_images(x1, "x1")
+  if x2_tiles is None:
+    x2 = _check_images(x2, "x2")
+  if x1.shape[1:] != x2.shape[1:]:
+    raise ValueError(f"x1 and x2 must share (H, W, C), got {x1.shape[1:]} and {x2.shape[1:]}.")
   t1, t2 = _check_tile(tile)
   b, n2 = x1.shape[0], x2.shape[0]
   x1_tiles = _tiles(np.asarray(x1, np.float32), t1)

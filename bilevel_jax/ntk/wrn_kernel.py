@@ -42,6 +42,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 # Per-program XLA:CPU options of our own jitted kernels (a caller's jit uses its own options).
 # Fast math keeps the kernels' float32 agreement with neural-tangents (see ntk_oracle.json):
@@ -284,6 +285,11 @@ def _tile_kernels(x1: jax.Array, x2: jax.Array, cfg: WRNKernelConfig, fence: boo
 def _check_inputs(x: jax.Array, name: str) -> None:
   if x.ndim != 4:
     raise ValueError(f"{name} must be images (N, H, W, C), got shape {x.shape}.")
+  if isinstance(x, jax.core.Tracer):
+    return                                  # traced inside a caller's jit: shapes only
+  # Our programs compile with fast math (COMPILER_OPTIONS), which assumes no NaN/inf.
+  if not np.all(np.isfinite(np.asarray(x))):
+    raise ValueError(f"{name} contains NaN or inf values; expected finite images.")
 
 
 _jit = functools.partial(jax.jit, compiler_options=COMPILER_OPTIONS)

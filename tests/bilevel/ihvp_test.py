@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
@@ -63,3 +64,11 @@ def test_cg_stays_finite_after_exact_convergence(x64):
   res = ihvp.cg_solve(lambda x: a @ x, b, steps=30)   # exact after 3 steps, then r = 0
   np.testing.assert_allclose(res.x, [1.0, 0.5, 1 / 3], rtol=1e-12)
   assert np.isfinite(float(res.residual))
+
+
+def test_matvec_shape_mismatch_raises_at_trace_time():
+  """A matvec that returns a broadcastable but wrong shape: before the review CG ran silently
+  (here: (3,) - alpha * (1,) broadcasts) and returned a wrong x."""
+  b = jnp.array([1.0, 2.0, 3.0])
+  with pytest.raises(ValueError, match=r"matvec maps shape \(3,\) to \(1,\)"):
+    ihvp.cg_solve(lambda x: jnp.sum(x, keepdims=True), b, steps=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
@@ -53,3 +54,16 @@ def test_scores_predict_change_of_outer_objective(x64):
       dg.append(reference.outer_objective(w_eps, prob.pool_z, targets))
     fd = (dg[0] - dg[1]) / (2 * eps)
     np.testing.assert_allclose(fd, -scores[x], rtol=1e-4, atol=1e-6 * np.abs(scores).max())
+
+
+def test_shape_mismatches_raise_at_trace_time():
+  """Before the review a (c, m) weight passed where (m, c) is expected (here m = c + 2 = 5)
+  failed inside a matmul; labels of the wrong length broadcast against (1, c) silently."""
+  prob = problems.make_problem(seed=0)
+  w = jnp.zeros((5, 3))
+  with pytest.raises(AssertionError):
+    outer.outer_objective(w, prob.pool_z, prob.pseudo[:1])       # (1, c) would broadcast
+  with pytest.raises(AssertionError):
+    outer.pool_scores(w, w.T, prob.pool_z, prob.pseudo)
+  with pytest.raises(AssertionError):
+    outer.outer_value_grad_t(w.T, prob.pool_z, prob.pseudo, jnp.ones(3, bool))

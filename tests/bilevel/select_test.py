@@ -145,11 +145,38 @@ def _negative_pseudo():
     (dict(lr=-1.0), r"lr must be a finite scalar > 0"),
     (dict(batch_size=0), r"batch_size must be a positive int or None"),
     (dict(uniform_fraction=1.5), r"uniform_fraction must be in \[0, 1\]"),
+    # Before the review: a scan carry TypeError from inside the compiled loop.
+    (dict(pool_z=(10 * _PROB.pool_z).astype(np.int32)), r"pool_z must be floating point"),
+    # Before the review: accepted; NaN scores, and argmax picked 0, 1, 3 (index order).
+    (dict(w0=np.full((5, 3), np.nan, np.float32)), r"w0 has 15 NaN/inf entries"),
+    # Before the review: an IndexError from pool_valid[labeled_idx].
+    (dict(labeled_idx=np.array([0, 1, 10], np.int32), pool_valid=np.ones(10, bool)),
+     r"labeled_idx must lie in \[0, P=10\)"),
 ])
 def test_bad_inputs_raise_clear_errors(changes, match):
   args, opts = _bad(_PROB, **changes)
   with pytest.raises(ValueError, match=match):
     select.select_batch(jax.random.key(0), **args, **opts)
+
+
+def test_non_finite_scores_raise_instead_of_picking_by_index():
+  """A bank_fn that returns NaN copies poisons the inner problem from the second greedy step on;
+  argmax over NaN scores then returns the first available index. Before the review the call
+  returned those picks silently."""
+  prob = problems.make_problem(seed=5, p=10, n_labeled=3, dtype=np.float32)
+  args = list(_args(prob))
+  args[5] = _nan_bank
+  with pytest.raises(FloatingPointError, match=r"greedy step 1 of 3 scored the pool with nan"):
+    select.select_batch(jax.random.key(0), *args, b=3, uniform_fraction=0.0, **_FAST)
+  # Under an outer jit the scores are traced: no check, the caller sees the NaN diagnostics.
+  sel = jax.jit(lambda k: select.select_batch(k, *args, b=3, uniform_fraction=0.0, **_FAST))(
+      jax.random.key(0))
+  assert np.isnan(np.asarray(sel.scores)[1:]).all()
+
+
+def _nan_bank(pool_bank, key, index):
+  del key
+  return pool_bank[index] * jnp.nan
 
 
 def test_host_bank_gives_same_picks_as_precomputed_bank():

@@ -165,3 +165,20 @@ def test_matches_monte_carlo_depth28(fsdd_log_mels):
   want = wk.wrn_kernel(x, depth=28)
   assert _rel(ntk, want.ntk) < 0.10
   assert _rel(nngp, want.nngp) < 0.15
+
+
+def test_one_shot_and_row_block_entry_points_check_inputs_first():
+  """Before the review: wrn_kernel ran NaN images through its fast-math program without a
+  word, and kernel_rows computed a tile before an AttributeError for kind="rbf"."""
+  x = np.zeros((2, 8, 8, 1), np.float32)
+  bad = x.copy()
+  bad[1, 3, 3, 0] = np.nan
+  with pytest.raises(ValueError, match="x2 contains NaN"):
+    wk.wrn_kernel(x, bad, depth=10)
+  cfg = km.make_config(depth=10)
+  with pytest.raises(ValueError, match="kind='rbf'"):
+    km.kernel_rows(x, x, cfg, kind="rbf")
+  with pytest.raises(ValueError, match="x1 contains NaN"):
+    km.kernel_rows(bad, x, cfg)
+  with pytest.raises(ValueError, match="share"):
+    km.kernel_rows(x, x[:, :4], cfg)
