@@ -39,6 +39,7 @@ class Split(NamedTuple):
 
 
 class AudioDataset(NamedTuple):
+  """A dataset's splits; labels index `class_names`; `root` is the dataset folder."""
   name: str
   class_names: tuple[str, ...]
   train: Split
@@ -66,14 +67,14 @@ def report_problems(problems: list[tuple[str, str]], on_error: str, root: pathli
   if not problems:
     return
   if on_error == "raise":
-    lines = "\n  ".join(f"{p}: {r}" for p, r in problems[:20])
-    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+    listing = decode.problem_listing([f"{p}: {r}" for p, r in problems])
     raise ValueError(f"{len(problems)} unexpected {what} under {root} (pass on_error='skip' to "
-                     f"leave them out):\n  {lines}{more}")
+                     f"leave them out):{listing}")
   skipped.extend(problems)
 
 
 def fingerprint(name: str, root: pathlib.Path, entries: Sequence[Entry], params: dict) -> str:
+  """Cache key: sha256 of name, parameters and every entry's path, split, label, size, mtime."""
   h = hashlib.sha256()
   h.update(json.dumps({"name": name, "version": CACHE_VERSION, **params},
                       sort_keys=True).encode())

@@ -52,6 +52,9 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
                                      download=download)
   if source != "folder":
     raise ValueError(f"source={source!r}; expected 'folder' or 'tfds'")
+  if download and name != "fsdd":
+    raise ValueError(f"download=True (--download) fetches FSDD only, not {name!r}; download and "
+                     "extract speech_commands_v0.02.tar.gz and pass its folder as data_root")
   root = _resolve_root(data_root, download and name == "fsdd")
   skipped: list[tuple[str, str]] = []
   if name == "fsdd":

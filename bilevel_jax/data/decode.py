@@ -34,6 +34,7 @@ class BadAudioError(ValueError):
 
 
 class ClipInfo(NamedTuple):
+  """A file's header: sample rate (Hz), frames (samples per channel) and channels."""
   path: pathlib.Path
   sample_rate: int
   frames: int
@@ -41,6 +42,7 @@ class ClipInfo(NamedTuple):
 
   @property
   def duration(self) -> float:
+    """Seconds, before resampling and pad/crop."""
     return self.frames / self.sample_rate
 
 
@@ -127,6 +129,12 @@ def load_clip(path: str | os.PathLike) -> np.ndarray:
   return fix_length(load_mono_16k(path))
 
 
+def problem_listing(lines: Sequence[str], limit: int = 20) -> str:
+  """The first `limit` lines of an error listing, indented, plus how many were left out."""
+  more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+  return "\n  " + "\n  ".join(lines[:limit]) + more
+
+
 def validate_files(paths: Sequence[pathlib.Path], on_error: str,
                    skipped: list[tuple[str, str]], root: pathlib.Path,
                    progress: bool = False) -> list[ClipInfo]:
@@ -142,10 +150,8 @@ def validate_files(paths: Sequence[pathlib.Path], on_error: str,
     except BadAudioError as e:
       problems.append((str(p.relative_to(root)), str(e)))
   if problems and on_error == "raise":
-    lines = "\n  ".join(reason for _, reason in problems[:20])
-    more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-    raise BadAudioError(f"{len(problems)} bad audio file(s) under {root} (pass "
-                        f"on_error='skip' to leave them out):\n  {lines}{more}")
+    raise BadAudioError(f"{len(problems)} bad audio file(s) under {root} (pass on_error='skip' "
+                        f"to leave them out):{problem_listing([r for _, r in problems])}")
   skipped.extend(problems)
   return infos
 

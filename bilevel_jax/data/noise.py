@@ -59,7 +59,9 @@ def load_background_noise(data_root: str | os.PathLike | None = None, *,
 
   Looks in `noise_dir`, else under the data root (flag > $BILEVEL_JAX_DATA > ../shared/data)
   for `_background_noise_` in the root, `speech_commands_v2/`, `speech_commands/` or
-  `speech_commands_v2_sample/`. Bad files raise a BadAudioError naming the file.
+  `speech_commands_v2_sample/`. Bad files raise a BadAudioError naming the file; a data root
+  given by flag or $BILEVEL_JAX_DATA that does not exist raises FileNotFoundError (the
+  generated fallback is only for a root without a noise folder, or no data root at all).
   """
   folder = None
   looked = []
@@ -74,6 +76,8 @@ def load_background_noise(data_root: str | os.PathLike | None = None, *,
       folder = find_noise_dir(root)
       looked = [str(root / p / NOISE_FOLDER) for p in _PARENTS]
     except FileNotFoundError as e:
+      if data_root or os.environ.get(paths.DATA_ENV):
+        raise  # a mistyped data root must not silently turn into generated noise
       looked = [str(e)]
   files = sorted(folder.glob("*.wav")) if folder is not None else []
   if not files:

@@ -148,3 +148,24 @@ def test_missing_data_root_and_bad_arguments(tmp_path):
     data.load_dataset("mnist", tmp_path)
   with pytest.raises(data.BadAudioError, match="missing or not a regular file"):
     decode.probe(tmp_path / "nothing.wav")
+
+
+def test_download_is_fsdd_only(tmp_path):
+  with pytest.raises(ValueError, match="fetches FSDD only, not 'speech_commands'"):
+    data.load_dataset("speech_commands", tmp_path, download=True, progress=False)
+
+
+def test_long_problem_lists_are_cut_after_20_with_a_count(tmp_path):
+  root = helpers.make_fsdd(tmp_path, takes=tuple(range(12)), digits=(1, 2), speakers=("alice",))
+  bad = sorted((root / "recordings").iterdir())[:23]
+  for f in bad:
+    f.write_bytes(b"")
+  with pytest.raises(data.BadAudioError, match="23 bad audio file") as err:
+    data.load_dataset("fsdd", root, progress=False)
+  msg = str(err.value)
+  assert msg.count("empty file") == 20 and msg.endswith("\n  ... and 3 more")
+  for f in bad:
+    f.rename(f.with_name("x" + f.name))  # now 23 unexpected names
+  with pytest.raises(ValueError, match="23 unexpected FSDD entries") as err:
+    data.load_dataset("fsdd", root, progress=False)
+  assert str(err.value).count("unexpected entry") == 20 and "... and 3 more" in str(err.value)

@@ -9,6 +9,7 @@ import soundfile as sf
 
 from bilevel_jax import data
 from bilevel_jax.data import noise as noise_lib
+from bilevel_jax.utils import paths
 from tests.data import helpers
 
 
@@ -60,3 +61,14 @@ def test_fallback_is_logged_and_is_white_and_pink(tmp_path, caplog):
   assert abs(slopes[1] + 1.0) < 0.05      # pink: power ~ 1/f
   with pytest.raises(FileNotFoundError, match="_background_noise_"):
     data.load_background_noise(tmp_path, fallback=False)
+
+
+def test_missing_explicit_data_root_is_an_error_not_the_fallback(tmp_path, monkeypatch, caplog):
+  """A mistyped --data_root or $BILEVEL_JAX_DATA must not silently become generated noise."""
+  with caplog.at_level(logging.WARNING, logger="bilevel_jax.data.noise"):
+    with pytest.raises(FileNotFoundError, match="typo.*does not exist"):
+      data.load_background_noise(tmp_path / "typo")
+    monkeypatch.setenv(paths.DATA_ENV, str(tmp_path / "env_typo"))
+    with pytest.raises(FileNotFoundError, match="env_typo.*does not exist"):
+      data.load_background_noise()
+  assert "FALLBACK" not in caplog.text
