@@ -205,10 +205,25 @@ class ReferenceTest(parameterized.TestCase):
     np.testing.assert_array_equal(got, want)
 
   def test_kcenter_no_labeled_points(self):
+    """Random first center, then farthest-first from the picks (slow reference)."""
     ctx = _context(0, n=10, num_labeled=0)
     picks = np.asarray(baselines.kcenter_greedy(
         jax.random.key(1), ctx.embeddings, ctx.labeled_mask, ctx.labeled_idx, 10))
     np.testing.assert_array_equal(np.sort(picks), np.arange(10))
+    x = np.asarray(ctx.embeddings, np.float64)
+    want = [int(picks[0])]
+    for _ in range(9):
+      d = pairwise_distances(x, x[want]).min(axis=1)
+      d[want] = -np.inf
+      want.append(int(np.argmax(d)))
+    np.testing.assert_array_equal(picks, want)
+
+  def test_augmentation_counts_match_spec(self):
+    """SPEC 4: max-entropy averages 2 augmentations, consistency uses the variance over 5."""
+    self.assertEqual(strategies.get("max_entropy").augmentations, 2)
+    self.assertEqual(strategies.get("consistency").augmentations, 5)
+    self.assertEqual(strategies.get("uniform").augmentations, 0)
+    self.assertTrue(strategies.get("kcenter").embeddings and strategies.get("bilevel").kernel)
 
   def test_uniform_is_uniform_over_pool(self):
     ctx = _context(0, n=12, num_labeled=4)
