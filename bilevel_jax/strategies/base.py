@@ -144,6 +144,8 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
   want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
           "embeddings": (n, None), "features": (n, None),
           "bank": (ctx.labeled_idx.shape[0], None, None)}
+  if ctx.labeled_mask.dtype != jnp.bool_:
+    raise ValueError(f"RoundContext.labeled_mask must be bool, got dtype {ctx.labeled_mask.dtype}.")
   if ctx.labeled_idx.ndim != 1 or not jnp.issubdtype(ctx.labeled_idx.dtype, jnp.integer):
     raise ValueError(f"RoundContext.labeled_idx must be (L,) integers, got shape "
                      f"{ctx.labeled_idx.shape} dtype {ctx.labeled_idx.dtype}.")

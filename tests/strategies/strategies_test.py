@@ -128,6 +128,9 @@ class PropertyTest(parameterized.TestCase):
     for c in bad:
       with self.assertRaisesRegex(ValueError, "labeled_mask .* and labeled_idx .* disagree"):
         strategies.select("uniform", jax.random.key(0), c, 6)
+    with self.assertRaisesRegex(ValueError, "labeled_mask must be bool"):
+      strategies.select("uniform", jax.random.key(0),
+                        ctx._replace(labeled_mask=ctx.labeled_mask.astype(jnp.int32)), 2)
 
   @parameterized.parameters(
       ("aug_probs", lambda c: c.aug_probs[:, :-1]),
