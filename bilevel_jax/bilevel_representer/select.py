@@ -57,14 +57,6 @@ def pool_kernel(pool_z: jax.Array) -> jax.Array:
   return pool_z @ pool_z.T
 
 
-def sample_pair_indices(key: jax.Array, valid: jax.Array, copies: int, batch_size: int
-                        ) -> jax.Array:
-  """Flat (slot * copies + copy) indices of `batch_size` pairs, the pairs `inner.sample_pairs`
-  draws from the same key. (B,)"""
-  slots, cps = inner.sample_pair_indices(key, valid, copies, steps=1, batch_size=batch_size)
-  return slots[0] * copies + cps[0]
-
-
 def kernel_inner_objective(alpha_t: jax.Array, k_tt: jax.Array, y_pairs: jax.Array,
                            pair_w: jax.Array, l2: jax.Array) -> jax.Array:
   """F over the bank pairs. alpha_t: (T, c), k_tt: (T, T), y_pairs: (T, c), pair_w: (T,) with
@@ -157,8 +149,9 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
   dtype = pool_z.dtype
-  inner_key, bank_key, uniform_key = jax.random.split(key, 3)
-  cand_key = jax.random.fold_in(key, 7)
+  # split(key, 4)[:3] == split(key, 3) (threefry partitionable): the same inner, bank and
+  # uniform keys as the Nystrom selection, and a fourth stream for the candidates.
+  inner_key, bank_key, uniform_key, cand_key = jax.random.split(key, 4)
 
   onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)
   targets = pseudo_labels.at[labeled_idx].set(onehot)                      # (P, c)
@@ -206,9 +199,8 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
   alpha_t, _, bank_z, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step,
                                                                    carry)
   if n_uniform:
-    u = jnp.where(available, jax.random.uniform(uniform_key, (p,), dtype), -1.0)
-    _, uniform_picks = lax.top_k(u, n_uniform)
-    picks = jnp.concatenate([picks, uniform_picks.astype(jnp.int32)])
+    picks = jnp.concatenate([picks, nystrom_select.uniform_picks(uniform_key, available,
+                                                                 n_uniform, dtype)])
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
   w = bank_z.reshape(n_t, m).T @ alpha_t
   return RepresenterSelection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3],

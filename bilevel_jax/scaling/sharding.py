@@ -13,6 +13,7 @@ devices, `pool_mesh()` spans them, and each process passes only its own rows to
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import jax
@@ -122,7 +123,7 @@ def place_pool_tree(mesh: Mesh, tree: Any, pool_size: int) -> Any:
 
 def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels: Any,
                          labeled_idx: Any, labeled_labels: Any, labeled_bank: Any,
-                         bank_fn: Any, bank_params: Any, **kwargs) -> Any:
+                         bank_fn: Any, bank_params: Any, *, b: int, **kwargs) -> Any:
   """`bilevel.select.select_batch` with the pool axis split over `mesh` (same program).
 
   pool_z (P, m), pseudo_labels (P, c) and every bank_params leaf with P rows are sharded over
@@ -131,22 +132,29 @@ def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels:
   is all-reduced, the argmax is global. When P is not divisible by the number of devices the
   pool-sized arrays are padded to the next multiple and the padding rows are masked out with
   `pool_valid` (never scored, picked or drawn, not in G), so the greedy picks are those of the
-  unpadded pool; the uniform share is drawn over the padded shape, so it may differ.
+  unpadded pool; the uniform share is drawn over the padded shape, so it may differ. A
+  bank_params leaf that is not pool-indexed but happens to have P rows is padded and sharded
+  too: give such leaves another leading size.
   """
   from bilevel_jax.bilevel import select as nystrom_select  # pylint: disable=g-import-not-at-top
   p = np.shape(pool_z)[0]
   if kwargs.get("pool_valid") is not None and np.shape(kwargs["pool_valid"]) != (p,):
     raise ValueError(f"select_batch_sharded: pool_valid must be (P={p},), got "
                      f"{np.shape(kwargs['pool_valid'])}.")
-  if kwargs.get("validate", True):
+  validate = kwargs.pop("validate", True)
+  if validate:
+    # select_batch's own defaults, so the two cannot drift apart.
+    params = inspect.signature(nystrom_select.select_batch).parameters
+    opts = {k: kwargs.get(k, params[k].default) for k in (
+        "uniform_fraction", "lr", "l2", "inner_steps", "batch_size", "cg_steps", "w0",
+        "inner_solver", "pool_valid")}
+    unknown = set(kwargs) - set(opts)
+    if unknown:
+      raise ValueError(f"select_batch_sharded: unknown keyword(s) {sorted(unknown)}; expected "
+                       f"those of bilevel.select.select_batch: {sorted(opts)}.")
     nystrom_select.validate_inputs(
         pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params,
-        b=kwargs["b"], uniform_fraction=kwargs.get("uniform_fraction", 0.1),
-        lr=kwargs.get("lr", 1e-3), l2=kwargs.get("l2", 1e-4),
-        inner_steps=kwargs.get("inner_steps", 1000), batch_size=kwargs.get("batch_size", 64),
-        cg_steps=kwargs.get("cg_steps", 30), w0=kwargs.get("w0"),
-        inner_solver=kwargs.get("inner_solver"), pool_valid=kwargs.get("pool_valid"))
-  kwargs["validate"] = False  # validated above on host arrays; avoid gathering shards back
+        b=b, **opts)
   size = padded_size(p, mesh.devices.size)
   if size != p:
     c = np.shape(pseudo_labels)[1]
@@ -164,8 +172,13 @@ def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels:
   bank_params = place_pool_tree(mesh, bank_params, size)
   labeled_idx, labeled_labels, labeled_bank = (replicate(mesh, a) for a in
                                                (labeled_idx, labeled_labels, labeled_bank))
-  return nystrom_select.select_batch(key, pool_z, pseudo_labels, labeled_idx, labeled_labels,
-                                     labeled_bank, bank_fn, bank_params, **kwargs)
+  # validate=False: validated above on host arrays; avoid gathering shards back.
+  sel = nystrom_select.select_batch(key, pool_z, pseudo_labels, labeled_idx, labeled_labels,
+                                    labeled_bank, bank_fn, bank_params, b=b, validate=False,
+                                    **kwargs)
+  if validate:
+    nystrom_select.check_scores(sel.scores)
+  return sel
 
 
 def nystrom_features_sharded(mesh: Mesh, kernel_fn: Any, x_pool: Any, landmarks: Any,

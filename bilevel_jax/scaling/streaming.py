@@ -93,6 +93,9 @@ class RowWriter:
 
 
 def chunks(n: int, rows: int) -> Iterator[tuple[int, int]]:
+  """[start, stop) of consecutive chunks of `rows` rows covering range(n)."""
+  if rows < 1:
+    raise ValueError(f"chunk size must be >= 1 rows, got {rows}.")
   for s in range(0, n, rows):
     yield s, min(s + rows, n)
 
@@ -114,6 +117,8 @@ def stream_nystrom_features(waveforms: RowFile, out_path: str | os.PathLike,
   Returns:
     Timing dict: seconds (total), compile_s (first chunk), rows, kernel entries per second.
   """
+  if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+    raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}.")
   n = waveforms.shape[0]
   m = nystrom_map.shape[0]
   fn = jax.jit(lambda w, u, mm: kernel_fn(featurize_fn(w), u) @ mm)
@@ -134,6 +139,21 @@ def stream_nystrom_features(waveforms: RowFile, out_path: str | os.PathLike,
   steady = max(total - first, 1e-9)
   return {"seconds": total, "first_chunk_s": first, "rows": n, "m": m,
           "entries_per_s_steady": (n - min(chunk_rows, n)) * m / steady if n > chunk_rows else None}
+
+
+def _validate_files(features: RowFile, pseudo_labels: RowFile, chunk_rows: int) -> None:
+  """Chunked checks of the files: finite features (P, m), distribution rows (P, c)."""
+  for s, e in chunks(features.shape[0], chunk_rows):
+    z = features.read(s, e)
+    if not np.all(np.isfinite(z)):
+      row, col = np.argwhere(~np.isfinite(z))[0]
+      raise ValueError(f"{features.path}: features row {s + row} column {col} is {z[row, col]}; "
+                       "expected finite values.")
+    y = pseudo_labels.read(s, e)
+    if not np.all(np.isfinite(y)):
+      row = int(np.argwhere(~np.isfinite(y))[0, 0])
+      raise ValueError(f"{pseudo_labels.path}: pseudo_labels row {s + row} is not finite.")
+    nystrom_select.check_label_rows(f"{pseudo_labels.path}: pseudo_labels", y, row_offset=s)
 
 
 class StreamedSelection(NamedTuple):
@@ -171,7 +191,8 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
                     labeled_bank: np.ndarray, copies_fn: Callable, *, b: int,
                     uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
                     inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                    chunk_rows: int = 65536, log: Callable | None = None) -> StreamedSelection:
+                    chunk_rows: int = 65536, log: Callable | None = None,
+                    validate: bool = True) -> StreamedSelection:
   """`bilevel.select.select_batch` for pools on disk; same rule, same keys, same picks.
 
   Args:
@@ -180,19 +201,38 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     copies_fn: `copies_fn(key, index, z_row (m,)) -> (A, m)` augmented copies of a pick
       (the in-memory `bank_fn(params, key, index)` with the pool row passed in).
     chunk_rows: pool rows per chunk (memory ~ chunk_rows * (m + 2c) * 4 bytes, twice).
+    validate: one pass over both files before the selection: features finite, pseudo-label
+      rows distributions (as `select_batch` checks in memory): one extra read of each file
+      (the selection itself reads them 2 * n_bilevel times).
     Others: as in `select_batch`.
   """
+  if len(features.shape) != 2 or len(pseudo_labels.shape) != 2:
+    raise ValueError(f"features must be (P, m) and pseudo_labels (P, c), got {features.shape} "
+                     f"and {pseudo_labels.shape}.")
   p, m = features.shape
   c = pseudo_labels.shape[1]
   if pseudo_labels.shape[0] != p:
     raise ValueError(f"pseudo_labels has {pseudo_labels.shape[0]} rows, features {p}.")
-  labeled_idx = np.asarray(labeled_idx, np.int64)
+  if np.ndim(labeled_bank) != 3:
+    raise ValueError(f"labeled_bank must be (L, A, m={m}), got {np.shape(labeled_bank)}.")
   n_lab, n_aug, bm = np.shape(labeled_bank)
-  if bm != m or len(labeled_labels) != n_lab or n_lab < 1:
-    raise ValueError(f"labeled_bank must be (L={len(labeled_labels)}, A, m={m}), got "
-                     f"{np.shape(labeled_bank)}.")
-  if not 1 <= b <= p - n_lab:
-    raise ValueError(f"b={b} must be in [1, {p - n_lab}] (pool minus labeled).")
+  if bm != m or np.shape(labeled_labels) != (n_lab,) or np.shape(labeled_idx) != (n_lab,) \
+      or n_lab < 1 or n_aug < 1:
+    raise ValueError(f"labeled_idx, labeled_labels must be (L,) and labeled_bank (L, A, m={m}) "
+                     f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
+                     f"and {np.shape(labeled_bank)}.")
+  if not isinstance(b, (int, np.integer)) or not 1 <= b <= p - n_lab:
+    raise ValueError(f"b={b!r} must be an int in [1, {p - n_lab}] (pool minus labeled).")
+  if not 0.0 <= uniform_fraction <= 1.0:
+    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
+  if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
+    raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}.")
+  nystrom_select.check_labeled(labeled_idx, labeled_labels, p, c)
+  if not np.all(np.isfinite(labeled_bank)):
+    raise ValueError("labeled_bank contains NaN/inf values; expected finite features.")
+  if validate:
+    _validate_files(features, pseudo_labels, chunk_rows)
+  labeled_idx = np.asarray(labeled_idx, np.int64)
   n_bilevel, n_uniform = nystrom_select.split_batch(b, uniform_fraction)
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
   log = log or (lambda *_: None)
@@ -266,7 +306,7 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     log(f"step {k}: pick {best_i} score {best:.4g} inner {t1 - t0:.2f}s grad {t2 - t1:.2f}s "
         f"cg {t3 - t2:.2f}s score {t4 - t3:.2f}s")
   if n_uniform:
-    u = np.where(available, np.asarray(jax.random.uniform(uniform_key, (p,), jnp.float32)), -1.0)
-    _, top = jax.lax.top_k(jnp.asarray(u), n_uniform)
+    top = nystrom_select.uniform_picks(uniform_key, jnp.asarray(available), n_uniform,
+                                       jnp.float32)
     picks.extend(np.asarray(top).tolist())
   return StreamedSelection(np.asarray(picks, np.int64), np.asarray(scores), np.asarray(resid), t)

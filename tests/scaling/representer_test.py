@@ -86,3 +86,13 @@ def test_candidate_subsample_and_errors():
   with pytest.raises(ValueError, match="candidates"):
     R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
                    candidates=100, **kw)
+
+
+def test_key_streams_match_the_nystrom_selection():
+  """The representer splits its key 4 ways (inner, bank, uniform, candidates); before the review
+  the candidate key was fold_in(key, 7) of the already split key. Equal settings need the first
+  three streams to be those of `bilevel.select` (split(key, 3)): true with threefry
+  partitionable keys, checked here so a change of that JAX default is noticed."""
+  key = jax.random.key(11)
+  four = jax.random.key_data(jax.random.split(key, 4))
+  np.testing.assert_array_equal(four[:3], jax.random.key_data(jax.random.split(key, 3)))

@@ -1,5 +1,6 @@
 """Sharding of pool-sized work: helpers in-process, and 4 fake CPU devices in a subprocess
 (XLA_FLAGS must be set before jax is imported, so the multi-device check runs in a child)."""
+import functools
 import json
 import os
 import subprocess
@@ -92,3 +93,29 @@ def test_single_device_mesh_and_clear_errors():
     sharding.pool_spec(0)
   with pytest.raises(ValueError, match="empty device list"):
     sharding.pool_mesh([])
+
+
+def test_sharded_entry_checks_scores_and_keywords(monkeypatch):
+  """Before the review the sharded entry passed validate=False on, so NaN scores came back as
+  picks in index order (argmax over NaN); a misspelt keyword surfaced only after the pool had
+  been padded and placed. The selection itself is stubbed (its NaN path is tested in
+  tests/bilevel/select_test.py); this checks the sharded entry's wiring."""
+  from bilevel_jax.bilevel import select  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(12, 3)).astype(np.float32)
+  y = rng.dirichlet(np.ones(2), 12).astype(np.float32)
+  lab = np.array([0, 5], np.int32)
+  bank = np.repeat(z[lab][:, None], 2, axis=1)
+  bank_fn = lambda params, key, i: jnp.stack([params[i], params[i]])
+  args = (jax.random.key(0), z, y, lab, np.array([0, 1], np.int32), bank, bank_fn, z)
+  scores = jnp.array([0.5, jnp.nan, jnp.nan])
+  stub = functools.wraps(select.select_batch)(   # keeps the signature (its defaults are read)
+      lambda *a, **k: select.Selection(jnp.arange(3), jnp.ones(3, bool), scores, scores, scores,
+                                       scores, jnp.zeros((3, 2))))
+  monkeypatch.setattr(select, "select_batch", stub)
+  mesh = sharding.pool_mesh(jax.devices()[:1])
+  with pytest.raises(FloatingPointError, match="greedy step 1 of 3"):
+    sharding.select_batch_sharded(mesh, *args, b=3, inner_steps=2, cg_steps=2)
+  assert sharding.select_batch_sharded(mesh, *args, b=3, validate=False).indices.shape == (3,)
+  with pytest.raises(ValueError, match=r"unknown keyword\(s\) \['cg_step'\]"):
+    sharding.select_batch_sharded(mesh, *args, cg_step=3, b=3)

@@ -66,3 +66,45 @@ def test_streamed_selection_picks_as_in_memory(tmp_path):
     streaming.select_streamed(key, streaming.RowFile(tmp_path / "z.npy"),
                               streaming.RowFile(tmp_path / "y.npy"), lab, t[lab], bank,
                               copies_fn, b=200)
+
+
+def _files(tmp_path, z, y):
+  np.save(tmp_path / "z.npy", z)
+  np.save(tmp_path / "y.npy", y)
+  return streaming.RowFile(tmp_path / "z.npy"), streaming.RowFile(tmp_path / "y.npy")
+
+
+def test_streamed_selection_rejects_bad_inputs_before_selecting(tmp_path):
+  """Before the review: duplicate labeled indices were accepted (the point entered the inner
+  problem twice), out-of-range labels gave an IndexError, NaN features / non-distribution
+  pseudo-labels went unchecked, chunk_rows=0 failed inside range()."""
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(40, 4)).astype(np.float32)
+  y = rng.dirichlet(np.ones(3), 40).astype(np.float32)
+  t = rng.integers(0, 3, 40).astype(np.int32)
+  lab = np.array([3, 7], np.int32)
+  bank = np.repeat(z[lab][:, None], 2, axis=1)
+  copies_fn = lambda k, i, row: jnp.stack([row, row])
+  kw = dict(b=2, inner_steps=2, cg_steps=2, batch_size=4, chunk_rows=16)
+
+  def run(z=z, y=y, lab=lab, labels=t[lab], **changes):
+    feats, pseudo = _files(tmp_path, z, y)
+    return streaming.select_streamed(jax.random.key(0), feats, pseudo, lab, labels, bank,
+                                     copies_fn, **{**kw, **changes})
+
+  with pytest.raises(ValueError, match=r"labeled_idx has duplicates: \[3\]"):
+    run(lab=np.array([3, 3], np.int32))
+  with pytest.raises(ValueError, match=r"labeled_labels must lie in \[0, c=3\)"):
+    run(labels=np.array([0, 3], np.int32))
+  bad_z = z.copy()
+  bad_z[21, 2] = np.nan
+  with pytest.raises(ValueError, match=r"features row 21 column 2 is nan"):
+    run(z=bad_z)
+  bad_y = y.copy()
+  bad_y[33] *= 2.0
+  with pytest.raises(ValueError, match=r"row 33 sums to 2"):
+    run(y=bad_y)
+  with pytest.raises(ValueError, match=r"chunk_rows must be a positive int, got 0"):
+    run(chunk_rows=0)
+  with pytest.raises(ValueError, match=r"uniform_fraction"):
+    run(uniform_fraction=2.0)
