@@ -327,11 +327,14 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     uniform_fraction: share drawn uniformly at random after the greedy picks (static).
     lr: Adam learning rate of the inner solver (traced; the paper does not state it, 1e-3 is
       the authors' published code).
-    l2: lambda of the inner penalty l2 * ||w||^2 (traced).
+    l2: lambda of the inner penalty l2 * ||w||^2 (traced), added to the mean cross-entropy over
+      the bank's (point, copy) pairs as in the paper; the authors' code penalizes
+      l2 / 2 * ||w||^2 (torch weight_decay) and fits a bias too (see docs/scaling.md).
     inner_steps, batch_size: Adam steps per greedy step and pairs per minibatch (static);
       batch_size=None uses exact full-bank gradients.
     cg_steps: CG iterations for H^-1 grad G (static).
-    w0: (m, c) initial inner weights, zeros by default.
+    w0: (m, c) initial inner weights, zeros by default (Algorithm 1 starts from a random w;
+      the inner problem is strongly convex, so only the finite-step iterates depend on it).
     validate: run `validate_inputs` first (cheap; host-side), and afterwards check that every
       greedy score is finite (`check_scores`: one host sync; skipped under an outer jit/vmap).
     inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size) ->

@@ -21,7 +21,10 @@ def fsdd_files(data_root: str | os.PathLike | None = None, *, split: str = "trai
     raise FileNotFoundError(f"FSDD recordings folder {rec} not found; expected <data_root>/fsdd/recordings.")
   files = []
   for f in sorted(rec.glob("*.wav")):
-    take = int(f.stem.split("_")[-1])
+    parts = f.stem.split("_")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+      raise ValueError(f"FSDD file {f} is not named {{digit}}_{{speaker}}_{{take}}.wav.")
+    take = int(parts[2])
     if (take >= 5) == (split == "train"):
       files.append(f)
   return files

@@ -41,13 +41,21 @@ _CHILD = textwrap.dedent("""
   u = z64[:6]
   rbf = lambda a, b: jnp.exp(-jnp.sum((a[:, None] - b[None]) ** 2, -1))
   feats = sh.nystrom_features_sharded(mesh, rbf, z64, u, jnp.eye(6))
+  local = sh.shard_pool_from_local(mesh, z64, 64)      # one process owns all rows
+  try:
+    sh.shard_pool_from_local(mesh, z64[:62], 62)
+    local_err = ""
+  except ValueError as e:
+    local_err = str(e)
   print(json.dumps({
       "ref": np.asarray(ref.indices).tolist(), "got": np.asarray(got.indices).tolist(),
       "ref_scores": np.asarray(ref.scores).tolist(), "got_scores": np.asarray(got.scores).tolist(),
       "ref_w": np.asarray(ref.w).ravel().tolist(), "got_w": np.asarray(got.w).ravel().tolist(),
       "n_shards": len(zs.addressable_shards), "shard_rows": zs.addressable_shards[0].data.shape[0],
       "feat_shards": len(feats.sharding.device_set),
-      "feat_err": float(np.abs(np.asarray(feats) - np.asarray(rbf(z64, u))).max())}))
+      "feat_err": float(np.abs(np.asarray(feats) - np.asarray(rbf(z64, u))).max()),
+      "local_shards": len(local.addressable_shards),
+      "local_equal": bool(np.array_equal(np.asarray(local), z64)), "local_err": local_err}))
 """)
 
 
@@ -61,6 +69,8 @@ def test_sharded_selection_matches_unsharded_on_4_devices():
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["n_shards"] == 4 and out["shard_rows"] == 16
   assert out["feat_shards"] == 4 and out["feat_err"] < 1e-5
+  assert out["local_shards"] == 4 and out["local_equal"]
+  assert "global_rows=62 must be divisible by the 4 devices" in out["local_err"]
   n_bilevel = 4                       # b = 5: 4 greedy + 1 uniform (drawn over the padded shape)
   assert out["got"][:n_bilevel] == out["ref"][:n_bilevel]
   assert max(out["got"]) < 62 and len(set(out["got"])) == 5
@@ -119,3 +129,13 @@ def test_sharded_entry_checks_scores_and_keywords(monkeypatch):
   assert sharding.select_batch_sharded(mesh, *args, b=3, validate=False).indices.shape == (3,)
   with pytest.raises(ValueError, match=r"unknown keyword\(s\) \['cg_step'\]"):
     sharding.select_batch_sharded(mesh, *args, cg_step=3, b=3)
+
+
+def test_shard_pool_from_local_single_process():
+  """One process owns every row: the global array is the local one, split over the mesh."""
+  mesh = sharding.pool_mesh()
+  n = 2 * len(jax.devices())
+  x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+  g = sharding.shard_pool_from_local(mesh, x, n)
+  np.testing.assert_array_equal(np.asarray(g), x)
+  assert g.sharding.spec == sharding.pool_spec(2)
