@@ -221,7 +221,8 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
       (every pool point is a candidate, the equal-settings comparison).
     candidates: None, or the number of random candidates scored per greedy step (the authors'
       candidate_batch_size); then no P x P kernel is needed.
-    Others: exactly as in `bilevel.select.select_batch`.
+    Others: exactly as in `bilevel.select.select_batch` (validate also checks that the
+      greedy scores are finite).
   """
   if validate:
     nystrom_select.validate_inputs(
@@ -242,9 +243,12 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
   n_bilevel, n_uniform = nystrom_select.split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
-  return _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
-                 jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
-                 jnp.asarray(k_pool, dtype), jnp.asarray(lr, dtype), jnp.asarray(l2, dtype),
-                 bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
-                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-                 candidates=None if candidates is None else int(candidates))
+  sel = _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
+                jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
+                jnp.asarray(k_pool, dtype), jnp.asarray(lr, dtype), jnp.asarray(l2, dtype),
+                bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
+                inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
+                candidates=None if candidates is None else int(candidates))
+  if validate:
+    nystrom_select.check_scores(sel.scores)
+  return sel

@@ -96,3 +96,25 @@ def test_key_streams_match_the_nystrom_selection():
   key = jax.random.key(11)
   four = jax.random.key_data(jax.random.split(key, 4))
   np.testing.assert_array_equal(four[:3], jax.random.key_data(jax.random.split(key, 3)))
+
+
+def test_non_finite_scores_raise(monkeypatch):
+  """Before the review NaN scores (e.g. a diverging inner Adam) came back as picks in index
+  order. The compiled selection is stubbed; the NaN path itself is tested end to end in
+  tests/bilevel/select_test.py."""
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(12, 3)).astype(np.float32)
+  y = rng.dirichlet(np.ones(3), 12).astype(np.float32)
+  t = rng.integers(0, 3, 12).astype(np.int32)
+  lab = np.array([0, 1], np.int32)
+  bank = np.stack([z[lab], z[lab]], axis=1)                     # (L, A=2, m)
+  bank_fn = lambda params, key, i: jnp.stack([params[i], params[i]])
+  params = z
+  nan = jnp.array([1.0, jnp.nan])
+  monkeypatch.setattr(R, "_select", lambda *a, **k: S.Selection(
+      jnp.arange(2), jnp.ones(2, bool), nan, nan, nan, nan, jnp.zeros((3, 3))))
+  kw = dict(b=2, uniform_fraction=0.0, k_pool=np.zeros((12, 12), np.float32))
+  with pytest.raises(FloatingPointError, match="greedy step 1 of 2"):
+    R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, bank_fn, params, **kw)
+  R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, bank_fn, params, validate=False,
+                 **kw)
