@@ -160,7 +160,7 @@ class StreamedSelection(NamedTuple):
   indices: np.ndarray       # (b,) greedy picks then uniform picks
   scores: np.ndarray        # (n_bilevel,)
   cg_residual: np.ndarray   # (n_bilevel,)
-  stage_seconds: dict       # inner / outer_grad / cg / scoring -> seconds
+  stage_seconds: dict       # validate / inner / outer_grad / cg / scoring -> seconds
 
 
 @jax.jit
@@ -230,8 +230,10 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
   nystrom_select.check_labeled(labeled_idx, labeled_labels, p, c)
   if not np.all(np.isfinite(labeled_bank)):
     raise ValueError("labeled_bank contains NaN/inf values; expected finite features.")
+  t_validate = time.perf_counter()
   if validate:
     _validate_files(features, pseudo_labels, chunk_rows)
+  t_validate = time.perf_counter() - t_validate
   labeled_idx = np.asarray(labeled_idx, np.int64)
   n_bilevel, n_uniform = nystrom_select.split_batch(b, uniform_fraction)
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
@@ -247,7 +249,7 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
   state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
   zbuf = np.empty((chunk_rows, m), np.float32)
   ybuf = np.empty((chunk_rows, c), np.float32)
-  t = {"inner": 0.0, "outer_grad": 0.0, "cg": 0.0, "scoring": 0.0}
+  t = {"validate": t_validate, "inner": 0.0, "outer_grad": 0.0, "cg": 0.0, "scoring": 0.0}
 
   def passes():
     for s, e in chunks(p, chunk_rows):
@@ -301,7 +303,8 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     picks.append(best_i)
     scores.append(best)
     resid.append(float(cg.residual))
-    for name, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+    for name, dt in zip(("inner", "outer_grad", "cg", "scoring"),
+                        (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
       t[name] += dt
     log(f"step {k}: pick {best_i} score {best:.4g} inner {t1 - t0:.2f}s grad {t2 - t1:.2f}s "
         f"cg {t3 - t2:.2f}s score {t4 - t3:.2f}s")

@@ -62,6 +62,7 @@ def test_streamed_selection_picks_as_in_memory(tmp_path):
   np.testing.assert_array_equal(got.indices, np.asarray(ref.indices))
   np.testing.assert_allclose(got.scores, np.asarray(ref.scores), rtol=1e-2)
   assert not set(got.indices.tolist()) & set(lab.tolist())
+  assert set(got.stage_seconds) == {"validate", "inner", "outer_grad", "cg", "scoring"}
   with pytest.raises(ValueError, match="b=200"):
     streaming.select_streamed(key, streaming.RowFile(tmp_path / "z.npy"),
                               streaming.RowFile(tmp_path / "y.npy"), lab, t[lab], bank,
