@@ -40,10 +40,12 @@ def pool_spec(ndim: int) -> P:
 
 
 def pool_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Sharding of an (N, ...) pool array of rank `ndim`: rows split over the mesh."""
   return NamedSharding(mesh, pool_spec(ndim))
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding that places a full copy on every device of the mesh."""
   return NamedSharding(mesh, P())
 
 
@@ -55,7 +57,7 @@ def padded_size(n: int, multiple: int) -> int:
 
 
 def pad_rows(x: Any, size: int, fill: float = 0.0) -> Any:
-  """Pads axis 0 of `x` (numpy or jax) up to `size` rows with `fill`."""
+  """Pads axis 0 of `x` (N, ...) (numpy or jax) up to (size, ...) with `fill`."""
   n = x.shape[0]
   if size < n:
     raise ValueError(f"pad_rows: target size {size} is below the {n} rows present.")
