@@ -167,6 +167,24 @@ def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
     raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
 
+def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps) -> None:
+  """Raises ValueError naming a bad selection setting (types and ranges; see `select_batch`)."""
+  if not isinstance(b, (int, np.integer)) or b < 1:
+    raise ValueError(f"b must be a positive int, got {b!r}.")
+  if not 0.0 <= uniform_fraction <= 1.0:
+    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
+  for name, value, low in (("inner_steps", inner_steps, 0), ("cg_steps", cg_steps, 1)):
+    if not isinstance(value, (int, np.integer)) or value < low:
+      raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+  if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+    raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
+  for name, value, ok, want in (("lr", lr, lambda v: v > 0, "> 0"),
+                                ("l2", l2, lambda v: v >= 0, ">= 0")):
+    v = _concrete(value)
+    if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
+      raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
+
+
 def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
                     bank_params, *, b, uniform_fraction, lr, l2, inner_steps, batch_size,
                     cg_steps, w0=None, label_tol=1e-3, inner_solver=None,
@@ -201,23 +219,11 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   for name, value in (("labeled_idx", labeled_idx), ("labeled_labels", labeled_labels)):
     if not jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer):
       raise ValueError(f"{name} must be integers, got dtype {jnp.asarray(value).dtype}.")
-  if not isinstance(b, (int, np.integer)) or b < 1:
-    raise ValueError(f"b must be a positive int, got {b!r}.")
-  if not 0.0 <= uniform_fraction <= 1.0:
-    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
+  check_settings(b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2, inner_steps=inner_steps,
+                 batch_size=batch_size, cg_steps=cg_steps)
   if b > p - n_lab:
     raise ValueError(f"b={b} is larger than the {p - n_lab} pool points available "
                      f"(P={p} minus L={n_lab} labeled).")
-  for name, value, low in (("inner_steps", inner_steps, 0), ("cg_steps", cg_steps, 1)):
-    if not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-  if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-    raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
-  for name, value, ok, want in (("lr", lr, lambda v: v > 0, "> 0"),
-                                ("l2", l2, lambda v: v >= 0, ">= 0")):
-    v = _concrete(value)
-    if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
-      raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
   if w0 is not None and np.shape(w0) != (m, c):
     raise ValueError(f"w0 must be (m={m}, c={c}), got shape {np.shape(w0)}.")
   if inner_solver is not None and not callable(inner_solver):

@@ -221,10 +221,11 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     raise ValueError(f"labeled_idx, labeled_labels must be (L,) and labeled_bank (L, A, m={m}) "
                      f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
                      f"and {np.shape(labeled_bank)}.")
-  if not isinstance(b, (int, np.integer)) or not 1 <= b <= p - n_lab:
+  nystrom_select.check_settings(b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
+                                inner_steps=inner_steps, batch_size=batch_size,
+                                cg_steps=cg_steps)
+  if b > p - n_lab:
     raise ValueError(f"b={b!r} must be an int in [1, {p - n_lab}] (pool minus labeled).")
-  if not 0.0 <= uniform_fraction <= 1.0:
-    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
   if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
     raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}.")
   nystrom_select.check_labeled(labeled_idx, labeled_labels, p, c)

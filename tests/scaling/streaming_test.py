@@ -109,3 +109,7 @@ def test_streamed_selection_rejects_bad_inputs_before_selecting(tmp_path):
     run(chunk_rows=0)
   with pytest.raises(ValueError, match=r"uniform_fraction"):
     run(uniform_fraction=2.0)
+  with pytest.raises(ValueError, match=r"lr must be a finite scalar > 0, got -0.1"):
+    run(lr=-0.1)
+  with pytest.raises(ValueError, match=r"cg_steps must be an int >= 1, got 0"):
+    run(cg_steps=0)
