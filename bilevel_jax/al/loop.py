@@ -92,13 +92,14 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
   """Loads the dataset (optionally a random subset) and the background noise."""
+  # Noise first: it is small, so a broken noise file fails before a long first decode.
   try:
+    noise = data_lib.load_background_noise(config.data_root or None)
     ds = data_lib.load_dataset(config.dataset, config.data_root or None,
                                progress=config.progress)
   except (FileNotFoundError, ValueError) as e:
     raise ValueError(f"config.dataset={config.dataset!r} (config.data_root="
                      f"{config.data_root or 'default'}) cannot be loaded: {e}") from e
-  noise = data_lib.load_background_noise(config.data_root or None)
   train_w, train_y = ds.train.waveforms, np.asarray(ds.train.labels, np.int32)
   test_w, test_y = ds.test.waveforms, np.asarray(ds.test.labels, np.int32)
   key = jax.random.key(config.subset.seed)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import pathlib
-import tempfile
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -144,26 +142,18 @@ def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
   # 2. Decode once, streaming into a memory-mapped temporary file (the full Speech Commands
   #    array is ~6.7 GB, so it is never held in memory), then rename it into place.
   shape = (len(entries), decode.TARGET_LENGTH)
-  tmp = None
+  files = [root / e.relpath for e in entries]
   if cache:
-    npy_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=npy_path.parent, prefix=f".{npy_path.name}.",
-                               suffix=".tmp.npy")
-    os.close(fd)
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-  else:
-    array = np.zeros(shape, np.float32)
-  try:
-    failures = decode.decode_into(array, [root / e.relpath for e in entries],
-                                  on_error=on_error, desc=f"decoding {name}", progress=progress)
-    if cache:
+    with io.atomic_path(npy_path, suffix=".tmp.npy") as tmp:
+      array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+      failures = decode.decode_into(array, files, on_error=on_error, desc=f"decoding {name}",
+                                    progress=progress)
       array.flush()
       del array
-      os.replace(tmp, npy_path)
-      tmp = None
-  finally:
-    if tmp is not None and os.path.exists(tmp):
-      os.unlink(tmp)
+  else:
+    array = np.zeros(shape, np.float32)
+    failures = decode.decode_into(array, files, on_error=on_error, desc=f"decoding {name}",
+                                  progress=progress)
 
   failed = {i for i, _ in failures}
   skipped.extend((entries[i].relpath, reason) for i, reason in failures)
