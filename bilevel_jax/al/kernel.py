@@ -119,13 +119,12 @@ class KernelFeatures:
     m = int(b.landmarks)
     if not 1 <= m <= n:
       raise ValueError(f"config.bilevel.landmarks={m}; expected 1 <= m <= {n} (training set).")
-    key = jax.random.key(int(b.landmark_seed))
-    self.landmark_idx = np.sort(np.asarray(jax.random.permutation(key, n))[:m])
-    self.features, nystrom, landmark_x = self._load_or_compute(config, tag)
+    self.landmark_idx = nystrom.draw_landmarks(jax.random.key(int(b.landmark_seed)), n, m)
+    self.features, nys_map, landmark_x = self._load_or_compute(config, tag)
     self.bank_fn = make_bank_fn(self.n_aug, int(b.ntk_depth), b.kernel)
     self._bank_many = jax.jit(jax.vmap(self.bank_fn, in_axes=(None, None, 0)))
     self._params = BankParams(jnp.asarray(waveforms), jnp.asarray(noise), jnp.asarray(landmark_x),
-                              jnp.asarray(nystrom), jnp.float32(mean), jnp.float32(std),
+                              jnp.asarray(nys_map), jnp.float32(mean), jnp.float32(std),
                               jnp.zeros((2,), jnp.uint32))
     self._banks: dict[tuple[int, int], np.ndarray] = {}  # (seed, index) -> (A, m)
 
