@@ -185,3 +185,19 @@ def test_raw_uint32_keys_work_and_short_noise_is_rejected():
   chex.assert_shape(y, (2, T))
   with pytest.raises(ValueError, match="16000"):
     aug.augment(jax.random.key(0), x, jnp.zeros((2, 8000)))
+
+
+def test_groups_equal_separate_calls_and_reject_mismatch():
+  """The batched front end of the MixMatch step against one augment_and_featurize per group."""
+  x, noise = _speechlike(5), _noise()
+  keys = list(jax.random.split(jax.random.key(7), 2))
+  groups = jax.jit(aug.augment_and_featurize_groups)(keys, [x[:2], x[2:]], noise)
+  assert aug.augment_and_featurize.groups is aug.augment_and_featurize_groups
+  chex.assert_shape(groups, [(2, 32, 32, 1), (3, 32, 32, 1)])
+  separate = jax.jit(lambda k0, k1: [aug.augment_and_featurize(k0, x[:2], noise),
+                                      aug.augment_and_featurize(k1, x[2:], noise)])(*keys)
+  # Same draws and arithmetic; only the FFT's batch blocking differs (features ~0..1).
+  for got, want in zip(groups, separate):
+    np.testing.assert_allclose(got, want, atol=2e-5)
+  with pytest.raises(ValueError, match="2 keys for 1 waveform groups"):
+    aug.augment_and_featurize_groups(keys, [x], noise)

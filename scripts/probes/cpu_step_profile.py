@@ -1,0 +1,243 @@
+"""Profile of one cpu-scale MixMatch step (WRN-10-1, batch 64 + 2 x 64) on XLA:CPU, by pieces.
+
+  .venv/bin/python scripts/probes/cpu_step_profile.py profile [--rounds=N]
+
+Each piece is its own jitted function, timed with block_until_ready; pieces are interleaved in
+rounds so that a background job's load hits them alike; medians over rounds are reported, and
+ratios to the median full step. Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bilevel_jax import audio
+from bilevel_jax import data as D
+from bilevel_jax.ssl import mixmatch
+from bilevel_jax.ssl import train as T
+from experiments.configs import mixmatch as mm_config
+
+
+def setup(num_labels: int = 60):
+  ds = D.load_dataset("fsdd", progress=False)
+  noise = D.load_background_noise()
+  w = np.asarray(ds.train.waveforms, np.float32)
+  y = np.asarray(ds.train.labels)
+  rng = np.random.default_rng(0)
+  lab = np.concatenate([rng.choice(np.flatnonzero(y == c), num_labels // 10, replace=False)
+                        for c in range(10)])
+  tc = T.TrainConfig.from_config(mm_config.get_config("cpu").train)
+  model = T.create_model(tc, 10)
+  data = T.TrainData(jnp.asarray(w), jnp.asarray(y, jnp.int32), jnp.asarray(noise),
+                     jnp.float32(0.5), jnp.float32(0.2))
+  return tc, model, data, jnp.asarray(lab, jnp.int32)
+
+
+def timed(fn, *args, reps: int = 1) -> float:
+  t = time.perf_counter()
+  for _ in range(reps):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t) / reps
+
+
+def profile(rounds: int) -> dict:
+  tc, model, data, lab = setup()
+  b, k_aug, nc = tc.batch_size, tc.num_augmentations, 10
+  state = T.init_state(tc, model, jax.random.key(0))
+  key = jax.random.key(1)
+  k_lab, k_unl, k_auglab, k_augunl, k_mix = jax.random.split(key, 5)
+  norm = lambda f: (f - data.feature_mean) / data.feature_std
+
+  def gather(data, lab):
+    n_lab = lab.shape[0]
+    idx = lab[jax.random.choice(k_lab, n_lab, (b,), replace=n_lab < b)]
+    uidx = jax.random.choice(k_unl, data.waveforms.shape[0], (b,), replace=False)
+    return data.waveforms[idx], jnp.tile(data.waveforms[uidx], (k_aug, 1)), data.labels[idx]
+
+  def augment_only(wx, wu, noise):
+    return (audio.augment(k_auglab, wx, noise), audio.augment(k_augunl, wu, noise))
+
+  def featurize_only(ax, au):
+    return audio.featurize(ax), audio.featurize(au)
+
+  def front_end(data, lab):
+    wx, wu, yl = gather(data, lab)
+    x = norm(audio.augment_and_featurize(k_auglab, wx, data.noise))
+    u = norm(audio.augment_and_featurize(k_augunl, wu, data.noise))
+    return x, u, jax.nn.one_hot(yl, nc)
+
+  def forward(params, batch_stats, inputs):
+    (logits, _), upd = model.apply({"params": params, "batch_stats": batch_stats}, inputs,
+                                   train=True, mutable=["batch_stats"])
+    return logits, upd["batch_stats"]
+
+  def guess(params, batch_stats, u):
+    logits_u, _ = forward(params, batch_stats, u)
+    return mixmatch.guess_labels(logits_u.reshape(k_aug, b, nc), tc.temperature)
+
+  def mix(x, y, u, q):
+    return mixmatch.mixmatch_batch(k_mix, x, y, u, jnp.tile(q, (k_aug, 1)), tc.mixup_alpha)
+
+  def fwd_bwd(params, batch_stats, inputs, targets):
+    def loss_fn(p):
+      logits, stats = forward(p, batch_stats, inputs)
+      loss, _ = mixmatch.mixmatch_loss(logits, targets, b, jnp.float32(5.0))
+      return loss, stats
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  optimizer = T.make_optimizer(tc)
+
+  def update(st, grads):
+    updates, opt_state = optimizer.update(grads, st.opt_state, st.params)
+    params = optax.apply_updates(st.params, updates)
+    params = T._decay_kernels(params, 1.0 - tc.weight_decay * T.lr_schedule(tc)(st.step))
+    t = st.step.astype(jnp.float32)
+    decay = jnp.minimum(tc.ema_decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, st.ema_params, params)
+    return params, opt_state, ema
+
+  step = jax.jit(T.make_step(tc, model, nc, audio.featurize, audio.augment_and_featurize))
+  jf = {n: jax.jit(f) for n, f in dict(gather=gather, augment=augment_only,
+                                         featurize=featurize_only, front_end=front_end,
+                                         guess=guess, mix=mix, fwd_bwd=fwd_bwd,
+                                         update=update).items()}
+  wx, wu, yl = jf["gather"](data, lab)
+  ax, au = jf["augment"](wx, wu, data.noise)
+  x, u, y1 = jf["front_end"](data, lab)
+  q = jf["guess"](state.params, state.batch_stats, u)
+  inputs, targets = jf["mix"](x, y1, u, q)
+  (_, _), grads = jf["fwd_bwd"](state.params, state.batch_stats, inputs, targets)
+  calls = {
+      "step": (step, (state, data, lab)),
+      "front_end": (jf["front_end"], (data, lab)),
+      "augment": (jf["augment"], (wx, wu, data.noise)),
+      "featurize": (jf["featurize"], (ax, au)),
+      "guess_forward": (jf["guess"], (state.params, state.batch_stats, u)),
+      "mixup": (jf["mix"], (x, y1, u, q)),
+      "fwd_bwd": (jf["fwd_bwd"], (state.params, state.batch_stats, inputs, targets)),
+      "update": (jf["update"], (state, grads)),
+  }
+  for fn, args in calls.values():  # compile + warm
+    timed(fn, *args, reps=2)
+  times = {n: [] for n in calls}
+  for _ in range(rounds):
+    for n, (fn, args) in calls.items():
+      times[n].append(timed(fn, *args, reps=3))
+  med = {n: statistics.median(v) for n, v in times.items()}
+  return {"median_s": med, "ratio_to_step": {n: med[n] / med["step"] for n in med},
+          "all_s": times}
+
+
+def step_time(reps: int) -> dict:
+  """Median seconds of the current jitted, donated step (for XLA flag comparisons)."""
+  tc, model, data, lab = setup()
+  state = T.init_state(tc, model, jax.random.key(0))
+  step = jax.jit(T.make_step(tc, model, 10, audio.featurize, audio.augment_and_featurize),
+                 donate_argnums=0)
+  for _ in range(2):
+    state, _ = step(state, data, lab)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    state, _ = step(state, data, lab)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  return {"median_s": statistics.median(times), "all_s": times}
+
+
+def _two_call_front_end(key, waveforms, noise):
+  """audio.augment_and_featurize without its `groups` attribute: make_step's previous path."""
+  return audio.augment_and_featurize(key, waveforms, noise)
+
+
+VARIANTS = {
+    # name: (batched front end, WideResNet.weight_grad_chunk, XLA compile options)
+    "before": (False, 0, {}),
+    "front_end_only": (True, 0, {}),
+    "after": (True, None, {}),  # the defaults: batched front end, slices of 16 on CPU
+    "chunk48": (True, 48, {}),
+    "chunk32": (True, 32, {}),
+    "chunk16": (True, 16, {}),
+    "chunk8": (True, 8, {}),
+    "after_ynn_off": (True, None, {"xla_cpu_experimental_ynn_fusion_type": ""}),
+    "after_concurrency_sched": (True, None,
+                                {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
+}
+
+
+def compare(names: list[str], rounds: int, reps: int) -> dict:
+  """Interleaved wall and process-CPU seconds per step of step variants, one process."""
+  tc, model, data, lab = setup()
+  runs, first = {}, {}
+  for name in names:
+    grouped, chunk, options = VARIANTS[name]
+    aug = audio.augment_and_featurize if grouped else _two_call_front_end
+    step = T.make_step(tc, model.clone(weight_grad_chunk=chunk), 10, audio.featurize, aug)
+    state = T.init_state(tc, model, jax.random.key(0))
+    fn = jax.jit(step, donate_argnums=0).lower(state, data, lab).compile(
+        compiler_options=options)
+    state, metrics = fn(state, data, lab)
+    first[name] = (jax.device_get(metrics), jax.device_get(state.batch_stats))
+    state, _ = fn(state, data, lab)
+    jax.block_until_ready(state)
+    runs[name] = [fn, state]
+  wall = {n: [] for n in names}
+  cpu = {n: [] for n in names}
+  for _ in range(rounds):
+    for name in names:
+      fn, state = runs[name]
+      t, c = time.perf_counter(), time.process_time()
+      for _ in range(reps):
+        state, _ = fn(state, data, lab)
+      jax.block_until_ready(state)
+      wall[name].append((time.perf_counter() - t) / reps)
+      cpu[name].append((time.process_time() - c) / reps)
+      runs[name][1] = state
+  med_w = {n: statistics.median(v) for n, v in wall.items()}
+  med_c = {n: statistics.median(v) for n, v in cpu.items()}
+  # Same keys, data and init: the first step's losses and batch-norm statistics (functions of
+  # the features and activations of the MixMatch batch) must agree across variants.
+  m0, s0 = first[names[0]]
+  first_step = {n: {"loss": float(first[n][0]["loss"]),
+                    "max_abs_loss_diff": float(abs(first[n][0]["loss"] - m0["loss"])),
+                    "max_abs_batch_stats_diff": float(max(jax.tree.leaves(jax.tree.map(
+                        lambda a, b: np.max(np.abs(a - b)), first[n][1], s0))))}
+                for n in names}
+  return {"wall_s_per_step": med_w, "cpu_s_per_step": med_c,
+          "wall_ratio_to_first": {n: med_w[n] / med_w[names[0]] for n in names},
+          "cpu_ratio_to_first": {n: med_c[n] / med_c[names[0]] for n in names},
+          "first_step_vs_first_variant": first_step, "steps_each": 2 + rounds * reps,
+          "wall_all_s": wall, "cpu_all_s": cpu}
+
+
+def main(argv):
+  parser = argparse.ArgumentParser()
+  parser.add_argument("mode", choices=["profile", "step", "compare"])
+  parser.add_argument("--rounds", type=int, default=7)
+  parser.add_argument("--reps", type=int, default=8)
+  parser.add_argument("--variants", default="before,after")
+  args = parser.parse_args(argv)
+  out = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__}
+  if args.mode == "profile":
+    out.update(profile(args.rounds))
+  elif args.mode == "compare":
+    out.update(compare(args.variants.split(","), args.rounds, args.reps))
+  else:
+    out["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    out.update(step_time(args.reps))
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
