@@ -177,12 +177,13 @@ def augment_and_featurize(key: jax.Array, waveforms: jax.Array, noise: jax.Array
 
 def augment_and_featurize_groups(keys, waveform_groups, noise: jax.Array, *,
                                  prob=PROB) -> list[jax.Array]:
-  """`[augment_and_featurize(k, w, noise) for k, w in zip(keys, waveform_groups)]` in one pass.
+  """`[augment_and_featurize(k, w, noise) for k, w in zip(keys, waveform_groups)]`, faster.
 
-  Each group's parameters come from its own key exactly as in `augment_and_featurize`, so the
-  outputs are the same up to float rounding; the groups are augmented and featurized as one
-  concatenated batch, which on XLA:CPU avoids re-gathering the clips inside each group's
-  augmentation and runs one FFT instead of several. waveform_groups: [(B_g, 16000)].
+  Each group's parameters come from its own key exactly as in `augment_and_featurize`, and
+  each group's log-mel is computed on its own, so the outputs are the same (bitwise in our
+  checks). The groups are augmented as one concatenated batch: on XLA:CPU this materialises the
+  gathered clips once instead of fusing the dataset gather into every interpolation tap.
+  waveform_groups: [(B_g, 16000)] -> [(B_g, 32, 32, 1)].
   """
   if len(keys) != len(waveform_groups):
     raise ValueError(f"got {len(keys)} keys for {len(waveform_groups)} waveform groups")
@@ -190,9 +191,11 @@ def augment_and_featurize_groups(keys, waveform_groups, noise: jax.Array, *,
     _check(w, noise)
   params = [sample_params(k, w.shape[0], noise.shape, prob) for k, w in zip(keys, waveform_groups)]
   params = jax.tree.map(lambda *v: jnp.concatenate(v), *params)
-  feats = features.featurize(apply_params(params, jnp.concatenate(waveform_groups), noise))
+  augmented = apply_params(params, jnp.concatenate(waveform_groups), noise)
   sizes = [w.shape[0] for w in waveform_groups]
-  return [feats[a:a + n] for a, n in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes)]
+  starts = np.cumsum([0] + sizes[:-1]).tolist()
+  # Log-mel per group: the FFT of 192 frames at once was ~10% slower than of 64 + 128.
+  return [features.featurize(augmented[a:a + n]) for a, n in zip(starts, sizes)]
 
 
 # Callers that augment several groups at once (ssl.train's MixMatch step) look this up.

@@ -1,10 +1,15 @@
-"""Profile of one cpu-scale MixMatch step (WRN-10-1, batch 64 + 2 x 64) on XLA:CPU, by pieces.
+"""Profile of one cpu-scale MixMatch step (WRN-10-1, batch 64 + 2 x 64) on XLA:CPU, by pieces,
+and side-by-side step times of code variants (the previous step vs the current one).
 
-  .venv/bin/python scripts/probes/cpu_step_profile.py profile [--rounds=N]
+  .venv/bin/python scripts/probes/cpu_step_profile.py all --rounds=5 --compare_rounds=10 \
+      --reps=2 --variants=before,front_end_only,after,chunk32,chunk8,after_ynn_off
 
-Each piece is its own jitted function, timed with block_until_ready; pieces are interleaved in
-rounds so that a background job's load hits them alike; medians over rounds are reported, and
-ratios to the median full step. Prints one JSON object.
+Variants (VARIANTS): "before" = make_step's previous front end (one augment_and_featurize call
+for the labeled and one for the unlabeled batch) and plain autodiff kernel gradients
+(weight_grad_chunk=0); "after" = the current defaults. Everything runs in one process: pieces
+and steps are jitted, timed with block_until_ready and interleaved in rounds, so that the
+background jobs sharing the 2 cores hit all variants alike; medians over rounds, wall and
+process-CPU seconds, and ratios. Prints one JSON object (with the command).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import optax
 
 from bilevel_jax import audio
 from bilevel_jax import data as D
+from bilevel_jax.audio import augmentations
 from bilevel_jax.ssl import mixmatch
 from bilevel_jax.ssl import train as T
 from experiments.configs import mixmatch as mm_config
@@ -42,20 +48,19 @@ def setup(num_labels: int = 60):
   return tc, model, data, jnp.asarray(lab, jnp.int32)
 
 
-def timed(fn, *args, reps: int = 1) -> float:
-  t = time.perf_counter()
+def timed(fn, *args, reps: int = 1) -> tuple[float, float]:
+  """(wall, process CPU) seconds per call; CPU time is what other jobs on the cores disturb least."""
+  t, c = time.perf_counter(), time.process_time()
   for _ in range(reps):
     out = fn(*args)
   jax.block_until_ready(out)
-  return (time.perf_counter() - t) / reps
+  return (time.perf_counter() - t) / reps, (time.process_time() - c) / reps
 
 
-def profile(rounds: int) -> dict:
-  tc, model, data, lab = setup()
+def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
+  """Jitted pieces of one MixMatch step (as in ssl.train.make_step) and their arguments."""
   b, k_aug, nc = tc.batch_size, tc.num_augmentations, 10
-  state = T.init_state(tc, model, jax.random.key(0))
-  key = jax.random.key(1)
-  k_lab, k_unl, k_auglab, k_augunl, k_mix = jax.random.split(key, 5)
+  k_lab, k_unl, k_auglab, k_augunl, k_mix = jax.random.split(jax.random.key(1), 5)
   norm = lambda f: (f - data.feature_mean) / data.feature_std
 
   def gather(data, lab):
@@ -65,16 +70,25 @@ def profile(rounds: int) -> dict:
     return data.waveforms[idx], jnp.tile(data.waveforms[uidx], (k_aug, 1)), data.labels[idx]
 
   def augment_only(wx, wu, noise):
-    return (audio.augment(k_auglab, wx, noise), audio.augment(k_augunl, wu, noise))
+    if grouped:
+      px = augmentations.sample_params(k_auglab, wx.shape[0], noise.shape)
+      pu = augmentations.sample_params(k_augunl, wu.shape[0], noise.shape)
+      p = jax.tree.map(lambda *v: jnp.concatenate(v), px, pu)
+      return augmentations.apply_params(p, jnp.concatenate([wx, wu]), noise)
+    return audio.augment(k_auglab, wx, noise), audio.augment(k_augunl, wu, noise)
 
-  def featurize_only(ax, au):
-    return audio.featurize(ax), audio.featurize(au)
+  def featurize_only(a):
+    return audio.featurize(a) if grouped else tuple(map(audio.featurize, a))
 
   def front_end(data, lab):
     wx, wu, yl = gather(data, lab)
-    x = norm(audio.augment_and_featurize(k_auglab, wx, data.noise))
-    u = norm(audio.augment_and_featurize(k_augunl, wu, data.noise))
-    return x, u, jax.nn.one_hot(yl, nc)
+    if grouped:
+      x, u = augmentations.augment_and_featurize_groups([k_auglab, k_augunl], [wx, wu],
+                                                        data.noise)
+    else:
+      x = audio.augment_and_featurize(k_auglab, wx, data.noise)
+      u = audio.augment_and_featurize(k_augunl, wu, data.noise)
+    return norm(x), norm(u), jax.nn.one_hot(yl, nc)
 
   def forward(params, batch_stats, inputs):
     (logits, _), upd = model.apply({"params": params, "batch_stats": batch_stats}, inputs,
@@ -106,36 +120,61 @@ def profile(rounds: int) -> dict:
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, st.ema_params, params)
     return params, opt_state, ema
 
-  step = jax.jit(T.make_step(tc, model, nc, audio.featurize, audio.augment_and_featurize))
+  aug = audio.augment_and_featurize if grouped else _two_call_front_end
+  step = jax.jit(T.make_step(tc, model, nc, audio.featurize, aug))
   jf = {n: jax.jit(f) for n, f in dict(gather=gather, augment=augment_only,
                                          featurize=featurize_only, front_end=front_end,
                                          guess=guess, mix=mix, fwd_bwd=fwd_bwd,
                                          update=update).items()}
-  wx, wu, yl = jf["gather"](data, lab)
-  ax, au = jf["augment"](wx, wu, data.noise)
+  wx, wu, _ = jf["gather"](data, lab)
+  augmented = jf["augment"](wx, wu, data.noise)
   x, u, y1 = jf["front_end"](data, lab)
   q = jf["guess"](state.params, state.batch_stats, u)
   inputs, targets = jf["mix"](x, y1, u, q)
   (_, _), grads = jf["fwd_bwd"](state.params, state.batch_stats, inputs, targets)
-  calls = {
+  return {
       "step": (step, (state, data, lab)),
-      "front_end": (jf["front_end"], (data, lab)),
-      "augment": (jf["augment"], (wx, wu, data.noise)),
-      "featurize": (jf["featurize"], (ax, au)),
-      "guess_forward": (jf["guess"], (state.params, state.batch_stats, u)),
+      "front_end (gather+augment+log-mel, 192 clips)": (jf["front_end"], (data, lab)),
+      "  augment only": (jf["augment"], (wx, wu, data.noise)),
+      "  log-mel only": (jf["featurize"], (augmented,)),
+      "label-guess forward (128)": (jf["guess"], (state.params, state.batch_stats, u)),
       "mixup": (jf["mix"], (x, y1, u, q)),
-      "fwd_bwd": (jf["fwd_bwd"], (state.params, state.batch_stats, inputs, targets)),
-      "update": (jf["update"], (state, grads)),
+      "train forward+backward (192)": (jf["fwd_bwd"], (state.params, state.batch_stats,
+                                                       inputs, targets)),
+      "adam+decay+ema update": (jf["update"], (state, grads)),
   }
+
+
+def profile(names: list[str], rounds: int) -> dict:
+  """Median wall / CPU seconds of the step's pieces per variant, pieces interleaved."""
+  tc, model, data, lab = setup()
+  calls = {}
+  for name in names:
+    grouped, chunk, options = VARIANTS[name]
+    if options:
+      raise ValueError(f"profile runs default compile options; variant {name!r} sets {options}")
+    m = model.clone(weight_grad_chunk=chunk)
+    state = T.init_state(tc, m, jax.random.key(0))
+    for piece, call in _pieces(tc, m, data, lab, state, grouped).items():
+      calls[(name, piece)] = call
   for fn, args in calls.values():  # compile + warm
     timed(fn, *args, reps=2)
-  times = {n: [] for n in calls}
+  wall = {k: [] for k in calls}
+  cpu = {k: [] for k in calls}
   for _ in range(rounds):
-    for n, (fn, args) in calls.items():
-      times[n].append(timed(fn, *args, reps=3))
-  med = {n: statistics.median(v) for n, v in times.items()}
-  return {"median_s": med, "ratio_to_step": {n: med[n] / med["step"] for n in med},
-          "all_s": times}
+    for k, (fn, args) in calls.items():
+      w, c = timed(fn, *args, reps=3)
+      wall[k].append(w)
+      cpu[k].append(c)
+  out = {}
+  for name in names:
+    step_w = statistics.median(wall[(name, "step")])
+    step_c = statistics.median(cpu[(name, "step")])
+    out[name] = {piece: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k]),
+                         "wall_ratio_to_step": statistics.median(wall[k]) / step_w,
+                         "cpu_ratio_to_step": statistics.median(cpu[k]) / step_c}
+                 for k in calls if k[0] == name for piece in [k[1]]}
+  return out
 
 
 def step_time(reps: int) -> dict:
@@ -173,6 +212,11 @@ VARIANTS = {
     "after_ynn_off": (True, None, {"xla_cpu_experimental_ynn_fusion_type": ""}),
     "after_concurrency_sched": (True, None,
                                 {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
+    "after_ynn_conv_only": (True, None, {
+        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}),
+    "after_ynn_conv_dot": (True, None, {
+        "xla_cpu_experimental_ynn_fusion_type":
+            "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}),
 }
 
 
@@ -223,17 +267,21 @@ def compare(names: list[str], rounds: int, reps: int) -> dict:
 
 def main(argv):
   parser = argparse.ArgumentParser()
-  parser.add_argument("mode", choices=["profile", "step", "compare"])
+  parser.add_argument("mode", choices=["profile", "step", "compare", "all"])
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--reps", type=int, default=8)
   parser.add_argument("--variants", default="before,after")
+  parser.add_argument("--compare_rounds", type=int, default=10)
+  parser.add_argument("--profile_variants", default="before,after")
   args = parser.parse_args(argv)
   out = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__}
-  if args.mode == "profile":
-    out.update(profile(args.rounds))
-  elif args.mode == "compare":
+  if args.mode in ("profile", "all"):
+    out["profile"] = profile(args.profile_variants.split(","), args.rounds)
+  if args.mode == "all":
+    out["compare"] = compare(args.variants.split(","), args.compare_rounds, args.reps)
+  if args.mode == "compare":
     out.update(compare(args.variants.split(","), args.rounds, args.reps))
-  else:
+  if args.mode == "step":
     out["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     out.update(step_time(args.reps))
   print(json.dumps(out, indent=1))

@@ -196,7 +196,7 @@ def test_groups_equal_separate_calls_and_reject_mismatch():
   chex.assert_shape(groups, [(2, 32, 32, 1), (3, 32, 32, 1)])
   separate = jax.jit(lambda k0, k1: [aug.augment_and_featurize(k0, x[:2], noise),
                                       aug.augment_and_featurize(k1, x[2:], noise)])(*keys)
-  # Same draws and arithmetic; only the FFT's batch blocking differs (features ~0..1).
+  # Same draws, same arithmetic per group (features ~0..1).
   for got, want in zip(groups, separate):
     np.testing.assert_allclose(got, want, atol=2e-5)
   with pytest.raises(ValueError, match="2 keys for 1 waveform groups"):
