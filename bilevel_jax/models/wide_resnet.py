@@ -36,10 +36,10 @@ def chunked_weight_grad_conv(chunk: int) -> Callable[..., jax.Array]:
   Forward and input gradient are the plain convolution and its autodiff transpose; the kernel
   gradient sum_n x_n * dy_n is computed as sum over slices c of (sum_{n in c} x_n * dy_n),
   the same sum in another order. Why: XLA:CPU (jax 0.10.2) lowers the kernel gradient of a
-  small-channel convolution to a convolution with an (H, W, batch)-sized window, which costs
-  1.5-2.6x less CPU time per example on slices of 16 examples than on a batch of 192
-  (WRN-10-1 layers; scripts/probes/cpu_step_profile.py). chunk <= 0, or a batch of at most
-  `chunk` examples, gives the plain convolution (no custom VJP).
+  small-channel convolution to a convolution with an (H, W, batch)-sized window; summed over
+  slices of 16 it took 1.45-2.2x less CPU time than on the whole batch of 192 for each
+  WRN-10-1 layer (results/probes_cpu_step_profile.json, kernel_grad). chunk <= 0, or a batch
+  of at most `chunk` examples, gives the plain convolution (no custom VJP).
   """
   def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
            dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):

@@ -177,6 +177,32 @@ def profile(names: list[str], rounds: int) -> dict:
   return out
 
 
+def kernel_grad(rounds: int) -> dict:
+  """CPU ms of one WRN-10-1 layer's kernel gradient (batch 192): plain autodiff vs slices."""
+  from bilevel_jax.models import wide_resnet  # pylint: disable=import-outside-toplevel
+  dn = ("NHWC", "HWIO", "NHWC")
+  layers = [(32, 1, 16, 1, 3), (32, 16, 16, 1, 3), (32, 16, 32, 2, 3), (16, 32, 32, 1, 3),
+            (16, 32, 64, 2, 3), (8, 64, 64, 1, 3), (32, 16, 32, 2, 1)]  # (H, Cin, Cout, s, k)
+  rng = np.random.default_rng(0)
+  calls = {}
+  for h, ci, co, st, k in layers:
+    x = jnp.asarray(rng.standard_normal((192, h, h, ci)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, ci, co)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal((192, -(-h // st), -(-h // st), co)), jnp.float32)
+    for chunk in (0, 48, 16, 8):
+      conv = wide_resnet.chunked_weight_grad_conv(chunk)
+      f = jax.jit(lambda x, w, dy, conv=conv, st=st: jax.vjp(
+          lambda w_: conv(x, w_, (st, st), "SAME", dimension_numbers=dn), w)[1](dy)[0])
+      calls[f"{ci}->{co} {h}x{h} k{k} s{st} chunk{chunk}"] = (f, (x, w, dy))
+  for fn, args in calls.values():
+    timed(fn, *args, reps=1)
+  cpu = {n: [] for n in calls}
+  for _ in range(rounds):
+    for n, (fn, args) in calls.items():
+      cpu[n].append(timed(fn, *args, reps=3)[1])
+  return {"cpu_ms": {n: 1e3 * statistics.median(v) for n, v in cpu.items()}}
+
+
 def step_time(reps: int) -> dict:
   """Median seconds of the current jitted, donated step (for XLA flag comparisons)."""
   tc, model, data, lab = setup()
@@ -267,7 +293,7 @@ def compare(names: list[str], rounds: int, reps: int) -> dict:
 
 def main(argv):
   parser = argparse.ArgumentParser()
-  parser.add_argument("mode", choices=["profile", "step", "compare", "all"])
+  parser.add_argument("mode", choices=["profile", "step", "compare", "kernel_grad", "all"])
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--reps", type=int, default=8)
   parser.add_argument("--variants", default="before,after")
@@ -277,6 +303,8 @@ def main(argv):
   out = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__}
   if args.mode in ("profile", "all"):
     out["profile"] = profile(args.profile_variants.split(","), args.rounds)
+  if args.mode in ("kernel_grad", "all"):
+    out["kernel_grad"] = kernel_grad(args.rounds)
   if args.mode == "all":
     out["compare"] = compare(args.variants.split(","), args.compare_rounds, args.reps)
   if args.mode == "compare":
