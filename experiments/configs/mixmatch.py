@@ -7,9 +7,11 @@ Scales (same code, `get_config(arg)`):
   paper: WRN-28-2, 1e5 Adam steps, batch 64, EMA 0.999, lambda_u ramp over 16k steps
          (accelerator; see README for the command).
   cpu:   WRN-10-1 (16/32/64 channels), 1000 steps, EMA 0.99, ramp over 400 steps; a MixMatch
-         step costs ~0.44 s on 2 CPU cores (train_many's host loop; ~7.6 s inside a lax loop
-         on XLA:CPU), so one training takes ~7.5 min per seed on 2 idle cores (target was
-         ~5 min; kept at 1000 steps because Figure 1 and the AL results were run with it).
+         step cost ~0.44 s on 2 idle CPU cores (train_many's host loop; ~7.6 s inside a lax
+         loop on XLA:CPU), now ~0.79x that (one augmentation pass per batch, sliced kernel
+         gradients; results/probes_cpu_step_profile.json), i.e. ~6 min per seed on 2 idle
+         cores (target was ~5 min; kept at 1000 steps because Figure 1 and the AL results were
+         run with it).
   smoke: WRN-10-1, 6 steps, 2 seeds, label counts (10,), for CI and quick checks.
 """
 from __future__ import annotations
