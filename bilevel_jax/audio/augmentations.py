@@ -200,5 +200,3 @@ def augment_and_featurize_groups(keys, waveform_groups, noise: jax.Array, *,
 
 # Callers that augment several groups at once (ssl.train's MixMatch step) look this up.
 augment_and_featurize.groups = augment_and_featurize_groups
-
-augment_and_featurize_jit = jax.jit(augment_and_featurize)

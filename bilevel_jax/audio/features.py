@@ -107,6 +107,3 @@ def featurize(waveforms: jax.Array) -> jax.Array:
   feats = (10.0 / SCALE_DB) * jnp.log10(jnp.maximum(mel, AMIN) / AMIN)[..., None]
   chex.assert_shape(feats, (waveforms.shape[0], N_MELS, NUM_FRAMES, 1))
   return feats
-
-
-featurize_jit = jax.jit(featurize)
