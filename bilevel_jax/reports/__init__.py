@@ -4,6 +4,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Iterable
 
+from bilevel_jax.al import results as results_lib
 from bilevel_jax.reports import figures
 from bilevel_jax.reports import tables
 from bilevel_jax.utils import io
@@ -14,10 +15,10 @@ __all__ = ["figures", "tables", "write_report"]
 def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
                  command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
                  with_figure2: bool = True) -> dict[str, Any]:
-  """Writes table1.{md,tex}, table_rounds.{md,tex}, figure3.png, table1.json and, when the
+  """Writes table1.{md,tex}, table_rounds.tex, figure3.png, table1.json and, when the
   round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
-  were written to outdir earlier, figure2.png with figure2_counts.json (and
-  figure2_points.json). Returns the paths and the markdown table.
+  were written earlier (to outdir or to `report/` next to the JSON), figure2.png with
+  figure2_counts.json and figure2_points.json. Returns the paths and the markdown tables.
   """
   records = tables.load_results(sources)
   table = tables.aggregate(records)
@@ -27,8 +28,9 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
   outdir.mkdir(parents=True, exist_ok=True)
   md = tables.table1_markdown(table, budget, dataset)
   rounds_md = tables.rounds_markdown(table)
-  (outdir / "table1.md").write_text(md + "\n\nEvery round (mean ± std over seeds, n = seeds):\n\n"
-                                    + rounds_md + "\n")
+  (outdir / "table1.md").write_text(
+      md + "\n\nEvery round (mean ± sample std (ddof=1) over seeds, n = seeds; -- = one "
+      "seed):\n\n" + rounds_md + "\n")
   (outdir / "table1.tex").write_text(tables.table1_latex(table, budget, dataset) + "\n")
   (outdir / "table_rounds.tex").write_text(tables.rounds_latex(table) + "\n")
   summary = {
@@ -52,20 +54,29 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
 
 def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
              command: str) -> dict[str, Any] | None:
-  """Figure 2 from the round-0 file when it is there (writing figure2_points.json), else
-  from a figure2_points.json committed earlier; None when neither exists."""
+  """Figure 2 of (strategy, seed) from its round-0 file when it is there (writing
+  figure2_points.json), else from a figure2_points.json of that same round-0 file in outdir or
+  in `report/` next to the result JSON (the committed copy); None when neither exists."""
+  rec = next((r for r in records if r["strategy"] == strategy and r["seed"] == seed), None)
+  if rec is None:
+    return None
+  folder = pathlib.Path(rec["_path"]).parent
+  npz = results_lib.figure2_path(folder, rec["dataset"], strategy, seed)
   points_path = outdir / "figure2_points.json"
   points = None
-  for rec in records:
-    if rec["strategy"] == strategy and rec["seed"] == seed:
-      npz = pathlib.Path(rec["_path"]).with_name(pathlib.Path(rec["_path"]).stem + "_round0.npz")
-      if npz.exists():
-        points = figures.figure2_points(npz)
-        io.atomic_write_json(points_path, points)
-  if points is None and points_path.exists():
-    points = io.read_json(points_path)
+  if npz.exists():
+    points = figures.figure2_points(npz)
+  else:
+    # Points of another (strategy, seed) or dataset must not stand in for the requested ones.
+    for candidate in (points_path, folder / "report" / "figure2_points.json"):
+      if candidate.exists():
+        stored = io.read_json(candidate)
+        if pathlib.Path(stored.get("source", "")).name == npz.name:
+          points = stored
+          break
   if points is None:
     return None
+  io.atomic_write_json(points_path, points)
   figures.plot_figure2(points, outdir / "figure2.png")
   counts = dict(points["counts"], source=points["source"], command=command)
   io.atomic_write_json(outdir / "figure2_counts.json", counts)

@@ -112,10 +112,3 @@ def plot_figure2(points: dict[str, Any], path: str | pathlib.Path, *, title: str
   fig.savefig(path, dpi=150)
   plt.close(fig)
 
-
-def figure2(npz_path: str | pathlib.Path, path: str | pathlib.Path, *, seed: int = 0,
-            perplexity: float = 30.0, title: str = "") -> dict[str, Any]:
-  """t-SNE Figure 2 straight from a round-0 file; returns the counts (`first_round_counts`)."""
-  points = figure2_points(npz_path, seed=seed, perplexity=perplexity)
-  plot_figure2(points, path, title=title)
-  return dict(points["counts"], source=str(npz_path))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import pathlib
 from typing import Any, Iterable, NamedTuple
 
@@ -19,7 +20,7 @@ DISPLAY = {"uniform": "Uniform", "max_entropy": "Max-Entropy", "kcenter": "k-cen
 class Cell(NamedTuple):
   """Accuracy (%) over seeds at one (strategy, number of labels)."""
   mean: float
-  std: float        # sample standard deviation (ddof=1); 0 for one seed
+  std: float        # sample standard deviation (ddof=1); 0 for one seed (shown as "--")
   n: int            # seeds that completed this round
   values: tuple[float, ...]
 
@@ -33,12 +34,19 @@ def load_results(sources: Iterable[str | pathlib.Path]) -> list[dict[str, Any]]:
       raise FileNotFoundError(f"Result path {src} does not exist (expected a result JSON or a "
                               "folder of them).")
     files += sorted(src.glob("*_seed*.json")) if src.is_dir() else [src]
-  records = []
+  records, seen = [], {}
   for f in files:
     rec = io.read_json(f)
     if rec.get("format") != results_lib.FORMAT:
       raise ValueError(f"{f} is not an AL result file (format {rec.get('format')!r}, expected "
                        f"{results_lib.FORMAT!r}).")
+    # The same seed twice (a file given on its own and in its folder, or two workdirs) would
+    # count as two seeds in the mean and std.
+    key = (rec["dataset"], rec["strategy"], rec["seed"])
+    if key in seen:
+      raise ValueError(f"{f} and {seen[key]} are both results of (dataset, strategy, seed) = "
+                       f"{key}; pass each seed once.")
+    seen[key] = f
     rec["_path"] = str(f)
     records.append(rec)
   if not records:
@@ -56,6 +64,14 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[int, Cell]]:
   datasets = {r["dataset"] for r in records}
   if len(datasets) > 1:
     raise ValueError(f"Results mix datasets {sorted(datasets)}; aggregate one dataset at a time.")
+  # Seeds of one table must come from one experiment (the entries a resume may change aside).
+  configs = {}
+  for rec in records:
+    configs.setdefault(json.dumps(results_lib.comparable_config(rec.get("config", {})),
+                                  sort_keys=True), rec.get("_path", rec["strategy"]))
+  if len(configs) > 1:
+    raise ValueError(f"Results come from {len(configs)} different configs (e.g. "
+                     f"{list(configs.values())[:2]}); aggregate one experiment at a time.")
   acc: dict[str, dict[int, list[float]]] = collections.defaultdict(
       lambda: collections.defaultdict(list))
   for rec in records:
@@ -75,7 +91,9 @@ def _fmt(cell: Cell | None, latex: bool = False, show_n: bool = False) -> str:
   if cell is None:
     return "--"
   pm = r" $\pm$ " if latex else " ± "
-  text = f"{cell.mean:.2f}{pm}{cell.std:.2f}"
+  # One seed has no spread: "± 0.00" would read as a zero-variance result.
+  std = f"{cell.std:.2f}" if cell.n > 1 else "--"
+  text = f"{cell.mean:.2f}{pm}{std}"
   if show_n:
     text += f" (n={cell.n})"
   return text
@@ -95,10 +113,13 @@ def table1_markdown(table: dict[str, dict[int, Cell]], budget: int, dataset: str
 
 
 def table1_latex(table: dict[str, dict[int, Cell]], budget: int, dataset: str) -> str:
-  lines = [r"\begin{tabular}{lc}", r"\toprule",
-           rf"Method & {dataset} ({budget} labels) \\", r"\midrule"]
+  """LaTeX of `table1_markdown` (accuracy % at the final budget, seeds that reached it)."""
+  lines = [r"\begin{tabular}{lcc}", r"\toprule",
+           rf"Method & {dataset} ({budget} labels) & seeds \\", r"\midrule"]
   for name, cells in table.items():
-    lines.append(rf"{DISPLAY.get(name, name)} & {_fmt(cells.get(budget), latex=True)} \\")
+    cell = cells.get(budget)
+    lines.append(rf"{DISPLAY.get(name, name)} & {_fmt(cell, latex=True)} & "
+                 rf"{cell.n if cell else 0} \\")
   lines += [r"\bottomrule", r"\end{tabular}"]
   return "\n".join(lines)
 
@@ -115,11 +136,13 @@ def rounds_markdown(table: dict[str, dict[int, Cell]]) -> str:
 
 
 def rounds_latex(table: dict[str, dict[int, Cell]]) -> str:
+  """LaTeX of `rounds_markdown`."""
   budgets = sorted({b for cells in table.values() for b in cells})
   lines = [r"\begin{tabular}{l" + "c" * len(budgets) + "}", r"\toprule",
            "Method & " + " & ".join(str(b) for b in budgets) + r" \\", r"\midrule"]
   for name, cells in table.items():
     lines.append(f"{DISPLAY.get(name, name)} & " +
-                 " & ".join(_fmt(cells.get(b), latex=True) for b in budgets) + r" \\")
+                 " & ".join(_fmt(cells.get(b), latex=True, show_n=True) for b in budgets)
+                 + r" \\")
   lines += [r"\bottomrule", r"\end{tabular}"]
   return "\n".join(lines)

@@ -13,12 +13,13 @@ from bilevel_jax.utils import io
 
 
 def _write_results(workdir: pathlib.Path, accs: dict[str, np.ndarray],
-                   schedule=(10, 20, 30)) -> dict[str, np.ndarray]:
+                   schedule=(10, 20, 30), config=None) -> dict[str, np.ndarray]:
   """accs[strategy]: (seeds, rounds) accuracies in [0, 1]; a NaN ends a seed early."""
   for name, table in accs.items():
     for seed, row in enumerate(table):
       rec = results.new_record(dataset="fsdd", strategy=name, seed=seed, command="test",
-                               config={}, train_size=100, test_size=30, num_classes=10,
+                               config=dict(config or {}, strategy=name, seed=seed),
+                               train_size=100, test_size=30, num_classes=10,
                                schedule=list(schedule), initial_indices=np.arange(10))
       for r, acc in enumerate(row):
         if np.isnan(acc):
@@ -70,6 +71,42 @@ class TablesTest(absltest.TestCase):
       tables.aggregate(recs)
 
 
+  def test_a_seed_counts_once_and_configs_do_not_mix(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    _write_results(tmp / "a", {"uniform": np.full((2, 3), 0.5)}, config={"train": {"steps": 5}})
+    with self.assertRaisesRegex(ValueError, r"\('fsdd', 'uniform', 0\); pass each seed once"):
+      tables.load_results([tmp / "a", tmp / "a" / "fsdd_uniform_seed0.json"])
+    _write_results(tmp / "b", {"bilevel": np.full((1, 3), 0.5)}, config={"train": {"steps": 6}})
+    with self.assertRaisesRegex(ValueError, "2 different configs"):
+      tables.aggregate(tables.load_results([tmp / "a", tmp / "b"]))
+    # Entries a resume may change (here the display flag) do not split an experiment.
+    _write_results(tmp / "c", {"bilevel": np.full((1, 3), 0.5)},
+                   config={"train": {"steps": 5}, "progress": True})
+    self.assertLen(tables.aggregate(tables.load_results([tmp / "a", tmp / "c"])), 2)
+
+  def test_one_seed_has_no_std_and_latex_states_seeds(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    _write_results(tmp, {"uniform": np.array([[0.5, 0.6, 0.7], [0.5, 0.6, 0.8]]),
+                         "bilevel": np.array([[0.5, 0.6, 0.9]])})
+    table = tables.aggregate(tables.load_results([tmp]))
+    md = tables.table1_markdown(table, 30, "fsdd")
+    self.assertIn("| Bilevel | 90.00 ± -- | 1 |", md)
+    self.assertIn("| Uniform | 75.00 ± 7.07 | 2 |", md)
+    tex = tables.table1_latex(table, 30, "fsdd")
+    self.assertIn(r"Bilevel & 90.00 $\pm$ -- & 1 \\", tex)
+    self.assertIn(r"(n=1)", tables.rounds_latex(table))
+
+  def test_committed_partial_results_make_a_report(self):
+    """results/active_learning/fsdd_cpu holds strategies with different seeds and rounds."""
+    src = pathlib.Path(__file__).resolve().parents[2] / "results/active_learning/fsdd_cpu"
+    if not any(src.glob("*_seed*.json")):
+      self.skipTest("no committed fsdd_cpu results")
+    out = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    rep = reports.write_report([src], out, with_figure2=False)
+    self.assertIn("| Uniform |", rep["table_markdown"])
+    self.assertGreater((out / "figure3.png").stat().st_size, 0)
+
+
 class FiguresTest(absltest.TestCase):
 
   def test_write_report_with_figure2(self):
@@ -107,6 +144,13 @@ class FiguresTest(absltest.TestCase):
     self.assertEqual(again["figure2_counts"]["pick_predictions"], [0, 0, 3, 3, 3])
     self.assertEqual(again["figure2_counts"]["command"], "cmd2")
     self.assertGreater((tmp / "report" / "figure2.png").stat().st_size, 0)
+    # Another seed's points never stand in for the requested seed (its round-0 file is absent).
+    other = reports.write_report([tmp], tmp / "report", figure2_seed=1)
+    self.assertNotIn("figure2", other)
+    # A fresh output folder finds the committed points in report/ next to the results.
+    fresh = reports.write_report([tmp], tmp / "elsewhere")
+    self.assertEqual(fresh["figure2_counts"]["pick_predictions"], [0, 0, 3, 3, 3])
+    self.assertTrue((tmp / "elsewhere" / "figure2_points.json").exists())
 
   def test_first_round_counts(self):
     npz = dict(probs=np.eye(3)[[0, 1, 2, 0]], labels=np.array([0, 1, 1, 2]),
