@@ -46,20 +46,6 @@ def _kernel_fn(depth: int, kind: str) -> Callable[[jax.Array, jax.Array], jax.Ar
   return fn
 
 
-def kernel_rows(fn, x: np.ndarray, landmarks: np.ndarray, batch: int) -> np.ndarray:
-  """k(x, U) (N, m) in row blocks of `batch` (padded so one compilation serves all blocks)."""
-  n = x.shape[0]
-  out = np.zeros((n, landmarks.shape[0]), np.float32)
-  u = jnp.asarray(landmarks)
-  for i in range(0, n, batch):
-    block = x[i:i + batch]
-    pad = batch - block.shape[0]
-    if pad:
-      block = np.concatenate([block, np.repeat(block[:1], pad, axis=0)])
-    out[i:i + batch] = np.asarray(fn(jnp.asarray(block), u))[:batch - pad]
-  return out
-
-
 def nystrom_map(k_uu: np.ndarray, rcond: float = nystrom.DEFAULT_RCOND) -> np.ndarray:
   """Pseudo-inverse square root K_UU^{+1/2} (m, m) float32 of a PSD landmark kernel.
 

@@ -87,7 +87,18 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                      "seed >= 0 (one seed) or seed = -1 with num_seeds >= 1 (seeds 0..n-1).")
   sched = pool_lib.schedule(config.al.initial, config.al.budget, config.al.batch)
   ssl_train.TrainConfig.from_config(config.train)  # unknown training keys fail here
+  if any(strategies.get(n).kernel for n in names):
+    _check_kernel_config(config.bilevel)
   return Plan(names, seeds, tuple(sched))
+
+
+def _check_kernel_config(b: ml_collections.ConfigDict) -> None:
+  """The proxy-kernel entries `al.kernel` reads, checked before the data is decoded."""
+  if b.kernel not in ("ntk", "nngp"):
+    raise ValueError(f"config.bilevel.kernel={b.kernel!r}; expected 'ntk' or 'nngp'.")
+  for name in ("augmentations", "kernel_batch", "landmarks"):
+    if int(b[name]) < 1:
+      raise ValueError(f"config.bilevel.{name}={b[name]}; expected >= 1.")
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
@@ -219,7 +230,7 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
       models, train_seconds = _train(config, data, now, r, labeled, shared_models, workdir)
       for s in now:
         entry = _finish_round(config, name, strategy, options, s, r, labeled[s], models[s],
-                              train_seconds, data, kernel, workdir)
+                              train_seconds[s], data, kernel, workdir)
         rec = records[s]
         rec["rounds"].append(entry)
         rec["complete"] = entry["num_labeled"] >= the_plan.schedule[-1]
@@ -246,10 +257,14 @@ def _round0_path(config, data, seed, labeled, workdir):
 
 
 def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
-  """Trains (or reuses) the round-r models of `seeds`; returns ({seed: Classifier}, seconds).
+  """Trains (or reuses) the round-r models of `seeds`.
 
   Round-0 models are shared by all strategies of a seed: in memory within a process and, with
   a workdir, on disk across processes (`al.model_cache`).
+
+  Returns:
+    ({seed: Classifier}, {seed: training seconds}): wall seconds of the (joint) training divided
+    by the seeds trained together; 0 for a reused model.
   """
   models, todo = {}, []
   for s in seeds:
@@ -264,7 +279,7 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
       models[s] = shared_models[key]
     else:
       todo.append(s)
-  seconds = 0.0
+  seconds = dict.fromkeys(seeds, 0.0)
   if todo:
     keys = jax.numpy.stack([pool_lib.round_key(pool_lib.streams(s).train, r) for s in todo])
     t0 = time.perf_counter()
@@ -274,9 +289,10 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
                             progress=config.progress,
                             callback=lambda step, _: log.info("  round %d, seeds %s: training "
                                                               "step %d", r, todo, step))
-    seconds = (time.perf_counter() - t0) / len(todo)
+    per_seed = (time.perf_counter() - t0) / len(todo)
     for s, clf in zip(todo, result.classifiers):
       models[s] = clf
+      seconds[s] = per_seed
       if r == 0:
         shared_models[(s, r, labeled[s].tobytes())] = clf
         if workdir is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +46,19 @@ def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.nda
   """
   n = labels.shape[0]
   labeled_idx = np.asarray(labeled_idx, np.int32)
+  chex.assert_shape(labels, (n,))
+  chex.assert_shape(outputs.probs, (n, None))
+  chex.assert_shape(outputs.embeddings, (n, None))
+  if outputs.aug_probs is not None:
+    chex.assert_shape(outputs.aug_probs, (None,) + outputs.probs.shape)
+  if features is not None:
+    chex.assert_shape(features, (n, None))
+  if bank is not None:
+    chex.assert_shape(bank, (labeled_idx.shape[0], None, None))
+  # A repeated or out-of-range index would silently shrink or corrupt the labeled mask.
+  if (labeled_idx.ndim != 1 or len(np.unique(labeled_idx)) != labeled_idx.shape[0]
+      or labeled_idx.min(initial=0) < 0 or labeled_idx.max(initial=0) >= n):
+    raise ValueError(f"labeled_idx must be distinct indices in [0, {n}); got {labeled_idx}.")
   mask = np.zeros(n, bool)
   mask[labeled_idx] = True
   visible = np.where(mask, labels, -1).astype(np.int32)

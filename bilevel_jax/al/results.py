@@ -65,8 +65,8 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     record = io.read_json(path)
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); delete it to start this run afresh.") from e
-  for key in ("format", "dataset", "strategy", "seed", "train_size", "test_size", "schedule",
-              "initial_indices"):
+  for key in ("format", "dataset", "strategy", "seed", "train_size", "test_size", "num_classes",
+              "schedule", "initial_indices"):
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")

@@ -6,6 +6,8 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
+import types
 
 import numpy as np
 import pytest
@@ -46,6 +48,8 @@ def _tiny(**overrides):
     (dict(**{"al.batch": 4}), "not a multiple"),
     (dict(seed=-2), "config.seed=-2"),
     (dict(**{"train.depth_typo": 3}), "Unknown training config keys"),
+    (dict(strategy="bilevel", **{"bilevel.kernel": "rbf"}), r"config.bilevel.kernel='rbf'"),
+    (dict(strategy="uniform,bilevel", **{"bilevel.landmarks": 0}), "config.bilevel.landmarks=0"),
 ])
 def test_invalid_config_fails_before_data(tmp_path, no_training, overrides, message):
   with pytest.raises(ValueError, match=message):
@@ -159,6 +163,8 @@ def test_resume_rejects_a_different_config(tmp_path):
     results.load_for_resume(path, dict(rec, config=other))
   with pytest.raises(ValueError, match="its seed=0 differs"):
     results.load_for_resume(path, dict(rec, seed=1))
+  with pytest.raises(ValueError, match="its num_classes=10 differs"):
+    results.load_for_resume(path, dict(rec, num_classes=12))
   # How trainings are driven may change between sessions (e.g. a GPU then a CPU machine).
   driven_differently = _tiny(**{"train.seed_mode": "map", "vmap_seeds": True,
                                 "report": not c.report}).to_dict()
@@ -193,3 +199,32 @@ def test_round0_model_is_shared_across_processes_through_the_workdir(tmp_path, f
   loop.run(_tiny(strategy="kcenter", **{"train.steps": 6}), tmp_path, resume=True)
   assert len(calls) == len(uni["rounds"])
   assert len(list((tmp_path / "models").glob("*.msgpack"))) == 2
+
+
+def test_committed_cpu_results_resume_with_the_current_config():
+  """The committed fsdd_cpu files stay resumable: same config (up to resume-ignored entries)."""
+  files = sorted((_REPO / "results/active_learning/fsdd_cpu").glob("fsdd_*_seed*.json"))
+  if not files:
+    pytest.skip("no committed fsdd_cpu results")
+  for path in files:
+    rec = io.read_json(path)
+    config = fsdd_config.get_config("cpu")
+    config.strategy, config.seed = rec["strategy"], rec["seed"]
+    assert results.load_for_resume(path, dict(rec, config=config.to_dict()))["seed"] == rec["seed"]
+
+
+def test_train_seconds_are_per_seed(monkeypatch):
+  """A seed whose model is reused reports 0 s; before, it got the other seed's training time."""
+  c = _tiny()
+  labeled = {0: np.arange(10, dtype=np.int32), 1: np.arange(10, 20, dtype=np.int32)}
+  shared = {(0, 1, labeled[0].tobytes()): "model0"}
+
+  def fake_train_many(*args, **kwargs):
+    time.sleep(0.02)
+    return types.SimpleNamespace(classifiers=["model1"])
+  monkeypatch.setattr(ssl_train, "train_many", fake_train_many)
+  data = loop.Data("fsdd", 10, np.zeros((20, 4), np.float32), np.arange(20) % 10,
+                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  models, seconds = loop._train(c, data, [0, 1], 1, labeled, shared)
+  assert models == {0: "model0", 1: "model1"}
+  assert seconds[0] == 0.0 and seconds[1] >= 0.02
