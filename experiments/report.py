@@ -3,8 +3,10 @@ r"""Table 1 (markdown + LaTeX) and Figures 2-3 from AL result JSON files.
   python -m experiments.report --results=results/active_learning/fsdd_cpu \
       --out=results/active_learning/fsdd_cpu/report
 
-Figure 2 also needs the round-0 file `<dataset>_<strategy>_seed<k>_round0.npz` written by the AL
-loop next to the JSON (git-ignored); without it only the tables and Figure 3 are made.
+Figure 2 is drawn from the round-0 file `<dataset>_<strategy>_seed<k>_round0.npz` written by the
+AL loop next to the JSON (git-ignored; a fresh t-SNE), else from the committed t-SNE points
+`figure2_points.json` of that same file in --out or in `report/` next to the JSON; without
+either only the tables and Figure 3 are made.
 """
 from __future__ import annotations
 

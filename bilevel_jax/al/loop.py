@@ -250,10 +250,18 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
       w.close()
 
 
+def _train_subset(config) -> dict | None:
+  """The training-subset entries that decide which clips are trained on; None for all clips."""
+  if not config.subset.train:
+    return None
+  return {"train": int(config.subset.train), "seed": int(config.subset.seed)}
+
+
 def _round0_path(config, data, seed, labeled, workdir):
   return model_cache.model_path(workdir, config.dataset, seed, config.train.to_dict(), labeled,
                                 pool_lib.round_key(pool_lib.streams(seed).train, 0),
-                                len(data.train_labels), data.num_classes)
+                                len(data.train_labels), data.num_classes,
+                                train_subset=_train_subset(config))
 
 
 def _train(config, data, seeds, r, labeled, shared_models, workdir=None):

@@ -22,13 +22,20 @@ from bilevel_jax.utils import io
 
 
 def model_path(workdir: str | pathlib.Path, dataset: str, seed: int, train_config: dict,
-               labeled: np.ndarray, key: jax.Array, num_train: int, num_classes: int
-               ) -> pathlib.Path:
-  """workdir/models/{dataset}_seed{seed}_round0_{sha1[:16]}.msgpack."""
-  blob = json.dumps({"train": train_config, "labeled": np.asarray(labeled).tolist(),
-                     "key": np.asarray(jax.random.key_data(key)).tolist(),
-                     "num_train": int(num_train), "num_classes": int(num_classes)},
-                    sort_keys=True, default=str)
+               labeled: np.ndarray, key: jax.Array, num_train: int, num_classes: int,
+               train_subset: dict | None = None) -> pathlib.Path:
+  """workdir/models/{dataset}_seed{seed}_round0_{sha1[:16]}.msgpack.
+
+  `train_subset` ({train: clips, seed}) names a random training subset; None (all clips) keeps
+  the names of files written before subsets were part of the key.
+  """
+  spec = {"train": train_config, "labeled": np.asarray(labeled).tolist(),
+          "key": np.asarray(jax.random.key_data(key)).tolist(),
+          "num_train": int(num_train), "num_classes": int(num_classes)}
+  if train_subset:
+    # Two subsets of the same size hold different clips: same indices, different model.
+    spec["train_subset"] = {k: int(v) for k, v in sorted(train_subset.items())}
+  blob = json.dumps(spec, sort_keys=True, default=str)
   digest = hashlib.sha1(blob.encode()).hexdigest()[:16]
   return pathlib.Path(workdir) / "models" / f"{dataset}_seed{seed}_round0_{digest}.msgpack"
 

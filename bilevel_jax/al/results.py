@@ -1,9 +1,10 @@
 """Result files: one JSON per (dataset, strategy, seed), rewritten atomically every round.
 
-Schema (FORMAT): dataset, strategy, seed, command, config, train_size, test_size,
-num_classes, schedule (labeled-set sizes), initial_indices, rounds (list of dicts with
-round, num_labeled, labeled_indices, test_accuracy, train/eval/select seconds, picks,
-pick_labels, picks_misclassified), complete.
+Schema (FORMAT): format, dataset, strategy, seed, command, config, train_size, test_size,
+num_classes, schedule (labeled-set sizes), initial_indices, device, started_utc, updated_utc,
+rounds (list of dicts with round, num_labeled, labeled_indices, test_accuracy in [0, 1],
+train/eval/select seconds (wall; train is 0 for a reused round-0 model), device, picks,
+pick_labels, picks_misclassified and pool_accuracy; the last round has picks None), complete.
 """
 from __future__ import annotations
 

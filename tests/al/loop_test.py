@@ -228,3 +228,28 @@ def test_train_seconds_are_per_seed(monkeypatch):
   models, seconds = loop._train(c, data, [0, 1], 1, labeled, shared)
   assert models == {0: "model0", 1: "model1"}
   assert seconds[0] == 0.0 and seconds[1] >= 0.02
+
+
+def test_round0_model_key_tells_training_subsets_apart(tmp_path):
+  """Same size, labeled indices and key but other clips (subset.seed) must not share a model."""
+  rng = np.random.default_rng(0)
+  data = loop.Data("fsdd", 10, np.zeros((300, 4), np.float32), np.arange(300) % 10,
+                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  labeled = rng.permutation(300)[:10]
+  a = loop._round0_path(_tiny(), data, 0, labeled, tmp_path)
+  b = loop._round0_path(_tiny(**{"subset.seed": 1}), data, 0, labeled, tmp_path)
+  assert a != b
+  assert a == loop._round0_path(_tiny(), data, 0, labeled, tmp_path)
+
+
+def test_committed_cpu_round0_model_keeps_its_name():
+  """Full-data runs keep the pre-subset file names (the fsdd_cpu models/ cache stays valid)."""
+  models = _REPO / "results/active_learning/fsdd_cpu/models"
+  if not models.is_dir():
+    pytest.skip("no local fsdd_cpu round-0 models")
+  rec = io.read_json(_REPO / "results/active_learning/fsdd_cpu/fsdd_uniform_seed0.json")
+  c = fsdd_config.get_config("cpu")
+  data = loop.Data("fsdd", rec["num_classes"], None, np.zeros(rec["train_size"], np.int32),
+                   None, None, None)
+  path = loop._round0_path(c, data, 0, np.asarray(rec["initial_indices"], np.int32), models.parent)
+  assert path.exists(), path
