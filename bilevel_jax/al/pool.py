@@ -47,6 +47,9 @@ def initial_pool(key: jax.Array, labels: np.ndarray, size: int, num_classes: int
   if size < num_classes:
     raise ValueError(f"The initial pool ({size}) must have at least one point per class "
                      f"({num_classes} classes).")
+  if present.size and (present[0] < 0 or present[-1] >= num_classes):
+    # Otherwise every extra class would add a point beyond `size`.
+    raise ValueError(f"Labels must lie in [0, {num_classes}); found {present.tolist()}.")
   if len(present) < num_classes:
     missing = sorted(set(range(num_classes)) - set(present.tolist()))
     raise ValueError(f"Classes {missing} have no training points; cannot cover every class.")

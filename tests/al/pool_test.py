@@ -37,6 +37,8 @@ class PoolTest(parameterized.TestCase):
       pool.initial_pool(jax.random.key(0), labels, 11, 11)
     with self.assertRaisesRegex(ValueError, "larger than the training set"):
       pool.initial_pool(jax.random.key(0), labels, 21, 10)
+    with self.assertRaisesRegex(ValueError, r"Labels must lie in \[0, 10\)"):
+      pool.initial_pool(jax.random.key(0), np.arange(24) % 12, 10, 10)
 
   def test_schedule(self):
     self.assertEqual(pool.schedule(10, 60, 10), [10, 20, 30, 40, 50, 60])
