@@ -1,10 +1,11 @@
-"""The chunked kernel gradient of WideResNet's convolutions (weight_grad_chunk) against plain
-autodiff of lax.conv_general_dilated."""
+"""The chunked kernel gradient of the classifiers' convolutions (models.conv_grad, WideResNet's
+weight_grad_chunk) against plain autodiff of lax.conv_general_dilated."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bilevel_jax.models import WideResNet
+from bilevel_jax.models import conv_grad
 from bilevel_jax.models import wide_resnet
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -29,9 +30,9 @@ def _check(dtype, tol):
     f = jax.jit(jax.grad(lambda ws, x: jnp.sum(probe * _net(conv, ws, x)), (0, 1)))
     return f.lower(ws, x).compile(compiler_options=_FAST_COMPILE)(ws, x)
   want = grads(jax.lax.conv_general_dilated)
-  got = grads(wide_resnet.chunked_weight_grad_conv(2))
+  got = grads(conv_grad.chunked_weight_grad_conv(2))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=tol, atol=tol), got, want)
-  np.testing.assert_array_equal(_net(wide_resnet.chunked_weight_grad_conv(2), ws, x),
+  np.testing.assert_array_equal(_net(conv_grad.chunked_weight_grad_conv(2), ws, x),
                                 _net(jax.lax.conv_general_dilated, ws, x))
 
 
@@ -44,6 +45,8 @@ def test_chunked_kernel_gradient_equals_plain_float64(x64):
 
 
 def test_wide_resnet_uses_it_and_default_is_cpu_only():
+  # the names stay importable from wide_resnet (moved to conv_grad, shared with small_cnn)
+  assert wide_resnet.chunked_weight_grad_conv is conv_grad.chunked_weight_grad_conv
   assert wide_resnet.default_weight_grad_chunk() == (
       16 if jax.default_backend() == "cpu" else 0)
   x = jnp.zeros((4, 32, 32, 1))
