@@ -113,6 +113,10 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
                      f"{config.data_root or 'default'}) cannot be loaded: {e}") from e
   train_w, train_y = ds.train.waveforms, np.asarray(ds.train.labels, np.int32)
   test_w, test_y = ds.test.waveforms, np.asarray(ds.test.labels, np.int32)
+  for name, total in (("train", len(train_y)), ("test", len(test_y))):
+    if not 0 <= config.subset[name] <= total:
+      raise ValueError(f"config.subset.{name}={config.subset[name]}; expected 0 (all clips) to "
+                       f"{total} (the {name} split of {ds.name}).")
   key = jax.random.key(config.subset.seed)
   if config.subset.train:
     idx = np.sort(np.asarray(jax.random.permutation(jax.random.fold_in(key, 0),

@@ -69,6 +69,11 @@ def test_budget_larger_than_pool_fails(tmp_path, fsdd_root, no_training):
     loop.run(_tiny(**{"al.budget": 310, "al.batch": 300}), tmp_path)
 
 
+def test_subset_larger_than_the_split_fails(tmp_path, fsdd_root, no_training):
+  with pytest.raises(ValueError, match=r"config.subset.train=100000; expected 0 \(all clips\)"):
+    loop.run(_tiny(**{"subset.train": 100000}), tmp_path)
+
+
 def test_initial_pool_must_cover_classes(tmp_path, fsdd_root, no_training):
   with pytest.raises(ValueError, match="cannot cover the 10 classes"):
     loop.run(_tiny(**{"al.initial": 5, "al.budget": 20}), tmp_path)
