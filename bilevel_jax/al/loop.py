@@ -158,7 +158,13 @@ def strategy_options(config: ml_collections.ConfigDict, name: str, kernel: Any) 
 
 def _kill_hook(r: int) -> None:
   value = os.environ.get(KILL_ENV)
-  if value is not None and int(value) == r:
+  if value is None:
+    return
+  try:
+    after = int(value)
+  except ValueError:
+    raise ValueError(f"${KILL_ENV}={value!r}; expected a round number (int).") from None
+  if after == r:
     sys.stdout.flush()
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)

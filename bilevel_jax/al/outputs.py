@@ -22,7 +22,15 @@ class ModelOutputs(NamedTuple):
 
 def model_outputs(classifier: ssl_train.Classifier, waveforms: np.ndarray, *, key: jax.Array,
                   num_augmentations: int, batch_size: int) -> ModelOutputs:
-  """Clean predictions and embeddings, plus K augmented predictions when K > 0."""
+  """Clean predictions and embeddings, plus K augmented predictions when K > 0.
+
+  Args:
+    classifier: a trained round model.
+    waveforms: (N, 16000) float32 training clips.
+    key: PRNG key of the K augmentation draws.
+    num_augmentations: K (0: no augmented predictions).
+    batch_size: clips per forward pass.
+  """
   clean = ssl_evaluate.predict(classifier, waveforms, batch_size=batch_size)
   aug = None
   if num_augmentations:

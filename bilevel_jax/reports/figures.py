@@ -15,7 +15,14 @@ from bilevel_jax.reports import tables  # pylint: disable=g-import-not-at-top,wr
 
 def figure3(table: dict[str, dict[int, tables.Cell]], path: str | pathlib.Path, *,
             title: str = "") -> pathlib.Path:
-  """Test accuracy vs number of labels per strategy: mean over seeds with a +-1 std band."""
+  """Test accuracy (%) vs number of labels per strategy: mean over seeds with a +-1 std band
+  (sample std, ddof=1; no band for one seed); the legend gives the fewest seeds of any point.
+
+  Args:
+    table: {strategy: {num_labeled: Cell}} from `tables.aggregate`.
+    path: PNG to write.
+    title: optional title.
+  """
   fig, ax = plt.subplots(figsize=(5.0, 3.6))
   for name, cells in table.items():
     x = np.asarray(sorted(cells))

@@ -258,3 +258,9 @@ def test_committed_cpu_round0_model_keeps_its_name():
                    None, None, None)
   path = loop._round0_path(c, data, 0, np.asarray(rec["initial_indices"], np.int32), models.parent)
   assert path.exists(), path
+
+
+def test_malformed_kill_env_names_the_variable(monkeypatch):
+  monkeypatch.setenv(loop.KILL_ENV, "one")
+  with pytest.raises(ValueError, match=loop.KILL_ENV + r"='one'; expected a round number"):
+    loop._kill_hook(0)
