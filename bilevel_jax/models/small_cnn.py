@@ -8,8 +8,9 @@ benchmarks.vmap_seeds), most of which is the on-device augmentation and log-mel.
 `weight_grad_chunk` only changes how kernel gradients are summed
 (`conv_grad.chunked_weight_grad_conv`; None: `conv_grad.default_weight_grad_chunk()`), not the
 function. It defaults to 0 (plain autodiff), unlike WideResNet: on the quick config's step,
-slices of 8/16/32 changed the median step time by at most 3% (within the round-to-round
-spread) and added compile time (results/probes_small_cnn_grad_chunk.json).
+slices of 8/16/32 cut the model's forward+backward by ~10% but the whole step (mostly the
+front end) by only 2-4%, within the round-to-round spread, and made the step's compile
+slower (results/probes_small_cnn_grad_chunk.json).
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """Side-by-side CPU cost of the quick config's small_cnn MixMatch step (batch 64 + 2 x 64) with
 plain autodiff kernel gradients (weight_grad_chunk=0) vs gradients summed over batch slices.
 
-  .venv/bin/python scripts/probes/small_cnn_grad_chunk.py --chunks=0,8,16,32 --rounds=15 \
+  .venv/bin/python scripts/probes/small_cnn_grad_chunk.py --chunks=0,8,16,32 --rounds=25 \
       --reps=5 --out=results/probes_small_cnn_grad_chunk.json
 
 All variants are jitted in one process and interleaved in rounds (each round times every
 variant `reps` calls in a row, with block_until_ready), so the background jobs sharing the 2
 cores hit all variants alike; also times the model's forward+backward alone ("fwd_bwd"),
 the only part the chunk changes. Reports medians over rounds of wall and process-CPU seconds per
-step, and the median over rounds of each variant's per-round ratio to chunk 0 (paired, so slow
-drifts of the background load cancel). Writes one JSON object with the command.
+step, and the median (and quartiles) over rounds of each variant's per-round ratio to chunk 0
+(paired, so slow drifts of the background load cancel). Writes one JSON object with the command.
 """
 from __future__ import annotations
 
@@ -101,7 +101,9 @@ def main(argv: list[str]) -> dict:
       cpu[k].append(u)
     print(f"round {r}: " + ", ".join(f"{k[0]} chunk{k[1]} {wall[k][-1]:.3f}s/{cpu[k][-1]:.3f}cpu"
                                      for k in calls), file=sys.stderr, flush=True)
-  ratio = lambda v, k: statistics.median(x / b for x, b in zip(v[k], v[(k[0], 0)]))
+  ratios = lambda v, k: np.asarray(v[k]) / np.asarray(v[(k[0], 0)])
+  ratio = lambda v, k: float(np.median(ratios(v, k)))
+  quartiles = lambda v, k: np.percentile(ratios(v, k), [25, 75]).tolist()
   result = {
       "command": ".venv/bin/python scripts/probes/small_cnn_grad_chunk.py " + " ".join(argv),
       "what": "quick config (experiments/configs/fsdd.py:quick) small_cnn MixMatch step, batch "
@@ -113,6 +115,7 @@ def main(argv: list[str]) -> dict:
       "variants": {f"{k[0]} chunk{k[1]}": {
           "wall_s_median": statistics.median(wall[k]), "cpu_s_median": statistics.median(cpu[k]),
           "wall_ratio_to_chunk0": ratio(wall, k), "cpu_ratio_to_chunk0": ratio(cpu, k),
+          "wall_ratio_quartiles": quartiles(wall, k), "cpu_ratio_quartiles": quartiles(cpu, k),
           "wall_s_rounds": wall[k], "cpu_s_rounds": cpu[k]} for k in calls},
   }
   if a.out:
