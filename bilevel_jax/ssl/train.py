@@ -210,6 +210,11 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
   """Returns step(state, data, labeled_idx (L,)) -> (state, metrics) for one model (un-jitted)."""
   optimizer = make_optimizer(tc)
   b, k_aug = tc.batch_size, tc.num_augmentations
+  # augment_groups(keys, waveform_groups, noise): the function's batched `groups` form where it
+  # has one (audio.augment_and_featurize), else one call per group; the draws are the same.
+  augment_groups = getattr(augment_featurize_fn, "groups", None) or (
+      lambda keys, groups, noise: [augment_featurize_fn(k, w, noise)
+                                   for k, w in zip(keys, groups)])
 
   def step(state: TrainState, data: TrainData, labeled_idx: jax.Array):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -218,17 +223,12 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
     idx = labeled_idx[jax.random.choice(k_lab, n_lab, (b,), replace=n_lab < b)]
     y = jax.nn.one_hot(data.labels[idx], num_classes)
     norm = lambda f: (f - data.feature_mean) / data.feature_std
-    groups = getattr(augment_featurize_fn, "groups", None)
     if tc.method == "mixmatch":
       uidx = jax.random.choice(k_unl, data.waveforms.shape[0], (b,), replace=False)
       waves_u = jnp.tile(data.waveforms[uidx], (k_aug, 1))  # (K*B, T)
-      if groups is not None:
-        # Same keys and draws as the two calls below, one batched front end (faster on CPU).
-        x, u = map(norm, groups([k_auglab, k_augunl], [data.waveforms[idx], waves_u],
-                                data.noise))
-      else:
-        x = norm(augment_featurize_fn(k_auglab, data.waveforms[idx], data.noise))
-        u = norm(augment_featurize_fn(k_augunl, waves_u, data.noise))
+      # One batched front end where the augmentation offers it (faster on CPU, same draws).
+      x, u = map(norm, augment_groups([k_auglab, k_augunl], [data.waveforms[idx], waves_u],
+                                      data.noise))
     elif tc.method == "supervised":
       x = norm(featurize_fn(data.waveforms[idx]))
     else:
