@@ -45,6 +45,7 @@ import numpy as np
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
+from bilevel_jax.utils import tracing
 
 BankFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
 
@@ -120,15 +121,8 @@ def uniform_picks(key: jax.Array, available: jax.Array, n_uniform: int, dtype) -
   return lax.top_k(u, n_uniform)[1].astype(jnp.int32)
 
 
-def _concrete(x) -> np.ndarray | None:
-  try:
-    return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
 def _check_finite(name: str, x) -> None:
-  a = _concrete(x)
+  a = tracing.concrete(x)
   if a is not None and not np.all(np.isfinite(a)):
     bad = np.argwhere(~np.isfinite(a))[0].tolist()
     raise ValueError(f"{name} has {int(np.sum(~np.isfinite(a)))} NaN/inf entries "
@@ -155,14 +149,14 @@ def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: in
 def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
   """Raises ValueError unless labeled_idx (L,) are distinct in [0, p) and labeled_labels (L,)
   lie in [0, c) (value checks on concrete inputs only)."""
-  idx = _concrete(labeled_idx)
+  idx = tracing.concrete(labeled_idx)
   if idx is not None:
     if np.any(idx < 0) or np.any(idx >= p):
       raise ValueError(f"labeled_idx must lie in [0, P={p}), got min {idx.min()} max {idx.max()}.")
     uniq, counts = np.unique(idx, return_counts=True)
     if np.any(counts > 1):
       raise ValueError(f"labeled_idx has duplicates: {uniq[counts > 1].tolist()}.")
-  lab = _concrete(labeled_labels)
+  lab = tracing.concrete(labeled_labels)
   if lab is not None and (np.any(lab < 0) or np.any(lab >= c)):
     raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
@@ -180,7 +174,7 @@ def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_s
     raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
   for name, value, ok, want in (("lr", lr, lambda v: v > 0, "> 0"),
                                 ("l2", l2, lambda v: v >= 0, ">= 0")):
-    v = _concrete(value)
+    v = tracing.concrete(value)
     if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
       raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
 
@@ -233,7 +227,7 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   _check_finite("pseudo_labels", pseudo_labels)
   if w0 is not None:
     _check_finite("w0", w0)   # a NaN start gives NaN scores, and argmax then picks by index
-  y = _concrete(pseudo_labels)
+  y = tracing.concrete(pseudo_labels)
   if y is not None:
     check_label_rows("pseudo_labels", y, label_tol)
   check_labeled(labeled_idx, labeled_labels, p, c)
@@ -242,9 +236,9 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
       raise ValueError(f"pool_valid must be (P={p},) bool, got shape {np.shape(pool_valid)}.")
     if not jnp.issubdtype(jnp.asarray(pool_valid).dtype, jnp.bool_):
       raise ValueError(f"pool_valid must be bool, got dtype {jnp.asarray(pool_valid).dtype}.")
-    pv = _concrete(pool_valid)
+    pv = tracing.concrete(pool_valid)
     if pv is not None:
-      idx = _concrete(labeled_idx)
+      idx = tracing.concrete(labeled_idx)
       if idx is not None and not np.all(pv[idx]):
         raise ValueError(f"labeled_idx {idx[~pv[idx]].tolist()} are marked invalid in "
                          "pool_valid; labeled points must be valid pool rows.")
@@ -381,7 +375,7 @@ def check_scores(scores: jax.Array) -> None:
   Scores are finite unless the inner solve, CG or a bank_fn produced NaN/inf; argmax over NaN
   then returns the first available index, so the picks would silently be 0, 1, 2, ...
   """
-  s = _concrete(scores)
+  s = tracing.concrete(scores)
   if s is not None and not np.all(np.isfinite(s)):
     k = int(np.argmin(np.isfinite(s)))
     raise FloatingPointError(

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bilevel_jax.utils import tracing
+
 
 class RoundContext(NamedTuple):
   """What the loop hands a strategy after training the model of one round.
@@ -128,14 +130,6 @@ def select(name: str, key: jax.Array, ctx: RoundContext, b: int, **options: Any)
   return picks
 
 
-def _concrete(x: Any) -> np.ndarray | None:
-  """x as a host array, or None for a tracer (checks then happen only outside jit)."""
-  try:
-    return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
 def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
   """Raises ValueError naming the RoundContext field whose shape/content is wrong."""
   if ctx.probs.ndim != 2:
@@ -156,7 +150,7 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       raise ValueError(f"RoundContext.{field} has shape {x.shape}; expected "
                        f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
                        f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled).")
-  mask, idx = _concrete(ctx.labeled_mask), _concrete(ctx.labeled_idx)
+  mask, idx = tracing.concrete(ctx.labeled_mask), tracing.concrete(ctx.labeled_idx)
   if mask is not None and idx is not None:
     in_range = np.all((idx >= 0) & (idx < n))
     if not in_range or np.unique(idx).size != idx.size or mask.sum() != idx.size or \
@@ -180,7 +174,7 @@ def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -
   if picks.shape != (b,) or not jnp.issubdtype(picks.dtype, jnp.integer):
     raise ValueError(f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
                      f"expected ({b},) integer indices.")
-  got, mask = _concrete(picks), _concrete(labeled_mask)
+  got, mask = tracing.concrete(picks), tracing.concrete(labeled_mask)
   if got is None or mask is None:
     return
   if np.any((got < 0) | (got >= mask.shape[0])):
