@@ -29,6 +29,8 @@ def model_path(workdir: str | pathlib.Path, dataset: str, seed: int, train_confi
   `train_subset` ({train: clips, seed}) names a random training subset; None (all clips) keeps
   the names of files written before subsets were part of the key.
   """
+  # seed_threads only schedules the seeds' steps; leaving it out keeps earlier names valid.
+  train_config = {k: v for k, v in train_config.items() if k != "seed_threads"}
   spec = {"train": train_config, "labeled": np.asarray(labeled).tolist(),
           "key": np.asarray(jax.random.key_data(key)).tolist(),
           "num_train": int(num_train), "num_classes": int(num_classes)}

@@ -53,6 +53,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.log_every = 500
   t.checkpoint_every = 5000
   t.seed_mode = "auto"  # host loop over seeds and steps on CPU, vmap on accelerators
+  t.seed_threads = 0    # host loop: seeds stepped at the same time (0: min(seeds, CPU cores))
   c.train = t
 
   if arg in ("cpu", "smoke"):

@@ -44,6 +44,7 @@ def _labeled(num_seeds=2, per_class=2):
     (dict(method="fixmatch"), None, False, "train.method='fixmatch'"),
     (dict(temperature=0.0), None, False, "temperature"),
     (dict(seed_mode="pmap"), None, False, "seed_mode='pmap'"),
+    (dict(seed_threads=-1), None, False, "seed_threads=-1"),
     (dict(), np.zeros((2, 0), np.int64), False, "Zero labeled points"),
     (dict(), np.array([[0, 0, 1, 2]]), False, "duplicates"),
     (dict(), np.array([[0, 1, 2, 40]]), False, "must lie in"),
@@ -139,6 +140,26 @@ def _kernels(params):
   zero and Adam turns float noise into lr-sized steps that differ between programs."""
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {jax.tree_util.keystr(k): v for k, v in flat if "kernel" in jax.tree_util.keystr(k)}
+
+
+def test_host_seed_threads_change_nothing(toy):
+  """Seeds stepped from 3 threads end bitwise where one thread (in seed order) ends."""
+  waves, labels = toy
+  tc = _config(method="mixmatch", steps=4, log_every=2, seed_mode="host")
+  lab = _labeled(3, per_class=1)
+  keys = jax.random.split(jax.random.key(7), 3)
+  one = train_lib.train_many(dataclasses.replace(tc, seed_threads=1), waves, labels, lab, keys,
+                             **KW)
+  three = train_lib.train_many(dataclasses.replace(tc, seed_threads=3), waves, labels, lab, keys,
+                               **KW)
+  chex.assert_trees_all_equal(three.state, one.state)
+  assert [h["train/loss"] for h in three.history] == [h["train/loss"] for h in one.history]
+
+
+def test_seed_thread_count():
+  assert train_lib.seed_thread_count(4, 2) == 2    # never more threads than seeds
+  assert train_lib.seed_thread_count(1, 6) == 1
+  assert 1 <= train_lib.seed_thread_count(0, 6) <= 6
 
 
 @pytest.mark.slow
