@@ -9,9 +9,10 @@ Scales (same code, `get_config(arg)`):
   cpu:   WRN-10-1 (16/32/64 channels), 1000 steps, EMA 0.99, ramp over 400 steps; a MixMatch
          step cost ~0.44 s on 2 idle CPU cores (train_many's host loop; ~7.6 s inside a lax
          loop on XLA:CPU), now ~0.79x that (one augmentation pass per batch, sliced kernel
-         gradients; results/probes_cpu_step_profile.json), i.e. ~6 min per seed on 2 idle
-         cores (target was ~5 min; kept at 1000 steps because Figure 1 and the AL results were
-         run with it).
+         gradients; results/probes_cpu_step_profile.json), i.e. ~6 min for one seed alone;
+         with train_many stepping two seeds at a time (train.seed_threads), 6 seeds at 60
+         labels took 5.0 min per seed on 2 idle cores, compile and eval included
+         (results/ssl_vs_supervised/fsdd_cpu_scale_cpu2_mixmatch60.json).
   smoke: WRN-10-1, 6 steps, 2 seeds, label counts (10,), for CI and quick checks.
 """
 from __future__ import annotations
