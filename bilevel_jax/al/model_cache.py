@@ -61,7 +61,7 @@ def load(path: pathlib.Path, train_config: Any, num_classes: int,
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"{path} is not a readable round-0 model ({e}); delete it to retrain.") from e
   tc = ssl_train.TrainConfig.from_config(train_config)
-  featurize_fn, augment_featurize_fn = ssl_train._default_audio()  # pylint: disable=protected-access
+  featurize_fn, augment_featurize_fn = ssl_train.default_audio()
   return ssl_train.Classifier(
       ssl_train.create_model(tc, num_classes), payload["variables"],
       float(payload["feature_mean"]), float(payload["feature_std"]), featurize_fn,

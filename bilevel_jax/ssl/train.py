@@ -388,7 +388,8 @@ def feature_stats(featurize_fn: FeaturizeFn, waveforms: np.ndarray, max_clips: i
   return float(f.mean()), float(f.std() + 1e-6)
 
 
-def _default_audio() -> tuple[FeaturizeFn, AugmentFeaturizeFn]:
+def default_audio() -> tuple[FeaturizeFn, AugmentFeaturizeFn]:
+  """(featurize, augment_and_featurize) of bilevel_jax.audio: what train_many uses by default."""
   from bilevel_jax import audio  # pylint: disable=g-import-not-at-top
   return audio.featurize, audio.augment_and_featurize
 
@@ -440,7 +441,7 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
     raise ValueError(f"need one key per labeled set: keys {jnp.shape(keys)}, labeled "
                      f"{labeled_idx.shape}.")
   if featurize_fn is None or augment_featurize_fn is None:
-    default_feat, default_aug = _default_audio()
+    default_feat, default_aug = default_audio()
     featurize_fn = featurize_fn or default_feat
     augment_featurize_fn = augment_featurize_fn or default_aug
   if noise is None:
