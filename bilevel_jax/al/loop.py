@@ -342,14 +342,18 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   if strategy.kernel:
     extra = kernel.context_fields(seed, labeled, st.bank)
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
-  picks = np.asarray(strategies.select(name, pool_lib.round_key(st.select, r), ctx,
-                                       config.al.batch, **options))
+  picks, diagnostics = strategies.select_with_diagnostics(
+      name, pool_lib.round_key(st.select, r), ctx, config.al.batch, **options)
+  picks = np.asarray(picks)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
   entry["picks"] = [int(i) for i in picks]
   entry["pick_labels"] = [int(data.train_labels[i]) for i in picks]
   entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
   entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
+  if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
+    entry["selection"] = {k: np.asarray(v, np.float64).round(8).tolist()
+                          for k, v in diagnostics.items()}
   if r == 0:
     path = results.figure2_path(workdir, config.dataset, name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

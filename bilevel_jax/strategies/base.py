@@ -14,10 +14,13 @@ A new strategy takes a few lines (e.g. in a notebook):
 
 `register` jit-compiles the function (`b` and the options are static) and records what it
 needs from the loop: predictions under `augmentations` random augmentations, last-layer
-`embeddings`, or Nystrom `kernel` features for the bilevel rule.
+`embeddings`, or Nystrom `kernel` features for the bilevel rule. A strategy registered with
+`diagnostics=True` returns `(indices, {name: array})` instead; `select` still gives the indices
+and `select_with_diagnostics` both (the AL loop records them with each round).
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Callable, NamedTuple
 
@@ -64,13 +67,16 @@ class Strategy(NamedTuple):
   augmentations: int = 0
   embeddings: bool = False
   kernel: bool = False
+  # Jitted fn returning (indices, {name: array}) for strategies registered with diagnostics.
+  select_with_diagnostics: Callable[..., tuple[jax.Array, dict]] | None = None
 
 
 _REGISTRY: dict[str, Strategy] = {}
 
 
 def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
-             kernel: bool = False, overwrite: bool = True) -> Callable[[Callable], Callable]:
+             kernel: bool = False, diagnostics: bool = False,
+             overwrite: bool = True) -> Callable[[Callable], Callable]:
   """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
 
   Keyword-only parameters of `fn` are options: static under jit (hashable values such as
@@ -81,6 +87,7 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     augmentations: number K of augmented predictions the strategy reads from `ctx.aug_probs`.
     embeddings: whether it reads `ctx.embeddings`.
     kernel: whether it reads `ctx.features` / `ctx.bank` (Nystrom features).
+    diagnostics: `fn` returns (indices, {name: array}) (e.g. per-pick solver residuals).
     overwrite: re-registering a name replaces it (convenient when editing a notebook cell).
 
   Returns:
@@ -94,8 +101,19 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
       raise ValueError(f"Strategy {name!r} is already registered.")
     options = [p.name for p in inspect.signature(fn).parameters.values()
                if p.kind == inspect.Parameter.KEYWORD_ONLY]
-    jitted = jax.jit(fn, static_argnums=(2,), static_argnames=("b", *options))
-    _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel)
+    jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *options))
+    with_diagnostics = None
+    if diagnostics:
+      with_diagnostics = jit(fn)
+
+      @functools.wraps(fn)  # keeps fn's signature, so the option names stay static
+      def indices_only(*args, **kwargs):
+        return fn(*args, **kwargs)[0]
+
+      jitted = jit(indices_only)
+    else:
+      jitted = jit(fn)
+    _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics)
     return jitted
 
   return decorator
@@ -120,14 +138,29 @@ def select(name: str, key: jax.Array, ctx: RoundContext, b: int, **options: Any)
   [0, N), distinct, unlabeled), so a faulty custom strategy fails here, naming itself,
   instead of corrupting the labeled set.
   """
+  return _run(name, key, ctx, b, options, want_diagnostics=False)[0]
+
+
+def select_with_diagnostics(name: str, key: jax.Array, ctx: RoundContext, b: int,
+                            **options: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`select`, plus the strategy's diagnostics ({} for strategies without them)."""
+  return _run(name, key, ctx, b, options, want_diagnostics=True)
+
+
+def _run(name: str, key: jax.Array, ctx: RoundContext, b: int, options: dict[str, Any],
+         want_diagnostics: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   strategy = get(name)
   _check_context(strategy, ctx)
   num_pool = ctx.labeled_mask.shape[-1] - ctx.labeled_idx.shape[-1]
   if not 0 < b <= num_pool:
     raise ValueError(f"Batch size b={b} must be in [1, pool size {num_pool}].")
-  picks = strategy.select(key, ctx, b, **options)
+  diagnostics = {}
+  if want_diagnostics and strategy.select_with_diagnostics is not None:
+    picks, diagnostics = strategy.select_with_diagnostics(key, ctx, b, **options)
+  else:
+    picks = strategy.select(key, ctx, b, **options)
   _check_picks(strategy.name, picks, ctx.labeled_mask, b)
-  return picks
+  return picks, diagnostics
 
 
 def _check_context(strategy: Strategy, ctx: RoundContext) -> None:

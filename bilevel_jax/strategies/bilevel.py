@@ -20,12 +20,15 @@ def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) ->
   return features[index][None]
 
 
-@base.register("bilevel", kernel=True)
+@base.register("bilevel", kernel=True, diagnostics=True)
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,
-            cg_steps: int = 30) -> jax.Array:
+            cg_steps: int = 30) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Bilevel greedy picks followed by round(uniform_fraction * b) uniform ones.
+
+  Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
+  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP.
 
   Uses ctx.features (N, m), ctx.probs (N, C) as pseudo-labels, the labeled bank ctx.bank
   (L, A, m) and `bank_fn(ctx.bank_params, key, index) -> (A, m)` for the copies of picked
@@ -48,4 +51,6 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
       key, ctx.features, ctx.probs.astype(ctx.features.dtype), ctx.labeled_idx,
       labeled_labels, bank, bank_fn, bank_params, b=b, uniform_fraction=uniform_fraction,
       lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
-  return selection.indices.astype(jnp.int32)
+  diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
+                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual}
+  return selection.indices.astype(jnp.int32), diagnostics

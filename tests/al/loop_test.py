@@ -264,3 +264,19 @@ def test_malformed_kill_env_names_the_variable(monkeypatch):
   monkeypatch.setenv(loop.KILL_ENV, "one")
   with pytest.raises(ValueError, match=loop.KILL_ENV + r"='one'; expected a round number"):
     loop._kill_hook(0)
+
+
+def test_bilevel_rounds_record_selection_diagnostics(tmp_path, fsdd_root):
+  """The bilevel strategy end to end at tiny scale: valid picks, per-pick solver diagnostics."""
+  c = _tiny(strategy="bilevel")
+  loop.run(c, tmp_path)
+  rec = io.read_json(tmp_path / "fsdd_bilevel_seed0.json")
+  assert rec["complete"]
+  n_greedy = c.al.batch - round(c.bilevel.uniform_fraction * c.al.batch)
+  for r in rec["rounds"][:-1]:
+    assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + 5
+    sel = r["selection"]
+    assert sorted(sel) == ["cg_residual", "inner_loss", "outer_loss", "score"]
+    assert all(len(v) == n_greedy for v in sel.values())
+    assert all(np.isfinite(v).all() for v in sel.values())
+  assert "selection" not in rec["rounds"][-1]  # the last round trains and evaluates only

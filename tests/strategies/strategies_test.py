@@ -240,6 +240,27 @@ class ReferenceTest(parameterized.TestCase):
     self.assertFalse(np.array_equal(picks[0], picks[1]) and np.array_equal(picks[1], picks[2]))
 
 
+class DiagnosticsTest(parameterized.TestCase):
+
+  def test_custom_strategy_with_diagnostics(self):
+    @strategies.register("test_with_diag", diagnostics=True)
+    def with_diag(key, ctx, b, *, scale: float = 1.0):
+      del key
+      scores = scale * ctx.probs.max(-1)
+      picks = strategies.top_b_in_pool(-scores, ctx.labeled_mask, b)
+      return picks, {"picked_confidence": scores[picks]}
+
+    ctx = _context(0)
+    picks = strategies.select("test_with_diag", jax.random.key(0), ctx, 3, scale=2.0)
+    again, diag = strategies.select_with_diagnostics("test_with_diag", jax.random.key(0), ctx, 3,
+                                                     scale=2.0)
+    np.testing.assert_array_equal(picks, again)
+    np.testing.assert_allclose(diag["picked_confidence"], 2.0 * ctx.probs.max(-1)[picks])
+    # Strategies without diagnostics give an empty dict.
+    self.assertEqual(strategies.select_with_diagnostics("uniform", jax.random.key(0), ctx, 3)[1],
+                     {})
+
+
 class BilevelStrategyTest(parameterized.TestCase):
 
   def test_delegates_to_select_batch_with_bank(self):
@@ -257,6 +278,13 @@ class BilevelStrategyTest(parameterized.TestCase):
         ctx.bank, bank_fn, bank_params, b=10, **opts)
     np.testing.assert_array_equal(got, want.indices)
     self.assertEqual(int(want.is_bilevel.sum()), 9)  # the paper's 90% / 10% split
+    picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, 10, bank_fn=bank_fn,
+                                                     **opts)
+    np.testing.assert_array_equal(picks, want.indices)
+    self.assertEqual(sorted(diag), ["cg_residual", "inner_loss", "outer_loss", "score"])
+    np.testing.assert_allclose(diag["cg_residual"], want.cg_residual, rtol=1e-6)
+    np.testing.assert_allclose(diag["outer_loss"], want.outer_loss, rtol=1e-6)
+    self.assertEqual(diag["score"].shape, (9,))
 
   def test_bank_without_bank_fn_fails(self):
     ctx = _context(4, n=20, num_labeled=5)
