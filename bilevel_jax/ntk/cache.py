@@ -10,10 +10,14 @@ the architecture, so it is computed once and keyed by a hash of exactly those. L
   done.npy     (num_blocks,) bool, replaced atomically after each block's rows are flushed;
   meta.json    what the key hashes (written first), plus "complete": true at the end.
 An interrupted run (exception, Ctrl-C, kill) leaves done.npy describing only flushed blocks, so
-the next call computes the missing blocks and nothing else.
+the next call computes the missing blocks and nothing else. Processes sharing the cache (e.g.
+two AL runs started together) take an exclusive lock on `<key>.lock` while they fill a folder:
+the second waits and then reads the finished kernel instead of re-creating the file under the
+first one.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import pathlib
@@ -122,13 +126,41 @@ def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache
   arch_dict = cfg._asdict()
   folder = pathlib.Path(cache_dir) if cache_dir else paths.cache_root() / "ntk"
   folder = folder / key
+  meta_path, kernel_path = folder / "meta.json", folder / "kernel.npy"
+  meta = dict(n=x.shape[0], m=landmarks.shape[0], kind=kind, arch=arch_dict,
+              block_rows=block_rows, tile=list(km._check_tile(tile)), version=_VERSION,
+              complete=False)
+  if meta_path.exists() and io.read_json(meta_path).get("complete"):
+    return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
+  with exclusive_lock(folder.with_name(folder.name + ".lock")):
+    if meta_path.exists() and io.read_json(meta_path).get("complete"):  # another process did it
+      return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
+    return _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder, meta)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: pathlib.Path):
+  """Blocks until this process holds an exclusive flock on `path` (no-op without fcntl)."""
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # not POSIX: no cross-process exclusion
+    yield
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, "a+b") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder: pathlib.Path,
+          meta: dict) -> CachedKernel:
+  """Computes the blocks done.npy lacks (all in a fresh folder); the caller holds the lock."""
   n, m = x.shape[0], landmarks.shape[0]
   num_blocks = -(-n // block_rows)
   meta_path, kernel_path, done_path = folder / "meta.json", folder / "kernel.npy", folder / "done.npy"
-  meta = dict(n=n, m=m, kind=kind, arch=arch_dict, block_rows=block_rows, tile=list(km._check_tile(tile)),
-              version=_VERSION, complete=False)
-  if meta_path.exists() and io.read_json(meta_path).get("complete"):
-    return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
 
   fresh = not (meta_path.exists() and kernel_path.exists() and done_path.exists())
   if not fresh:

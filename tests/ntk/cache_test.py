@@ -65,3 +65,27 @@ def test_cross_kernel_any_columns(fsdd_log_mels, tmp_path):
   assert cache.cross_kernel(x, u[::-1].copy(), **kw).path != first.path
   with pytest.raises(ValueError, match="share"):
     cache.cross_kernel(x, u[:, :8], **kw)
+
+
+def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, tmp_path):
+  """Two callers of one cache entry (as two AL processes): the second blocks on the lock while
+  the first fills the folder, then reads the finished kernel without computing a block."""
+  import threading  # pylint: disable=g-import-not-at-top
+  x = downsample(fsdd_log_mels(6, seed=7), 2)
+  idx = np.array([0, 2, 5])
+  kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
+  second, second_done = {}, threading.Event()
+
+  def run_second():
+    second["res"] = cache.landmark_kernel(x, idx, **kw)
+    second_done.set()
+
+  def on_block(done, total):
+    if done == 1:  # the first caller holds the lock and has written one block
+      threading.Thread(target=run_second).start()
+      assert not second_done.wait(1.0), "second caller ran while the first held the lock"
+
+  first = cache.landmark_kernel(x, idx, callback=on_block, **kw)
+  assert second_done.wait(60)
+  assert first.computed_blocks == 3 and second["res"].computed_blocks == 0
+  np.testing.assert_array_equal(second["res"].matrix, first.matrix)
