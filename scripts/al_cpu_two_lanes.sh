@@ -4,6 +4,8 @@
 # together than one training spread over both cores (see results/active_learning/README.md).
 # The lanes split the strategies, so no result file has two writers; round-0 models are shared
 # through the workdir's model cache. Resumes whatever is already there.
+#   scripts/al_cpu_two_lanes.sh        # both lanes
+#   scripts/al_cpu_two_lanes.sh 1      # lane 1 only (e.g. to restart one lane)
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -12,8 +14,13 @@ mkdir -p runs
 lane() {  # lane CORE STRATEGIES
   taskset -c "$1" "$PY" -m experiments.active_learning --config=experiments/configs/fsdd.py:cpu \
     --config.strategy="$2" --config.tensorboard=False --config.report=False \
-    --workdir="$WORKDIR" --resume > "runs/al_lane$1.log" 2>&1
+    --workdir="$WORKDIR" --resume >> "runs/al_lane$1.log" 2>&1
 }
-lane 0 "${LANE0:-bilevel,kcenter}" &
-lane 1 "${LANE1:-max_entropy,consistency}" &
-wait
+STRATEGIES0=${LANE0:-bilevel,kcenter}
+STRATEGIES1=${LANE1:-max_entropy,consistency}
+case "${1:-both}" in
+  0) lane 0 "$STRATEGIES0" ;;
+  1) lane 1 "$STRATEGIES1" ;;
+  both) lane 0 "$STRATEGIES0" & lane 1 "$STRATEGIES1" & wait ;;
+  *) echo "usage: $0 [0|1]" >&2; exit 2 ;;
+esac
