@@ -91,7 +91,9 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     overwrite: re-registering a name replaces it (convenient when editing a notebook cell).
 
   Returns:
-    The decorator; it returns the jitted function.
+    The decorator; it returns the jitted function, which gives the (b,) indices only, also for
+    a strategy registered with diagnostics=True (`get(name).select_with_diagnostics` or
+    `select_with_diagnostics(name, ...)` return both).
   """
   if not name or not isinstance(name, str):
     raise ValueError(f"Strategy name must be a non-empty string, got {name!r}.")
@@ -102,21 +104,41 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     options = [p.name for p in inspect.signature(fn).parameters.values()
                if p.kind == inspect.Parameter.KEYWORD_ONLY]
     jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *options))
+
+    @functools.wraps(fn)  # keeps fn's signature, so the option names stay static
+    def checked(*args, **kwargs):
+      return _check_output(name, diagnostics, fn(*args, **kwargs))
+
     with_diagnostics = None
     if diagnostics:
-      with_diagnostics = jit(fn)
+      with_diagnostics = jit(checked)
 
-      @functools.wraps(fn)  # keeps fn's signature, so the option names stay static
+      @functools.wraps(fn)
       def indices_only(*args, **kwargs):
-        return fn(*args, **kwargs)[0]
+        return checked(*args, **kwargs)[0]
 
       jitted = jit(indices_only)
     else:
-      jitted = jit(fn)
+      jitted = jit(checked)
     _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics)
     return jitted
 
   return decorator
+
+
+def _check_output(name: str, diagnostics: bool, out: Any) -> Any:
+  """Raises TypeError (at trace time) if `out` is not what `register(diagnostics=...)` says."""
+  pair = isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)
+  if diagnostics and not pair:
+    got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
+           else f"an array of shape {out.shape}" if hasattr(out, "shape")
+           else f"a {type(out).__name__}")
+    raise TypeError(f"Strategy {name!r} is registered with diagnostics=True, so it must return "
+                    f"(indices, {{name: array}}); it returned {got}.")
+  if not diagnostics and isinstance(out, (tuple, list)):
+    raise TypeError(f"Strategy {name!r} returned a {type(out).__name__}; expected (b,) indices. "
+                    "Register it with diagnostics=True to return (indices, {name: array}).")
+  return out
 
 
 def available() -> tuple[str, ...]:

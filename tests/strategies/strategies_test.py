@@ -260,6 +260,31 @@ class DiagnosticsTest(parameterized.TestCase):
     self.assertEqual(strategies.select_with_diagnostics("uniform", jax.random.key(0), ctx, 3)[1],
                      {})
 
+  @parameterized.parameters(2, 3)
+  def test_return_not_matching_the_diagnostics_flag_fails_clearly(self, b):
+    """A strategy whose output does not match `diagnostics` fails naming itself and the flag
+    (b=2 used to unpack a (2,) array into two scalar 'picks' and 'diagnostics')."""
+    picks = lambda ctx, b: strategies.top_b_in_pool(ctx.probs.max(-1), ctx.labeled_mask, b)
+
+    @strategies.register("test_forgot_diag", diagnostics=True)
+    def forgot(key, ctx, b):
+      del key
+      return picks(ctx, b)
+
+    @strategies.register("test_undeclared_diag")
+    def undeclared(key, ctx, b):
+      del key
+      return picks(ctx, b), {"a": picks(ctx, b)}
+
+    ctx = _context(0)
+    for fn in (strategies.select, strategies.select_with_diagnostics):
+      with self.assertRaisesRegex(TypeError, "'test_forgot_diag' is registered with "
+                                  r"diagnostics=True.*returned an array of shape \(%d,\)" % b):
+        fn("test_forgot_diag", jax.random.key(0), ctx, b)
+      with self.assertRaisesRegex(TypeError, "'test_undeclared_diag' returned a tuple.*"
+                                  "diagnostics=True"):
+        fn("test_undeclared_diag", jax.random.key(0), ctx, b)
+
 
 class BilevelStrategyTest(parameterized.TestCase):
 
