@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import pathlib
+import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -140,19 +141,35 @@ def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache
 
 @contextlib.contextmanager
 def exclusive_lock(path: pathlib.Path):
-  """Blocks until this process holds an exclusive flock on `path` (no-op without fcntl)."""
+  """Blocks until this process holds an exclusive flock on `path`.
+
+  Where no lock can be had (no fcntl; a lock file that cannot be created, e.g. a read-only
+  cache; a file system refusing flock, e.g. NFS without a lock daemon: ENOLCK) the block runs
+  unlocked, with a warning for the last two: the cache then works as it did before the lock,
+  and only two processes filling the same entry at the same moment can clash.
+  """
   try:
     import fcntl  # pylint: disable=g-import-not-at-top
   except ImportError:  # not POSIX: no cross-process exclusion
     yield
     return
-  path.parent.mkdir(parents=True, exist_ok=True)
-  with open(path, "a+b") as f:
+  f = None
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+b")
     fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
+  except OSError as e:
+    if f is not None:
+      f.close()
+      f = None
+    warnings.warn(f"No lock on {path} ({e}); filling the kernel cache entry without it.",
+                  RuntimeWarning, stacklevel=3)
+  try:
+    yield
+  finally:
+    if f is not None:
       fcntl.flock(f, fcntl.LOCK_UN)
+      f.close()
 
 
 def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder: pathlib.Path,

@@ -89,3 +89,23 @@ def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, t
   assert second_done.wait(60)
   assert first.computed_blocks == 3 and second["res"].computed_blocks == 0
   np.testing.assert_array_equal(second["res"].matrix, first.matrix)
+
+
+def test_file_system_without_locks_still_fills_the_cache(fsdd_log_mels, tmp_path, monkeypatch):
+  """flock failing (e.g. ENOLCK on NFS without a lock daemon) warns and computes unlocked."""
+  import errno  # pylint: disable=g-import-not-at-top
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  def no_locks(f, op):
+    raise OSError(errno.ENOLCK, "No locks available")
+
+  monkeypatch.setattr(fcntl, "flock", no_locks)
+  x = downsample(fsdd_log_mels(4, seed=7), 2)
+  kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
+  with pytest.warns(RuntimeWarning, match="No locks available"):
+    got = cache.landmark_kernel(x, np.array([0, 3]), **kw)
+  assert got.computed_blocks == 2
+  monkeypatch.undo()
+  again = cache.landmark_kernel(x, np.array([0, 3]), **kw)
+  assert again.computed_blocks == 0
+  np.testing.assert_array_equal(again.matrix, got.matrix)
