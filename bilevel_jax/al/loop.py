@@ -352,8 +352,7 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
   entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
   if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
-    entry["selection"] = {k: np.asarray(v, np.float64).round(8).tolist()
-                          for k, v in diagnostics.items()}
+    entry["selection"] = results.selection_entry(diagnostics)
   if r == 0:
     path = results.figure2_path(workdir, config.dataset, name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,9 @@ Schema (FORMAT): format, dataset, strategy, seed, command, config, train_size, t
 num_classes, schedule (labeled-set sizes), initial_indices, device, started_utc, updated_utc,
 rounds (list of dicts with round, num_labeled, labeled_indices, test_accuracy in [0, 1],
 train/eval/select seconds (wall; train is 0 for a reused round-0 model), device, picks,
-pick_labels, picks_misclassified and pool_accuracy; the last round has picks None), complete.
+pick_labels, picks_misclassified and pool_accuracy; the last round has picks None; rounds of a
+strategy with diagnostics also have `selection`, {name: per-pick values}, see
+`selection_entry`), complete.
 """
 from __future__ import annotations
 
@@ -77,6 +79,18 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "
                      "that wrote it; use a new --workdir or the same config.")
   return record
+
+
+def selection_entry(diagnostics: dict[str, Any]) -> dict[str, Any]:
+  """A strategy's diagnostics {name: array} as JSON lists of floats, 8 significant digits.
+
+  Significant digits, not decimals: a converged CG residual (~1e-9) must not become 0.0.
+  """
+  out = {}
+  for k, v in diagnostics.items():
+    a = np.asarray(v, np.float64)
+    out[k] = np.array([float(f"{x:.8g}") for x in a.ravel()]).reshape(a.shape).tolist()
+  return out
 
 
 def labeled_after(record: dict[str, Any]) -> np.ndarray:

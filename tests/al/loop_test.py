@@ -1,6 +1,7 @@
 """AL loop: invalid configs fail before any compute; a killed run resumes to the same picks."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
@@ -174,6 +175,36 @@ def test_resume_rejects_a_different_config(tmp_path):
   driven_differently = _tiny(**{"train.seed_mode": "map", "vmap_seeds": True,
                                 "report": not c.report}).to_dict()
   assert results.load_for_resume(path, dict(rec, config=driven_differently))["seed"] == 0
+  # Files written before train.seed_threads existed resume with any setting of it.
+  threads = _tiny(**{"train.seed_threads": 2}).to_dict()
+  older = c.to_dict()
+  del older["train"]["seed_threads"]
+  results.save(path, dict(rec, config=older))
+  assert results.load_for_resume(path, dict(rec, config=threads))["seed"] == 0
+
+
+def test_round0_model_name_ignores_seed_threads(tmp_path):
+  """seed_threads changes no number, so round-0 models written before it existed stay valid."""
+  from bilevel_jax.al import model_cache  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  tc = _tiny().train.to_dict()
+  older = {k: v for k, v in tc.items() if k != "seed_threads"}
+  args = ("fsdd", 0)
+  rest = (np.arange(10), jax.random.key(0), 300, 10)
+  want = model_cache.model_path(tmp_path, *args, older, *rest)
+  assert model_cache.model_path(tmp_path, *args, dict(tc, seed_threads=2), *rest) == want
+  assert model_cache.model_path(tmp_path, *args, dict(tc, steps=tc["steps"] + 1), *rest) != want
+
+
+def test_selection_entry_keeps_small_diagnostics():
+  """Per-pick diagnostics keep 8 significant digits: tiny CG residuals do not round to 0."""
+  diag = {"cg_residual": np.array([2.0852011e-7, 1.2345678e-12], np.float32),
+          "score": np.array([[1234.56789, -0.5]]), "nan": np.array([np.nan])}
+  got = results.selection_entry(diag)
+  np.testing.assert_allclose(got["cg_residual"], diag["cg_residual"], rtol=1e-7)
+  assert got["score"] == [[1234.5679, -0.5]]
+  assert np.isnan(got["nan"][0])
+  assert json.loads(json.dumps(got))["cg_residual"] == got["cg_residual"]
 
 
 def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no_training):
