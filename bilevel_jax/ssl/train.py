@@ -68,8 +68,11 @@ class TrainConfig:
   seed_mode: str = "auto"
   # "host" mode: how many seeds step at the same time, each from its own Python thread (0:
   # min(S, CPU cores)). Each seed's numbers are unchanged. Why: one step leaves the cores
-  # partly idle (small convolutions, host dispatch), so two seeds together finish ~1.25x
-  # more steps per second on 2 cores (benchmarks/results/vmap_seeds_cpu_threads.json).
+  # partly idle (small convolutions, host dispatch), so with two threads 6 seeds finished
+  # 1.11x the model steps per second of one seed at a time and 1.19x that of 6 separate runs
+  # on 2 cores (benchmarks/results/vmap_seeds_cpu_threads.json). JAX's thread-local config
+  # contexts (`with jax.default_matmul_precision(...)`, `jax.default_device`, `disable_jit`)
+  # do not reach the worker threads: use jax.config.update, or seed_threads=1, under them.
   seed_threads: int = 0
 
   @classmethod
