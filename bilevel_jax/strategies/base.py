@@ -128,7 +128,7 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
 
 def _check_output(name: str, diagnostics: bool, out: Any) -> Any:
   """Raises TypeError (at trace time) if `out` is not what `register(diagnostics=...)` says."""
-  pair = isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)
+  pair = isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)
   if diagnostics and not pair:
     got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
            else f"an array of shape {out.shape}" if hasattr(out, "shape")
