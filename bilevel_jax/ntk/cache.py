@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import pathlib
 import warnings
 from typing import Callable, NamedTuple
@@ -31,6 +32,7 @@ from bilevel_jax.ntk import kernel_matrix as km
 from bilevel_jax.utils import io
 from bilevel_jax.utils import paths
 
+log = logging.getLogger(__name__)
 _VERSION = 1
 
 
@@ -157,7 +159,12 @@ def exclusive_lock(path: pathlib.Path):
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+b")
-    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # say why this process may sit still for a long time
+      log.info("Waiting for another process to finish the kernel cache entry %s.",
+               path.with_suffix(""))
+      fcntl.flock(f, fcntl.LOCK_EX)
   except OSError as e:
     if f is not None:
       f.close()

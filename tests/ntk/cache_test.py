@@ -67,10 +67,13 @@ def test_cross_kernel_any_columns(fsdd_log_mels, tmp_path):
     cache.cross_kernel(x, u[:, :8], **kw)
 
 
-def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, tmp_path):
+def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, tmp_path,
+                                                                 caplog):
   """Two callers of one cache entry (as two AL processes): the second blocks on the lock while
   the first fills the folder, then reads the finished kernel without computing a block."""
+  import logging  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
+  caplog.set_level(logging.INFO, logger=cache.__name__)
   x = downsample(fsdd_log_mels(6, seed=7), 2)
   idx = np.array([0, 2, 5])
   kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
@@ -88,6 +91,9 @@ def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, t
   first = cache.landmark_kernel(x, idx, callback=on_block, **kw)
   assert second_done.wait(60)
   assert first.computed_blocks == 3 and second["res"].computed_blocks == 0
+  waits = [r.getMessage() for r in caplog.records if "Waiting for another" in r.getMessage()]
+  assert waits == [f"Waiting for another process to finish the kernel cache entry "
+                   f"{first.path}."]
   np.testing.assert_array_equal(second["res"].matrix, first.matrix)
 
 
