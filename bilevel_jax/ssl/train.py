@@ -70,9 +70,9 @@ class TrainConfig:
   # min(S, CPU cores)). Each seed's numbers are unchanged. Why: one step leaves the cores
   # partly idle (small convolutions, host dispatch), so with two threads 6 seeds finished
   # 1.11x the model steps per second of one seed at a time and 1.19x that of 6 separate runs
-  # on 2 cores (benchmarks/results/vmap_seeds_cpu_threads.json). JAX's thread-local config
-  # contexts (`with jax.default_matmul_precision(...)`, `jax.default_device`, `disable_jit`)
-  # do not reach the worker threads: use jax.config.update, or seed_threads=1, under them.
+  # on 2 cores (benchmarks/results/vmap_seeds_cpu_threads.json). Inside thread-local JAX
+  # config contexts (`with jax.default_matmul_precision(...)`, `jax.default_device`, ...),
+  # which worker threads do not see, the seeds step one at a time instead.
   seed_threads: int = 0
 
   @classmethod
@@ -323,10 +323,29 @@ def seed_thread_count(seed_threads: int, num_seeds: int) -> int:
   return max(1, min(wanted, num_seeds))
 
 
+# JAX config entries that `with jax.<context>(...)` blocks set for their own thread only.
+_THREAD_LOCAL_CONFIG = ("jax_default_matmul_precision", "jax_default_device", "jax_disable_jit",
+                        "jax_enable_x64", "jax_numpy_rank_promotion", "jax_numpy_dtype_promotion",
+                        "jax_debug_nans", "jax_debug_infs", "jax_default_prng_impl")
+
+
+def _thread_config() -> tuple:
+  return tuple(getattr(jax.config, name, None) for name in _THREAD_LOCAL_CONFIG)
+
+
+def _config_reaches_threads() -> bool:
+  """Whether a new thread traces with this thread's JAX config: False inside e.g.
+  `with jax.default_matmul_precision(...)`, whose setting is thread-local."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(_thread_config).result() == _thread_config()
+
+
 def _host_run_steps(step: Callable, seed_threads: int = 1) -> Callable:
   """run(state (S, ...), data, labeled_idx (S, L), num_steps): a jitted one-model step called
   from Python, seeds spread over `seed_thread_count` threads (JAX releases the GIL while XLA
-  runs, so the seeds' steps overlap)."""
+  runs, so the seeds' steps overlap). Inside a thread-local JAX config context (e.g.
+  `with jax.default_matmul_precision(...)`, which worker threads would not see) the seeds
+  step one at a time in the calling thread instead, so they train under that context."""
   step_jit = jax.jit(step, donate_argnums=0)
 
   def run(state, data, labeled_idx, num_steps):
@@ -334,11 +353,11 @@ def _host_run_steps(step: Callable, seed_threads: int = 1) -> Callable:
     one_seed = lambda s: _host_steps(step_jit, jax.tree.map(lambda v: v[s], state), data,
                                      labeled_idx[s], int(num_steps))
     workers = seed_thread_count(seed_threads, num_seeds)
-    if workers == 1:
-      per_seed = [one_seed(s) for s in range(num_seeds)]
-    else:
+    if workers > 1 and _config_reaches_threads():
       with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         per_seed = list(pool.map(one_seed, range(num_seeds)))
+    else:
+      per_seed = [one_seed(s) for s in range(num_seeds)]
     return jax.tree.map(lambda *v: jnp.stack(v), *per_seed)
 
   return run

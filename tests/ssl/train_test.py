@@ -8,6 +8,7 @@ import json
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -154,6 +155,22 @@ def test_host_seed_threads_change_nothing(toy):
                                **KW)
   chex.assert_trees_all_equal(three.state, one.state)
   assert [h["train/loss"] for h in three.history] == [h["train/loss"] for h in one.history]
+
+
+def test_host_threads_train_under_the_callers_config_context():
+  """A `with jax.<context>(...)` setting is thread-local: seeds must not step in worker threads
+  that do not see it (they would train, and end, differently from seed_threads=1)."""
+  def step(state, data, labeled_idx):
+    del data, labeled_idx
+    bump = 2.0 if jax.config.jax_default_matmul_precision == "highest" else 1.0  # trace time
+    return state + bump, {"loss": state.sum()}
+
+  run = train_lib.make_run_steps(step, "host", seed_threads=3)
+  assert train_lib._config_reaches_threads()  # pylint: disable=protected-access
+  with jax.default_matmul_precision("highest"):
+    assert not train_lib._config_reaches_threads()  # pylint: disable=protected-access
+    state, _ = run(jnp.zeros((3, 2)), None, jnp.zeros((3, 1), jnp.int32), 2)
+  np.testing.assert_array_equal(state, np.full((3, 2), 4.0))
 
 
 def test_seed_thread_count():
