@@ -21,9 +21,9 @@ from bilevel_jax.utils import io
 
 FORMAT = "bilevel_jax.al/1"
 # Config entries that may change between a run and its resumption without changing results.
-# vmap_seeds, train.seed_mode and train.seed_threads only choose how trainings are driven (same algorithm,
-# float-level differences), so a run may resume with another setting, e.g. on a machine without
-# an accelerator. Dotted names address nested entries.
+# vmap_seeds, train.seed_mode and train.seed_threads only choose how trainings are driven (same
+# algorithm, float-level differences), so a run may resume with another setting, e.g. on a
+# machine without an accelerator. Dotted names address nested entries.
 _RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
                    "report", "train.seed_mode", "train.seed_threads")
 
