@@ -21,6 +21,12 @@ STRATEGIES1=${LANE1:-max_entropy,consistency}
 case "${1:-both}" in
   0) lane 0 "$STRATEGIES0" ;;
   1) lane 1 "$STRATEGIES1" ;;
-  both) lane 0 "$STRATEGIES0" & lane 1 "$STRATEGIES1" & wait ;;
+  both)
+    lane 0 "$STRATEGIES0" & p0=$!
+    lane 1 "$STRATEGIES1" & p1=$!
+    status=0
+    wait "$p0" || { echo "lane 0 failed: see runs/al_lane0.log" >&2; status=1; }
+    wait "$p1" || { echo "lane 1 failed: see runs/al_lane1.log" >&2; status=1; }
+    exit "$status" ;;
   *) echo "usage: $0 [0|1]" >&2; exit 2 ;;
 esac
