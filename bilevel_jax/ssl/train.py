@@ -289,8 +289,18 @@ def compiled_run_steps(tc: TrainConfig, model: nn.Module, num_classes: int,
                        featurize_fn: FeaturizeFn,
                        augment_featurize_fn: AugmentFeaturizeFn) -> Callable:
   """Cached jitted vmapped runner, so repeated trainings with equal settings compile once."""
-  return make_run_steps(make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn),
-                        seed_mode=resolve_seed_mode(tc.seed_mode), seed_threads=tc.seed_threads)
+  # One step function per setting that changes the step: runners that differ only in
+  # seed_threads then share JAX's trace and compile caches.
+  step = _cached_step(dataclasses.replace(tc, seed_threads=0), model, num_classes, featurize_fn,
+                      augment_featurize_fn)
+  return make_run_steps(step, seed_mode=resolve_seed_mode(tc.seed_mode),
+                        seed_threads=tc.seed_threads)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_step(tc: TrainConfig, model: nn.Module, num_classes: int, featurize_fn: FeaturizeFn,
+                 augment_featurize_fn: AugmentFeaturizeFn) -> Callable:
+  return make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn)
 
 
 def resolve_seed_mode(mode: str) -> str:
