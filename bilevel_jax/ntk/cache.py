@@ -133,10 +133,11 @@ def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache
   meta = dict(n=x.shape[0], m=landmarks.shape[0], kind=kind, arch=arch_dict,
               block_rows=block_rows, tile=list(km._check_tile(tile)), version=_VERSION,
               complete=False)
-  if meta_path.exists() and io.read_json(meta_path).get("complete"):
+  hit = lambda: meta_path.exists() and io.read_json(meta_path).get("complete")
+  if hit():
     return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
   with exclusive_lock(folder.with_name(folder.name + ".lock")):
-    if meta_path.exists() and io.read_json(meta_path).get("complete"):  # another process did it
+    if hit():  # another process filled it while this one waited
       return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
     return _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder, meta)
 
