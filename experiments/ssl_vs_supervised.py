@@ -3,10 +3,10 @@
   python -m experiments.ssl_vs_supervised --config=experiments/configs/mixmatch.py:cpu \
       --workdir=runs/ssl_vs_supervised_cpu
 
-For every (label count, method) the seeds are trained together (vmapped) on the same labeled
-sets across methods; `<workdir>/results.json` is rewritten atomically after every pair, and a
-re-run skips finished pairs (and resumes a killed pair from its Orbax checkpoint).
-`<workdir>/figure1.png` is drawn from the JSON by `plot_figure1`.
+For every (label count, method) the seeds are trained together (`config.seeds_together`; in
+sequence at paper scale) on the same labeled sets across methods; `<workdir>/results.json` is
+rewritten atomically after every pair, and a re-run skips finished pairs (and resumes a killed
+pair from its Orbax checkpoint). `<workdir>/figure1.png` is drawn from the JSON by `plot_figure1`.
 """
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
       res = train_lib.train_many(
           tc, ds.train.waveforms, ds.train.labels, lab, keys, num_classes=num_classes,
           noise=noise, workdir=workdir / "train" / f"{method}_{n}", require_all_classes=True,
-          progress=config.progress)
+          progress=config.progress, vmapped=config.seeds_together)
       evals = [eval_lib.evaluate(c, ds.test.waveforms, ds.test.labels, num_classes,
                                  config.eval_batch_size) for c in res.classifiers]
       accs = [e.accuracy for e in evals]

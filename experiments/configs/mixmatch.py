@@ -33,6 +33,11 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   c.methods = ("mixmatch", "supervised_aug", "supervised")
   c.eval_batch_size = 256
   c.progress = True
+  # Train a (label count, method)'s seeds in one program (vmapped on accelerators, stepped from
+  # host threads on CPU) or one after another. WRN-28-2 on one H200: one after another ran
+  # 1.64x faster than vmapped (grouped convolutions; benchmarks/results/vmap_seeds_h200_paper.json),
+  # so the paper scale trains them in sequence; on CPU one program with threads is 1.19x faster.
+  c.seeds_together = arg != "paper"
 
   t = ml_collections.ConfigDict()
   t.method = "mixmatch"  # overwritten per method by the experiment
