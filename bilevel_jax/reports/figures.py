@@ -16,7 +16,8 @@ from bilevel_jax.reports import tables  # pylint: disable=g-import-not-at-top,wr
 def figure3(table: dict[str, dict[int, tables.Cell]], path: str | pathlib.Path, *,
             title: str = "") -> pathlib.Path:
   """Test accuracy (%) vs number of labels per strategy: mean over seeds with a +-1 std band
-  (sample std, ddof=1; no band for one seed); the legend gives the fewest seeds of any point.
+  (sample std, ddof=1; no band for one seed); the legend gives the seeds per point
+  (n=k), or the fewest of any point (n>=k) when rounds have different counts.
 
   Args:
     table: {strategy: {num_labeled: Cell}} from `tables.aggregate`.
@@ -28,8 +29,9 @@ def figure3(table: dict[str, dict[int, tables.Cell]], path: str | pathlib.Path, 
     x = np.asarray(sorted(cells))
     mean = np.asarray([cells[b].mean for b in x])
     std = np.asarray([cells[b].std for b in x])
-    n = min(cells[b].n for b in x)
-    line, = ax.plot(x, mean, marker="o", ms=3, label=f"{tables.DISPLAY.get(name, name)} (n>={n})")
+    counts = {cells[b].n for b in x}
+    seeds = f"n={counts.pop()}" if len(counts) == 1 else f"n>={min(counts)}"
+    line, = ax.plot(x, mean, marker="o", ms=3, label=f"{tables.DISPLAY.get(name, name)} ({seeds})")
     ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
   ax.set_xlabel("number of labeled samples")
   ax.set_ylabel("test accuracy (%)")
