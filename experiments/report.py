@@ -23,6 +23,8 @@ _RESULTS = flags.DEFINE_multi_string("results", None, "Result JSON files or fold
 _OUT = flags.DEFINE_string("out", None, "Output folder for tables and figures.", required=True)
 _FIG2_STRATEGY = flags.DEFINE_string("figure2_strategy", "bilevel", "Strategy of Figure 2.")
 _FIG2_SEED = flags.DEFINE_integer("figure2_seed", 0, "Seed of Figure 2.")
+_REFERENCE = flags.DEFINE_string("reference", "bilevel",
+                                 "Strategy compared seed by seed with each other (paired.md).")
 
 
 def main(argv):
@@ -30,10 +32,13 @@ def main(argv):
   command = "python -m experiments.report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   out = reports.write_report(_RESULTS.value, _OUT.value, command=command,
                              figure2_strategy=_FIG2_STRATEGY.value,
-                             figure2_seed=_FIG2_SEED.value)
+                             figure2_seed=_FIG2_SEED.value, reference=_REFERENCE.value)
   print(out["table_markdown"])
   print()
   print(out["rounds_markdown"])
+  if out["paired_markdown"]:
+    print()
+    print(out["paired_markdown"])
   print(f"\nwritten: {out['table1']}, {out['figure3']}" +
         (f", {out['figure2']}" if "figure2" in out else ""))
   if "figure2_counts" in out:

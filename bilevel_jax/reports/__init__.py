@@ -1,4 +1,5 @@
-"""Table 1 and Figures 2-3 from AL result files (`write_report` writes them all)."""
+"""Table 1, paired comparisons and Figures 2-3 from AL result files (`write_report` writes
+them all)."""
 from __future__ import annotations
 
 import pathlib
@@ -14,8 +15,9 @@ __all__ = ["figures", "tables", "write_report"]
 
 def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
                  command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
-                 with_figure2: bool = True) -> dict[str, Any]:
-  """Writes table1.{md,tex}, table_rounds.tex, figure3.png, table1.json and, when the
+                 with_figure2: bool = True, reference: str = "bilevel") -> dict[str, Any]:
+  """Writes table1.{md,tex}, table_rounds.tex, paired.md (`reference` against each other
+  strategy, seed by seed), figure3.png, table1.json and, when the
   round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
   were written earlier (to outdir or to `report/` next to the JSON), figure2.png with
   figure2_counts.json and figure2_points.json. Returns the paths and the markdown tables.
@@ -39,11 +41,22 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
       "accuracy_percent": {name: {str(b): c._asdict() for b, c in cells.items()}
                            for name, cells in table.items()},
   }
+  pairs = tables.paired(records, reference)
+  paired_md = ""
+  if pairs:
+    paired_md = tables.paired_markdown(pairs, reference)
+    (outdir / "paired.md").write_text(
+        f"{tables.DISPLAY.get(reference, reference)} minus each baseline, test accuracy points, "
+        "same seeds: mean difference (wins-losses[-ties] over seeds). The pooled column pairs "
+        "every (seed, round) after the first; rounds of one seed are not independent, so its "
+        "sign test is indicative only.\n\n" + paired_md + "\n")
+    summary["paired"] = {"reference": reference, "vs": {
+        base: {str(b): c._asdict() for b, c in cells.items()} for base, cells in pairs.items()}}
   io.atomic_write_json(outdir / "table1.json", summary)
   fig3 = figures.figure3(table, outdir / "figure3.png",
                          title=f"{dataset}: test accuracy vs labels (mean ± 1 std)")
-  out = {"table_markdown": md, "rounds_markdown": rounds_md, "figure3": str(fig3),
-         "table1": str(outdir / "table1.md")}
+  out = {"table_markdown": md, "rounds_markdown": rounds_md, "paired_markdown": paired_md,
+         "figure3": str(fig3), "table1": str(outdir / "table1.md")}
   if with_figure2:
     fig2 = _figure2(records, outdir, figure2_strategy, figure2_seed, command)
     if fig2 is not None:

@@ -1,8 +1,10 @@
-"""Table 1 from AL result JSON files only: mean +- std test accuracy per strategy and budget."""
+"""Table 1 from AL result JSON files only: mean +- std test accuracy per strategy and budget,
+and paired differences of one strategy against the others (same seeds)."""
 from __future__ import annotations
 
 import collections
 import json
+import math
 import pathlib
 from typing import Any, Iterable, NamedTuple
 
@@ -145,4 +147,90 @@ def rounds_latex(table: dict[str, dict[int, Cell]]) -> str:
                  " & ".join(_fmt(cells.get(b), latex=True, show_n=True) for b in budgets)
                  + r" \\")
   lines += [r"\bottomrule", r"\end{tabular}"]
+  return "\n".join(lines)
+
+
+class PairedCell(NamedTuple):
+  """Reference minus baseline accuracy (points) over the seeds both completed."""
+  mean_diff: float
+  wins: int         # seeds where the reference is more accurate
+  losses: int
+  ties: int
+  sign_p: float     # two-sided exact sign test over the non-tied seeds
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+  """Two-sided exact binomial (p = 1/2) p-value of `wins` against `losses`; 1.0 for no pairs."""
+  n = wins + losses
+  if n == 0:
+    return 1.0
+  k = min(wins, losses)
+  tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+  return min(1.0, 2.0 * tail)
+
+
+def _paired_cell(diffs: list[float]) -> PairedCell:
+  d = np.asarray(diffs)
+  wins, losses = int((d > 0).sum()), int((d < 0).sum())
+  return PairedCell(float(d.mean()), wins, losses, int(d.size - wins - losses),
+                    sign_test_p(wins, losses))
+
+
+def paired(records: list[dict[str, Any]], reference: str = "bilevel"
+           ) -> dict[str, dict[int | str, PairedCell]]:
+  """{baseline: {num_labeled: PairedCell, "after_first": PairedCell}} for `reference` vs every
+  other strategy, pairing the seeds that share a seed number (same initial pool and streams).
+
+  The first round is left out (every strategy starts from the same pool). "after_first" pools
+  every (seed, round) pair after it; pairs of one seed are not independent, so its sign test is
+  only indicative.
+  """
+  acc: dict[str, dict[int, dict[int, float]]] = collections.defaultdict(
+      lambda: collections.defaultdict(dict))
+  for rec in records:
+    for rnd in rec["rounds"]:
+      acc[rec["strategy"]][int(rnd["num_labeled"])][int(rec["seed"])] = (
+          100.0 * float(rnd["test_accuracy"]))
+  if reference not in acc:
+    return {}
+  first = min(acc[reference])
+  out = {}
+  for base in strategy_order(acc):
+    if base == reference:
+      continue
+    cells, pooled = {}, []
+    for n_lab in sorted(set(acc[reference]) & set(acc[base])):
+      if n_lab == first:
+        continue
+      seeds = sorted(set(acc[reference][n_lab]) & set(acc[base][n_lab]))
+      diffs = [acc[reference][n_lab][s] - acc[base][n_lab][s] for s in seeds]
+      if diffs:
+        cells[n_lab] = _paired_cell(diffs)
+        pooled += diffs
+    if pooled:
+      cells["after_first"] = _paired_cell(pooled)
+      out[base] = cells
+  return out
+
+
+def paired_markdown(table: dict[str, dict[int | str, PairedCell]],
+                    reference: str = "bilevel") -> str:
+  """Mean difference in points with wins-losses(-ties) per number of labels and pooled."""
+  budgets = sorted({b for cells in table.values() for b in cells if b != "after_first"})
+  ref = DISPLAY.get(reference, reference)
+  lines = [f"| {ref} vs | " + " | ".join(str(b) for b in budgets) +
+           " | all rounds after the first | sign test p (pooled) |",
+           "|---|" + "---|" * (len(budgets) + 2)]
+
+  def fmt(c: PairedCell | None) -> str:
+    if c is None:
+      return "--"
+    ties = f"-{c.ties}" if c.ties else ""
+    return f"{c.mean_diff:+.1f} ({c.wins}-{c.losses}{ties})"
+
+  for base, cells in table.items():
+    pooled = cells["after_first"]
+    lines.append(f"| {DISPLAY.get(base, base)} | " +
+                 " | ".join(fmt(cells.get(b)) for b in budgets) +
+                 f" | {fmt(pooled)} | {pooled.sign_p:.2g} |")
   return "\n".join(lines)

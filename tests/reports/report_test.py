@@ -107,6 +107,46 @@ class TablesTest(absltest.TestCase):
     self.assertGreater((out / "figure3.png").stat().st_size, 0)
 
 
+class PairedTest(absltest.TestCase):
+
+  def test_sign_test_matches_scipy(self):
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    for wins, losses in [(0, 6), (6, 0), (13, 17), (24, 5), (3, 3), (1, 0)]:
+      self.assertAlmostEqual(tables.sign_test_p(wins, losses),
+                             stats.binomtest(wins, wins + losses, 0.5).pvalue, places=12)
+    self.assertEqual(tables.sign_test_p(0, 0), 1.0)
+
+  def test_paired_differences_against_numpy(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    rng = np.random.default_rng(1)
+    uni = rng.uniform(0.3, 0.9, (4, 3))
+    bil = rng.uniform(0.3, 0.9, (4, 3))
+    bil[1, 1] = uni[1, 1]          # a tie
+    bil[3, 2] = np.nan             # seed 3 has not finished: paired over 3 seeds at 30
+    _write_results(tmp, {"uniform": uni, "bilevel": bil})
+    records = tables.load_results([tmp])
+    pairs = tables.paired(records, "bilevel")
+    self.assertEqual(list(pairs), ["uniform"])
+    self.assertNotIn(10, pairs["uniform"])  # the shared first round is left out
+    for r, n_lab in ((1, 20), (2, 30)):
+      seeds = 4 if r == 1 else 3
+      d = 100 * (bil[:seeds, r] - uni[:seeds, r])
+      cell = pairs["uniform"][n_lab]
+      self.assertAlmostEqual(cell.mean_diff, d.mean(), places=9)
+      self.assertEqual((cell.wins, cell.losses, cell.ties),
+                       (int((d > 0).sum()), int((d < 0).sum()), int((d == 0).sum())))
+    pooled = np.concatenate([100 * (bil[:4, 1] - uni[:4, 1]), 100 * (bil[:3, 2] - uni[:3, 2])])
+    self.assertAlmostEqual(pairs["uniform"]["after_first"].mean_diff, pooled.mean(), places=9)
+    md = tables.paired_markdown(pairs, "bilevel")
+    self.assertIn("| Bilevel vs | 20 | 30 |", md)
+    self.assertIn("-1)", md)  # the tie is shown
+    self.assertEqual(tables.paired(records, "kcenter"), {})
+    out = reports.write_report([tmp], tmp / "report", with_figure2=False)
+    self.assertTrue((tmp / "report" / "paired.md").exists())
+    self.assertIn("uniform", io.read_json(tmp / "report" / "table1.json")["paired"]["vs"])
+    self.assertEqual(out["paired_markdown"], md)
+
+
 class FiguresTest(absltest.TestCase):
 
   def test_write_report_with_figure2(self):
