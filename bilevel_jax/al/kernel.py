@@ -34,10 +34,26 @@ from bilevel_jax.utils import paths
 log = logging.getLogger(__name__)
 
 
-def _kernel_fn(depth: int, kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-  from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
+def check_config(b: Any, num_train: int | None = None) -> None:
+  """The `config.bilevel` entries this module reads; `landmarks` also against the training
+  set size once it is known. The AL loop calls it before any data is decoded."""
+  _check_kind(b.kernel)
+  for name in ("augmentations", "kernel_batch", "landmarks"):
+    if int(b[name]) < 1:
+      raise ValueError(f"config.bilevel.{name}={b[name]}; expected >= 1.")
+  if num_train is not None and int(b.landmarks) > num_train:
+    raise ValueError(f"config.bilevel.landmarks={b.landmarks}; expected 1 <= m <= {num_train} "
+                     "(training set).")
+
+
+def _check_kind(kind: str) -> None:
   if kind not in ("ntk", "nngp"):
     raise ValueError(f"config.bilevel.kernel={kind!r}; expected 'ntk' or 'nngp'.")
+
+
+def _kernel_fn(depth: int, kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
+  _check_kind(kind)
 
   @jax.jit
   def fn(x1, x2):
@@ -72,8 +88,7 @@ def make_bank_fn(n_aug: int, depth: int, kind: str) -> Callable[..., jax.Array]:
   ignored), so they are identical whether made for the labeled bank or for a greedy pick.
   """
   from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
-  if kind not in ("ntk", "nngp"):
-    raise ValueError(f"config.bilevel.kernel={kind!r}; expected 'ntk' or 'nngp'.")
+  _check_kind(kind)
 
   def bank_fn(params: BankParams, key: jax.Array, index: jax.Array) -> jax.Array:
     del key
@@ -91,20 +106,15 @@ class KernelFeatures:
 
   def __init__(self, config: Any, waveforms: np.ndarray, noise: np.ndarray, tag: str):
     b = config.bilevel
+    n = waveforms.shape[0]
+    check_config(b, n)
     self.n_aug = int(b.augmentations)
-    if self.n_aug < 1:
-      raise ValueError(f"config.bilevel.augmentations={self.n_aug}; expected >= 1.")
     self.waveforms = waveforms
     mean, std = ssl_train.feature_stats(audio.featurize, waveforms)
     self._featurize = jax.jit(lambda w: (audio.featurize(w) - mean) / std)
-    self._kernel = _kernel_fn(int(b.ntk_depth), b.kernel)        # validates b.kernel
+    self._kernel = _kernel_fn(int(b.ntk_depth), b.kernel)
     self.batch = int(b.kernel_batch)                              # rows per resumable block
-    if self.batch < 1:
-      raise ValueError(f"config.bilevel.kernel_batch={self.batch}; expected >= 1.")
-    n = waveforms.shape[0]
     m = int(b.landmarks)
-    if not 1 <= m <= n:
-      raise ValueError(f"config.bilevel.landmarks={m}; expected 1 <= m <= {n} (training set).")
     self.landmark_idx = nystrom.draw_landmarks(jax.random.key(int(b.landmark_seed)), n, m)
     self.features, nys_map, landmark_x = self._load_or_compute(config, tag)
     self.bank_fn = make_bank_fn(self.n_aug, int(b.ntk_depth), b.kernel)

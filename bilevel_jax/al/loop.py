@@ -12,6 +12,7 @@ round k is written (used by the resume test).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -88,17 +89,9 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   sched = pool_lib.schedule(config.al.initial, config.al.budget, config.al.batch)
   ssl_train.TrainConfig.from_config(config.train)  # unknown training keys fail here
   if any(strategies.get(n).kernel for n in names):
-    _check_kernel_config(config.bilevel)
+    from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
+    kernel_lib.check_config(config.bilevel)
   return Plan(names, seeds, tuple(sched))
-
-
-def _check_kernel_config(b: ml_collections.ConfigDict) -> None:
-  """The proxy-kernel entries `al.kernel` reads, checked before the data is decoded."""
-  if b.kernel not in ("ntk", "nngp"):
-    raise ValueError(f"config.bilevel.kernel={b.kernel!r}; expected 'ntk' or 'nngp'.")
-  for name in ("augmentations", "kernel_batch", "landmarks"):
-    if int(b[name]) < 1:
-      raise ValueError(f"config.bilevel.{name}={b[name]}; expected >= 1.")
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
@@ -278,13 +271,50 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
   """Trains (or reuses) the round-r models of `seeds`.
 
   Round-0 models are shared by all strategies of a seed: in memory within a process and, with
-  a workdir, on disk across processes (`al.model_cache`).
+  a workdir, on disk across processes (`al.model_cache`). A process about to train round-0
+  models holds a lock per model file, so two processes (e.g. `scripts/al_cpu_two_lanes.sh`)
+  never train the same one: the second waits, then loads it.
 
   Returns:
     ({seed: Classifier}, {seed: training seconds}): wall seconds of the (joint) training divided
     by the seeds trained together; 0 for a reused model.
   """
-  models, todo = {}, []
+  models = {}
+  todo = _reuse(config, data, seeds, r, labeled, shared_models, workdir, models)
+  seconds = dict.fromkeys(seeds, 0.0)
+  if not todo:
+    return models, seconds
+  with contextlib.ExitStack() as locks:
+    if r == 0 and workdir is not None:
+      for s in sorted(todo):  # one global order: two processes cannot deadlock
+        path = _round0_path(config, data, s, labeled[s], workdir)
+        locks.enter_context(io.exclusive_lock(path.with_name(path.name + ".lock"),
+                                              f"the round-0 model {path}"))
+      # Another process may have trained them while this one waited.
+      todo = _reuse(config, data, todo, r, labeled, shared_models, workdir, models)
+    if todo:
+      keys = jax.numpy.stack([pool_lib.round_key(pool_lib.streams(s).train, r) for s in todo])
+      t0 = time.perf_counter()
+      result = ssl_train.train_many(
+          config.train, data.train_waveforms, data.train_labels,
+          np.stack([labeled[s] for s in todo]), keys, num_classes=data.num_classes,
+          noise=data.noise, progress=config.progress,
+          callback=lambda step, _: log.info("  round %d, seeds %s: training step %d", r, todo,
+                                            step))
+      per_seed = (time.perf_counter() - t0) / len(todo)
+      for s, clf in zip(todo, result.classifiers):
+        models[s] = clf
+        seconds[s] = per_seed
+        if r == 0:
+          shared_models[(s, r, labeled[s].tobytes())] = clf
+          if workdir is not None:
+            model_cache.save(_round0_path(config, data, s, labeled[s], workdir), clf)
+  return models, seconds
+
+
+def _reuse(config, data, seeds, r, labeled, shared_models, workdir, models) -> list[int]:
+  """Fills `models` with the round-0 models already in memory or on disk; returns the rest."""
+  todo = []
   for s in seeds:
     key = (s, r, labeled[s].tobytes())
     if key not in shared_models and r == 0 and workdir is not None:
@@ -297,25 +327,7 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
       models[s] = shared_models[key]
     else:
       todo.append(s)
-  seconds = dict.fromkeys(seeds, 0.0)
-  if todo:
-    keys = jax.numpy.stack([pool_lib.round_key(pool_lib.streams(s).train, r) for s in todo])
-    t0 = time.perf_counter()
-    result = ssl_train.train_many(config.train, data.train_waveforms, data.train_labels,
-                            np.stack([labeled[s] for s in todo]), keys,
-                            num_classes=data.num_classes, noise=data.noise,
-                            progress=config.progress,
-                            callback=lambda step, _: log.info("  round %d, seeds %s: training "
-                                                              "step %d", r, todo, step))
-    per_seed = (time.perf_counter() - t0) / len(todo)
-    for s, clf in zip(todo, result.classifiers):
-      models[s] = clf
-      seconds[s] = per_seed
-      if r == 0:
-        shared_models[(s, r, labeled[s].tobytes())] = clf
-        if workdir is not None:
-          model_cache.save(_round0_path(config, data, s, labeled[s], workdir), clf)
-  return models, seconds
+  return todo
 
 
 def _finish_round(config, name, strategy, options, seed, r, labeled, classifier, train_seconds,

@@ -17,12 +17,9 @@ first one.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import logging
 import pathlib
-import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,7 +29,6 @@ from bilevel_jax.ntk import kernel_matrix as km
 from bilevel_jax.utils import io
 from bilevel_jax.utils import paths
 
-log = logging.getLogger(__name__)
 _VERSION = 1
 
 
@@ -136,48 +132,11 @@ def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache
   hit = lambda: meta_path.exists() and io.read_json(meta_path).get("complete")
   if hit():
     return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
-  with exclusive_lock(folder.with_name(folder.name + ".lock")):
+  with io.exclusive_lock(folder.with_name(folder.name + ".lock"),
+                         f"the kernel cache entry {folder}"):
     if hit():  # another process filled it while this one waited
       return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
     return _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder, meta)
-
-
-@contextlib.contextmanager
-def exclusive_lock(path: pathlib.Path):
-  """Blocks until this process holds an exclusive flock on `path`.
-
-  Where no lock can be had (no fcntl; a lock file that cannot be created, e.g. a read-only
-  cache; a file system refusing flock, e.g. NFS without a lock daemon: ENOLCK) the block runs
-  unlocked, with a warning for the last two: the cache then works as it did before the lock,
-  and only two processes filling the same entry at the same moment can clash.
-  """
-  try:
-    import fcntl  # pylint: disable=g-import-not-at-top
-  except ImportError:  # not POSIX: no cross-process exclusion
-    yield
-    return
-  f = None
-  try:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+b")
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # say why this process may sit still for a long time
-      log.info("Waiting for another process to finish the kernel cache entry %s.",
-               path.with_suffix(""))
-      fcntl.flock(f, fcntl.LOCK_EX)
-  except OSError as e:
-    if f is not None:
-      f.close()
-      f = None
-    warnings.warn(f"No lock on {path} ({e}); filling the kernel cache entry without it.",
-                  RuntimeWarning, stacklevel=3)
-  try:
-    yield
-  finally:
-    if f is not None:
-      fcntl.flock(f, fcntl.LOCK_UN)
-      f.close()
 
 
 def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder: pathlib.Path,

@@ -1,14 +1,19 @@
-"""Atomic file writes: a killed process never leaves a half-written result."""
+"""Atomic file writes (a killed process never leaves a half-written result) and an exclusive
+file lock for cache entries that several processes may fill."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pathlib
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
+
+_log = logging.getLogger(__name__)
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -77,3 +82,40 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 def read_json(path: str | os.PathLike) -> Any:
   with open(path) as f:
     return json.load(f)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: pathlib.Path, what: str) -> Iterator[None]:
+  """Blocks until this process holds an exclusive flock on `path` (while it fills `what`).
+
+  Where no lock can be had (no fcntl; a lock file that cannot be created, e.g. a read-only
+  cache; a file system refusing flock, e.g. NFS without a lock daemon: ENOLCK) the block runs
+  unlocked, with a warning for the last two: only two processes filling the same entry at the
+  same moment can then clash.
+  """
+  try:
+    import fcntl  # pylint: disable=g-import-not-at-top
+  except ImportError:  # not POSIX: no cross-process exclusion
+    yield
+    return
+  f = None
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+b")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # say why this process may sit still for a long time
+      _log.info("Waiting for another process to finish %s.", what)
+      fcntl.flock(f, fcntl.LOCK_EX)
+  except OSError as e:
+    if f is not None:
+      f.close()
+      f = None
+    warnings.warn(f"No lock on {path} ({e}); filling {what} without it.",
+                  RuntimeWarning, stacklevel=3)
+  try:
+    yield
+  finally:
+    if f is not None:
+      fcntl.flock(f, fcntl.LOCK_UN)
+      f.close()

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from bilevel_jax.al import kernel
 
@@ -55,3 +56,19 @@ def test_features_and_banks(tmp_path, monkeypatch):
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
   # k(X, U) went through the shared, resumable landmark-kernel cache.
   assert len(list((tmp_path / "ntk").glob("*/meta.json"))) == 1
+
+
+def test_check_config_names_the_entry():
+  kernel.check_config(_config().bilevel, num_train=10)
+  with pytest.raises(ValueError, match=r"config.bilevel.landmarks=11; expected 1 <= m <= 10"):
+    kernel.check_config(_config(m=11).bilevel, num_train=10)
+  kernel.check_config(_config(m=11).bilevel)  # the size is checked once the data is loaded
+  with pytest.raises(ValueError, match=r"config.bilevel.augmentations=0; expected >= 1"):
+    kernel.check_config(_config(n_aug=0).bilevel)
+  bad = _config()
+  bad.bilevel.kernel = "rbf"
+  with pytest.raises(ValueError, match=r"config.bilevel.kernel='rbf'; expected 'ntk' or 'nngp'"):
+    kernel.check_config(bad.bilevel)
+  with pytest.raises(ValueError, match="landmarks=11"):
+    kernel.KernelFeatures(_config(m=11), np.zeros((10, 16000), np.float32),
+                          np.zeros((1, 20000), np.float32), tag="x")

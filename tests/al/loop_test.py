@@ -266,6 +266,43 @@ def test_train_seconds_are_per_seed(monkeypatch):
   assert seconds[0] == 0.0 and seconds[1] >= 0.02
 
 
+def test_two_processes_train_a_round0_model_once(monkeypatch, tmp_path):
+  """Two callers wanting the same round-0 model: the first trains it under the file's lock,
+  the second waits and loads it (before, both trained: e.g. the two AL lanes)."""
+  import threading  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.al import model_cache  # pylint: disable=g-import-not-at-top
+  c = _tiny()
+  data = loop.Data("fsdd", 10, np.zeros((20, 4), np.float32), np.arange(20) % 10,
+                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  labeled = {0: np.arange(10, dtype=np.int32)}
+  calls, started = [], threading.Event()
+
+  def slow_train_many(*args, **kwargs):
+    calls.append(1)
+    started.set()
+    time.sleep(0.5)  # the other caller arrives while this one trains
+    return types.SimpleNamespace(classifiers=["model0"])
+  monkeypatch.setattr(ssl_train, "train_many", slow_train_many)
+  monkeypatch.setattr(model_cache, "save", lambda path, clf: io.atomic_write_json(path, clf))
+  monkeypatch.setattr(model_cache, "load",
+                      lambda path, *a: io.read_json(path) if path.exists() else None)
+  got = {}
+
+  def caller(name):
+    got[name] = loop._train(c, data, [0], 0, labeled, {}, tmp_path)
+
+  first = threading.Thread(target=caller, args=("first",))
+  first.start()
+  assert started.wait(30)
+  second = threading.Thread(target=caller, args=("second",))
+  second.start()
+  first.join(30)
+  second.join(30)
+  assert len(calls) == 1
+  assert got["first"][0] == got["second"][0] == {0: "model0"}
+  assert got["first"][1][0] > 0 and got["second"][1][0] == 0.0  # the second reused it
+
+
 def test_round0_model_key_tells_training_subsets_apart(tmp_path):
   """Same size, labeled indices and key but other clips (subset.seed) must not share a model."""
   rng = np.random.default_rng(0)

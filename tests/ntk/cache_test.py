@@ -73,7 +73,7 @@ def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, t
   the first fills the folder, then reads the finished kernel without computing a block."""
   import logging  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
-  caplog.set_level(logging.INFO, logger=cache.__name__)
+  caplog.set_level(logging.INFO, logger="bilevel_jax.utils.io")  # where the lock logs its wait
   x = downsample(fsdd_log_mels(6, seed=7), 2)
   idx = np.array([0, 2, 5])
   kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
