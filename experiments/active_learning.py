@@ -6,8 +6,8 @@ r"""Active learning with MixMatch: the paper's comparison of selection strategie
       --config.strategy=bilevel --config.seed=0 --workdir=runs/al_fsdd_cpu [--resume]
 
 Writes one result JSON per (dataset, strategy, seed) into the workdir after every round
-(`bilevel_jax.al.results`); with `config.report` it ends by printing Table 1 and saving
-Figure 3 into `<workdir>/report/`.
+(`bilevel_jax.al.results`); with `config.report` it ends by printing Table 1 (final budget,
+every round, seed by seed) and saving Figure 3 into `<workdir>/report/`.
 """
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def main(argv):
     from bilevel_jax import reports  # pylint: disable=g-import-not-at-top
     out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)
     print(out["table_markdown"])
+    print("\nEvery round:\n\n" + out["rounds_markdown"])
+    if out["paired_markdown"]:
+      print("\nSeed by seed (accuracy points, wins-losses):\n\n" + out["paired_markdown"])
     print(f"Figure 3: {out['figure3']}")
     if "figure2" in out:
       c = out["figure2_counts"]
