@@ -157,6 +157,22 @@ def test_killed_run_resumes_to_the_same_selections(tmp_path, fsdd_root):
       _picks(clean, "kcenter")[0]["initial_indices"]
 
 
+def test_cli_ends_with_the_tables_and_figure(tmp_path, fsdd_root):
+  """`config.report`: Table 1 at the final budget, every round, bilevel seed by seed, Figure 3."""
+  cmd = [sys.executable, "-m", "experiments.active_learning",
+         "--config=experiments/configs/fsdd.py:tiny", "--config.strategy=uniform,bilevel",
+         "--config.progress=False", "--config.report=True", f"--workdir={tmp_path}"]
+  proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = proc.stdout
+  assert "| method | fsdd @ 20 labels | seeds |" in out
+  assert "Every round:" in out and "| Bilevel | " in out
+  assert "| Bilevel vs | 15 | 20 |" in out and "| Uniform | " in out
+  assert (tmp_path / "report" / "figure3.png").exists()
+  assert (tmp_path / "report" / "paired.md").exists()
+
+
 def test_resume_rejects_a_different_config(tmp_path):
   c = _tiny()
   rec = results.new_record(dataset="fsdd", strategy="uniform", seed=0, command="x",
