@@ -51,10 +51,7 @@ def compare(run: str, strategy: str, name: str, against: list[str]) -> tuple[str
         "run, same seeds: mean difference in points (wins-losses[-ties]).\n\n" +
         tables.paired_markdown(pairs, reference=name) + "\n")
   summary = {"run": str(run), "strategy": strategy, "name": name, "against": list(against),
-             "accuracy_percent": {k: {str(b): c._asdict() for b, c in cells.items()}
-                                  for k, cells in table.items()},
-             "paired": {k: {str(b): c._asdict() for b, c in cells.items()}
-                        for k, cells in pairs.items()}}
+             "accuracy_percent": tables.cells_json(table), "paired": tables.cells_json(pairs)}
   return md, summary
 
 

@@ -38,8 +38,7 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
   summary = {
       "command": command, "dataset": dataset, "final_budget": budget,
       "sources": sorted(r["_path"] for r in records),
-      "accuracy_percent": {name: {str(b): c._asdict() for b, c in cells.items()}
-                           for name, cells in table.items()},
+      "accuracy_percent": tables.cells_json(table),
   }
   pairs = tables.paired(records, reference)
   paired_md = ""
@@ -50,8 +49,7 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
         "same seeds: mean difference (wins-losses[-ties] over seeds). The pooled column pairs "
         "every (seed, round) after the first; rounds of one seed are not independent, so its "
         "sign test is indicative only.\n\n" + paired_md + "\n")
-    summary["paired"] = {"reference": reference, "vs": {
-        base: {str(b): c._asdict() for b, c in cells.items()} for base, cells in pairs.items()}}
+    summary["paired"] = {"reference": reference, "vs": tables.cells_json(pairs)}
   io.atomic_write_json(outdir / "table1.json", summary)
   fig3 = figures.figure3(table, outdir / "figure3.png",
                          title=f"{dataset}: test accuracy vs labels (mean ± 1 std)")

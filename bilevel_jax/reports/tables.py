@@ -234,3 +234,9 @@ def paired_markdown(table: dict[str, dict[int | str, PairedCell]],
                  " | ".join(fmt(cells.get(b)) for b in budgets) +
                  f" | {fmt(pooled)} | {pooled.sign_p:.2g} |")
   return "\n".join(lines)
+
+
+def cells_json(table: dict[str, dict[Any, NamedTuple]]) -> dict[str, dict[str, dict]]:
+  """{row: {column: cell}} of Cells or PairedCells as JSON-ready dicts (column keys as str)."""
+  return {row: {str(col): cell._asdict() for col, cell in cells.items()}
+          for row, cells in table.items()}
