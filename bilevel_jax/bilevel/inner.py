@@ -3,13 +3,16 @@
 Model: h_w(z) = softmax(w^T z), w: (m, c).
 
 Inner objective over a fixed-capacity bank of augmented copies (shapes never change while
-points are added, so the greedy loop compiles once):
+points are added, so the greedy loop compiles once), in one of two conventions (`reduction`):
 
-  F(w) = (1 / N) * sum_{valid slots i} sum_{a < A} CE(softmax(w^T z[i, a]), y[i]) + l2 * ||w||_F^2
+  "sum"  (the paper's Eq. 3): F(w) = sum_{valid slots i} (1 / A) sum_{a < A} CE(softmax(w^T z[i, a]), y[i])
+                                     + l2 * ||w||_F^2
+  "mean" (the project's first convention): the same data term divided by the number of valid
+         slots, i.e. the mean over the valid (point, copy) pairs, + l2 * ||w||_F^2,
 
-with N = A * (number of valid slots) the number of valid (point, copy) pairs and
-CE(p, y) = -sum_k y_k log p_k. Labeled slots hold one-hot true labels, selected slots soft
+with CE(p, y) = -sum_k y_k log p_k. Labeled slots hold one-hot true labels, selected slots soft
 pseudo-labels. `l2` is the paper's lambda (1e-4); the gradient of the penalty is 2 * l2 * w.
+Under "mean" the penalty weighs #valid times more against the data than under "sum".
 """
 from __future__ import annotations
 
@@ -22,6 +25,22 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 import optax
+
+REDUCTIONS = ("mean", "sum")
+
+
+def check_reduction(reduction: str) -> None:
+  """Raises ValueError unless reduction is one of REDUCTIONS."""
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"loss_reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+
+
+def slot_normaliser(valid: jax.Array, reduction: str, dtype) -> jax.Array:
+  """What the summed per-slot losses are divided by: #valid slots ("mean") or 1 ("sum")."""
+  check_reduction(reduction)
+  if reduction == "sum":
+    return jnp.asarray(1.0, dtype)
+  return jnp.maximum(jnp.sum(valid), 1).astype(dtype)
 
 
 class Bank(NamedTuple):
@@ -53,12 +72,16 @@ def softmax_xent(logits: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.sum(y, axis=-1) * jax.nn.logsumexp(logits, axis=-1) - jnp.sum(y * logits, axis=-1)
 
 
-def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array) -> jax.Array:
+def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
+                   ) -> jax.Array:
   """F(w) over every valid (slot, copy) pair of `bank` (module docstring). Returns ()."""
   s, a, m = bank.z.shape
   logits = jnp.einsum("sam,mc->sac", bank.z, w)                       # (S, A, c)
   xent = softmax_xent(logits, bank.y[:, None, :])                     # (S, A)
-  weight = bank.valid.astype(w.dtype) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
+  if reduction == "mean":   # the original expression, kept for bitwise-identical results
+    weight = bank.valid.astype(w.dtype) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
+  else:
+    weight = bank.valid.astype(w.dtype) / (a * slot_normaliser(bank.valid, reduction, w.dtype))
   del s, m
   return jnp.sum(xent * weight[:, None]) + l2 * jnp.sum(w * w)
 
@@ -110,8 +133,8 @@ def init_inner_state(w0: jax.Array) -> InnerState:
 
 
 def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array,
-                    l2: jax.Array, *, steps: int, batch_size: int | None
-                    ) -> tuple[InnerState, jax.Array]:
+                    l2: jax.Array, *, steps: int, batch_size: int | None,
+                    reduction: str = "mean") -> tuple[InnerState, jax.Array]:
   """Runs `steps` Adam steps on F from `state` in one lax.scan (un-jitted building block).
 
   Args:
@@ -122,6 +145,8 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
     steps: number of Adam steps (static).
     batch_size: pairs per minibatch (static); None uses the exact full-bank gradient, a
       deterministic mode for tests and references.
+    reduction: "mean" or "sum" (module docstring; static). A minibatch estimates the data term
+      by its mean CE times the number of valid slots under "sum" (unbiased).
 
   Returns:
     The new state and the per-step objective values (steps,): minibatch estimates of F, or
@@ -132,7 +157,7 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
   adam = optax.scale_by_adam()
   # Transposed (c, m) layout inside the loop (see `xent_grad_t`); the state is (m, c) outside.
   transpose = lambda tree: jax.tree.map(lambda x: x.T if jnp.ndim(x) == 2 else x, tree)
-  zflat, rows_y, rows_w = bank_rows(bank)                             # (S * A, m), (S * A, c)
+  zflat, rows_y, rows_w = bank_rows(bank, reduction)                  # (S * A, m), (S * A, c)
 
   def adam_step(carry, loss_grad):
     wt, opt_state = carry
@@ -148,6 +173,10 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
   else:
     slots, copies = sample_pair_indices(key, bank.valid, a, steps=steps, batch_size=batch_size)
     inv_b = jnp.asarray(1.0 / batch_size, state.w.dtype)
+    if reduction != "mean":
+      # Total row weight / B: #valid / normaliser (#valid slots hold A * #valid pairs).
+      inv_b = inv_b * slot_normaliser(bank.valid, "mean", state.w.dtype) / \
+          slot_normaliser(bank.valid, reduction, state.w.dtype)
 
     def step(carry, idx):
       rows, slot = idx
@@ -159,40 +188,56 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
   return InnerState(wt.T, transpose(opt_state)), losses
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "batch_size"))
+@functools.partial(jax.jit, static_argnames=("steps", "batch_size", "reduction"))
 def fit_inner(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array | float,
-              l2: jax.Array | float, *, steps: int = 1000, batch_size: int | None = 64
-              ) -> tuple[InnerState, jax.Array]:
+              l2: jax.Array | float, *, steps: int = 1000, batch_size: int | None = 64,
+              reduction: str = "mean") -> tuple[InnerState, jax.Array]:
   """Jitted `fit_inner_steps`; returns (state, F(w) over the full bank at the end)."""
   lr = jnp.asarray(lr, state.w.dtype)
   l2 = jnp.asarray(l2, state.w.dtype)
-  state, _ = fit_inner_steps(key, state, bank, lr, l2, steps=steps, batch_size=batch_size)
-  return state, bank_objective(state.w, bank, l2)
+  state, _ = fit_inner_steps(key, state, bank, lr, l2, steps=steps, batch_size=batch_size,
+                             reduction=reduction)
+  return state, bank_objective(state.w, bank, l2, reduction)
 
 
-def bank_rows(bank: Bank) -> tuple[jax.Array, jax.Array, jax.Array]:
+def bank_rows(bank: Bank, reduction: str = "mean"
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """The bank as flat rows: z (S * A, m), y (S * A, c) and the weight of each row in F
-  (valid / (A * #valid), zero for empty slots): F = sum_i weight_i CE_i + l2 ||w||^2."""
+  (valid / (A * #valid) under "mean", valid / A under "sum", zero for empty slots):
+  F = sum_i weight_i CE_i + l2 ||w||^2."""
   s, a, m = bank.z.shape
   dtype = bank.z.dtype
-  weight = jnp.repeat(bank.valid.astype(dtype), a) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
+  if reduction == "mean":   # the original expression, kept for bitwise-identical results
+    weight = jnp.repeat(bank.valid.astype(dtype), a) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
+  else:
+    weight = jnp.repeat(bank.valid.astype(dtype), a) / (
+        a * slot_normaliser(bank.valid, reduction, dtype))
   return bank.z.reshape(s * a, m), jnp.repeat(bank.y, a, axis=0), weight
 
 
-def bank_objective_t(wt: jax.Array, bank: Bank, l2: jax.Array) -> jax.Array:
+def bank_objective_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
+                     ) -> jax.Array:
   """F at transposed weights wt (c, m); same value as `bank_objective(wt.T, ...)`. Returns ()."""
-  z, y, weight = bank_rows(bank)
+  z, y, weight = bank_rows(bank, reduction)
   return xent_grad_t(wt, z, y, weight)[0] + l2 * jnp.sum(wt * wt)
 
 
-def bank_hvp_t(wt: jax.Array, bank: Bank, l2: jax.Array):
+def bank_grad_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
+                ) -> tuple[jax.Array, jax.Array]:
+  """(F, grad F) at transposed weights wt (c, m), full bank. Returns ((), (c, m))."""
+  z, y, weight = bank_rows(bank, reduction)
+  loss, grad = xent_grad_t(wt, z, y, weight)
+  return loss + l2 * jnp.sum(wt * wt), grad + 2.0 * l2 * wt
+
+
+def bank_hvp_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"):
   """Hessian-vector product of F at wt (c, m), as a function u (c, m) -> H u (c, m).
 
   Per row, the Hessian of sum(y) * logsumexp(l) in the logits is sum(y) (diag(p) - p p^T), so
   H u = sum_i weight_i sum(y_i) (p_i * a_i - p_i <p_i, a_i>) z_i^T + 2 l2 u with a_i = u z_i:
   two matmuls over the bank rows per product, the probabilities computed once.
   """
-  z, y, weight = bank_rows(bank)
+  z, y, weight = bank_rows(bank, reduction)
   p = jax.nn.softmax(z @ wt.T, axis=-1)                              # (R, c)
   scale = (weight * jnp.sum(y, axis=-1))[:, None]
 
@@ -203,20 +248,20 @@ def bank_hvp_t(wt: jax.Array, bank: Bank, l2: jax.Array):
   return matvec
 
 
-# solver(key, state, bank, lr, l2, *, steps, batch_size) -> (InnerState, per-iteration losses)
+# solver(key, state, bank, lr, l2, *, steps, batch_size, reduction) -> (InnerState, losses)
 InnerSolver = Callable[..., tuple[InnerState, jax.Array]]
 
 
 @dataclasses.dataclass(frozen=True)
 class LBFGSSolver:
-  """Exact inner solver: `iterations` full-bank L-BFGS iterations (optax, zoom line search),
+  """Inner solver of a fixed number of full-bank L-BFGS iterations (optax, zoom line search),
   warm-started from the previous greedy step's w. A drop-in `inner_solver` for
   `select.select_batch`; equal instances hash equal, so they share one compilation.
 
-  The inner problem is strongly convex and small, so ~10-30 iterations reach its minimiser,
-  which 1000 Adam steps at lr 1e-3 (the paper's setting, still the default) do not; picks
-  therefore differ from the paper's (benchmarks/results/selection_exact_inner.json). The Adam
-  state is passed through untouched; `key`, `lr`, `steps` and `batch_size` are not used.
+  A fixed iteration count does not guarantee the minimiser: at l2 = 1e-4 on NTK features 20
+  iterations got 2 of 5 picks of the exact greedy right (issue 13). For a solve to a gradient
+  tolerance use `select_batch(..., solver="exact")` (`bilevel/exact.py`). The Adam state is
+  passed through untouched; `key`, `lr`, `steps` and `batch_size` are not used.
   """
   iterations: int = 20
   memory_size: int = 10
@@ -227,10 +272,10 @@ class LBFGSSolver:
                        f"{self.iterations}, {self.memory_size}.")
 
   def __call__(self, key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array,
-               l2: jax.Array, *, steps: Any = None, batch_size: Any = None
-               ) -> tuple[InnerState, jax.Array]:
+               l2: jax.Array, *, steps: Any = None, batch_size: Any = None,
+               reduction: str = "mean") -> tuple[InnerState, jax.Array]:
     del key, lr, steps, batch_size
-    f = lambda wt: bank_objective_t(wt, bank, l2)
+    f = lambda wt: bank_objective_t(wt, bank, l2, reduction)
     opt = optax.lbfgs(memory_size=self.memory_size)
     value_and_grad = optax.value_and_grad_from_state(f)
 

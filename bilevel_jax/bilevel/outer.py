@@ -2,10 +2,12 @@
 
 Outer objective on clean (not augmented) features of the whole training pool:
 
-  G(w) = (1 / P) * sum_{x in pool} CE(softmax(w^T z_x), t_x)
+  G(w) = (1 / N) * sum_{x in pool} CE(softmax(w^T z_x), t_x)
 
 with t_x the one-hot true label for labeled points and the soft pseudo-label y~_x otherwise,
-i.e. the paper's sum over D_train (true labels) + D_pool (pseudo-labels), divided by P. With a
+i.e. the paper's sum over D_train (true labels) + D_pool (pseudo-labels); N = 1 under
+reduction="sum" (the paper's Eq. 3) and N = P under "mean". The convention only scales G, v
+and every score of a greedy step by the same factor, so it never changes a pick. With a
 validity mask (padding rows of a sharded pool) the sum runs over valid points and P counts them.
 
 Score of pool point x (paper Eq. 2): s_x = grad_w l(x, y~_x)^T H^-1 grad_w G(w) = z_x^T v (p_x - y~_x)
@@ -32,10 +34,13 @@ def _check(w_mc, pool_z, labels) -> None:
   chex.assert_equal(labels.shape[1], w_mc.shape[1])
 
 
-def outer_objective(w: jax.Array, pool_z: jax.Array, targets: jax.Array) -> jax.Array:
+def outer_objective(w: jax.Array, pool_z: jax.Array, targets: jax.Array,
+                    reduction: str = "mean") -> jax.Array:
   """G(w). w: (m, c), pool_z: (P, m), targets: (P, c) label distributions. Returns ()."""
   _check(w, pool_z, targets)
-  return jnp.mean(inner.softmax_xent(pool_z @ w, targets))
+  inner.check_reduction(reduction)
+  xent = inner.softmax_xent(pool_z @ w, targets)
+  return jnp.mean(xent) if reduction == "mean" else jnp.sum(xent)
 
 
 def pool_scores(w: jax.Array, v: jax.Array, pool_z: jax.Array,
@@ -52,18 +57,23 @@ def pool_scores(w: jax.Array, v: jax.Array, pool_z: jax.Array,
 
 
 def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
-                       valid: jax.Array | None = None
+                       valid: jax.Array | None = None, reduction: str = "mean"
                        ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """G, its gradient and the pool probabilities from one pass over the pool.
 
-  wt: (c, m); pool_z: (P, m); targets: (P, c); valid: optional (P,) bool (False rows ignored).
+  wt: (c, m); pool_z: (P, m); targets: (P, c); valid: optional (P,) bool (False rows ignored);
+  reduction: "mean" or "sum" (module docstring; static).
   Returns G (), grad G transposed (c, m) and softmax(w^T z) (P, c) for `pool_scores_t`.
   """
   _check(wt.T, pool_z, targets)
+  inner.check_reduction(reduction)
   if valid is not None:
     chex.assert_shape(valid, pool_z.shape[:1])
   p_pool = pool_z.shape[0]
-  if valid is None:
+  if reduction == "sum":
+    weight = (jnp.asarray(1.0, pool_z.dtype) if valid is None
+              else valid.astype(pool_z.dtype))
+  elif valid is None:
     weight = jnp.asarray(1.0 / p_pool, pool_z.dtype)
   else:
     weight = valid.astype(pool_z.dtype) / jnp.maximum(jnp.sum(valid), 1)

@@ -1,17 +1,22 @@
 """Greedy bilevel batch selection (paper Algorithm 1), one jitted program per call.
 
 Per greedy step k (lax.fori_loop over a selection mask):
-  1. Adam on the inner objective F over the bank (labeled copies + copies of the k points picked
-     so far), warm-started from step k-1 (`inner.py`; `inner_solver` swaps in another solver);
-  2. v = H^-1 grad G by CG with closed-form Hessian-vector products (`inner.bank_hvp_t`,
-     `ihvp.cg_solve`); G, grad G and the pool probabilities from one pass (`outer.py`);
+  1. the inner problem F over the bank (labeled copies + copies of the k points picked so far),
+     warm-started from step k-1: solver="paper" runs fixed-step minibatch Adam (`inner.py`;
+     `inner_solver` swaps in another solver), solver="exact" Newton-CG to a gradient tolerance
+     (`exact.py`);
+  2. v = H^-1 grad G with closed-form Hessian-vector products (`inner.bank_hvp_t`): "paper" by
+     a fixed number of CG steps (`ihvp.cg_solve`), "exact" by Kronecker-preconditioned CG to a
+     relative residual; G, grad G and the pool probabilities from one pass (`outer.py`);
   3. scores of the whole pool, argmax over points neither labeled nor picked;
   4. the picked point's augmented copies, `bank_fn(bank_params, key, index) -> (A, m)`, fill
      the next free slot of the fixed-capacity bank.
 Then round(uniform_fraction * b) more points are drawn uniformly from the rest (paper: 10%).
 
-Shapes are static (bank capacity L + n_bilevel, loops of fixed length) and lr / l2 are traced,
-so repeated calls with the same shapes and the same `bank_fn` object reuse one compilation.
+Shapes are static (bank capacity L + n_bilevel) and lr / l2 / the exact mode's tolerances are
+traced, so repeated calls with the same shapes, settings of the static options and `bank_fn`
+object reuse one compilation. F and G follow `loss_reduction` ("sum": the paper's Eq. 3, or
+"mean"; see inner.py and outer.py).
 
 Augmented copies (`bank_fn`). The bank function is static (hashed by identity) and its arrays
 come in through the traced `bank_params` pytree rather than a closure: closed-over arrays would
@@ -42,6 +47,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from bilevel_jax.bilevel import exact
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
@@ -58,8 +64,11 @@ class Selection(NamedTuple):
   scores: (n,) score of each greedy pick when it was chosen.
   inner_loss: (n,) F(w) after each inner solve, over the bank the pick was scored with.
   outer_loss: (n,) G(w) after each inner solve.
-  cg_residual: (n,) relative CG residual ||H v - grad G|| / ||grad G|| per step.
+  cg_residual: (n,) relative inverse-HVP residual ||H v - grad G|| / ||grad G|| per step.
   w: (m, c) inner weights of the last inner solve.
+  inner_grad_norm: (n,) ||grad F(w)|| (full bank) after each inner solve.
+  inner_iterations: (n,) Adam steps or Newton steps of each inner solve.
+  ihvp_iterations: (n,) CG iterations of each inverse-HVP.
   """
   indices: jax.Array
   is_bilevel: jax.Array
@@ -68,6 +77,12 @@ class Selection(NamedTuple):
   outer_loss: jax.Array
   cg_residual: jax.Array
   w: jax.Array
+  inner_grad_norm: jax.Array | None = None
+  inner_iterations: jax.Array | None = None
+  ihvp_iterations: jax.Array | None = None
+
+
+SOLVERS = ("paper", "exact")
 
 
 def _take_bank(pool_bank: jax.Array, key: jax.Array, index: jax.Array) -> jax.Array:
@@ -161,6 +176,22 @@ def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
     raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
 
+def check_exact_settings(*, solver, loss_reduction, inner_tol, ihvp_rtol, inner_max_iter,
+                         ihvp_max_iter, newton_cg_max_iter) -> None:
+  """Raises ValueError naming a bad solver / convention setting (see `select_batch`)."""
+  if solver not in SOLVERS:
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
+  inner.check_reduction(loss_reduction)
+  for name, value in (("inner_max_iter", inner_max_iter), ("ihvp_max_iter", ihvp_max_iter),
+                      ("newton_cg_max_iter", newton_cg_max_iter)):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+  for name, value in (("inner_tol", inner_tol), ("ihvp_rtol", ihvp_rtol)):
+    v = tracing.concrete(value)
+    if v is not None and (v.shape != () or not np.isfinite(v) or v < 0):
+      raise ValueError(f"{name} must be a finite scalar >= 0, got {value!r}.")
+
+
 def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps) -> None:
   """Raises ValueError naming a bad selection setting (types and ranges; see `select_batch`)."""
   if not isinstance(b, (int, np.integer)) or b < 1:
@@ -182,8 +213,16 @@ def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_s
 def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
                     bank_params, *, b, uniform_fraction, lr, l2, inner_steps, batch_size,
                     cg_steps, w0=None, label_tol=1e-3, inner_solver=None,
-                    pool_valid=None) -> None:
+                    pool_valid=None, solver="paper", loss_reduction="mean", inner_tol=1e-6,
+                    ihvp_rtol=1e-4, inner_max_iter=50, ihvp_max_iter=1000,
+                    newton_cg_max_iter=200) -> None:
   """Raises ValueError naming the argument and the expectation; see `select_batch`."""
+  check_exact_settings(solver=solver, loss_reduction=loss_reduction, inner_tol=inner_tol,
+                       ihvp_rtol=ihvp_rtol, inner_max_iter=inner_max_iter,
+                       ihvp_max_iter=ihvp_max_iter, newton_cg_max_iter=newton_cg_max_iter)
+  if solver == "exact" and inner_solver is not None:
+    raise ValueError("inner_solver replaces the paper solver's Adam; it cannot be combined with "
+                     "solver='exact'.")
   if np.ndim(pool_z) != 2:
     raise ValueError(f"pool_z must be (P, m), got shape {np.shape(pool_z)}.")
   for name, value in (("pool_z", pool_z), ("pseudo_labels", pseudo_labels),
@@ -253,10 +292,12 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps", "inner_solver"))
+    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps", "inner_solver",
+    "solver", "reduction", "inner_max_iter", "ihvp_max_iter", "newton_cg_max_iter"))
 def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_params,
-            lr, l2, w0, pool_valid, *, bank_fn, n_bilevel, n_uniform, inner_steps, batch_size,
-            cg_steps, inner_solver):
+            lr, l2, w0, pool_valid, inner_tol, ihvp_rtol, *, bank_fn, n_bilevel, n_uniform,
+            inner_steps, batch_size, cg_steps, inner_solver, solver, reduction, inner_max_iter,
+            ihvp_max_iter, newton_cg_max_iter):
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
@@ -275,33 +316,52 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
 
   def greedy_step(k, carry):
     state, bank, available, picks, diag = carry
-    state, _ = inner_solver(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
-                            steps=inner_steps, batch_size=batch_size)
+    if solver == "exact":
+      gram = exact.gram_eigen(bank, reduction)          # once per greedy step (bank is fixed)
+      newton = exact.newton_solve(state.w.T, bank, l2, reduction, gram, tol=inner_tol,
+                                  max_iter=inner_max_iter, cg_max_iter=newton_cg_max_iter)
+      state = inner.InnerState(newton.wt.T, state.opt_state)
+      inner_iters = newton.iterations
+    else:
+      kwargs = {} if reduction == "mean" else {"reduction": reduction}
+      state, _ = inner_solver(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
+                              steps=inner_steps, batch_size=batch_size, **kwargs)
+      inner_iters = inner_steps
     # The loop works on transposed (c, m) weights: see inner.xent_grad_t for why.
     wt = state.w.T
-    g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid)
-    cg = ihvp.cg_solve(inner.bank_hvp_t(wt, bank, l2), g_grad_t, steps=cg_steps)
+    g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid,
+                                                      reduction)
+    hvp = inner.bank_hvp_t(wt, bank, l2, reduction)
+    if solver == "exact":
+      cg = exact.pcg(hvp, g_grad_t, exact.kron_preconditioner(wt, bank, l2, reduction, gram),
+                     ihvp_rtol, ihvp_max_iter)
+      cg_iters = cg.iterations
+    else:
+      cg = ihvp.cg_solve(hvp, g_grad_t, steps=cg_steps)
+      cg_iters = cg_steps
     scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)    # (P,)
     masked = jnp.where(available, scores, -jnp.inf)
     i = jnp.argmax(masked)
     # F of the inner problem this pick was scored with (before the pick joins the bank).
-    f_val = inner.bank_objective_t(wt, bank, l2)
+    f_val, f_grad = inner.bank_grad_t(wt, bank, l2, reduction)
     copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
     bank = inner.Bank(bank.z.at[n_lab + k].set(copies),
                       bank.y.at[n_lab + k].set(pseudo_labels[i]),
                       bank.valid.at[n_lab + k].set(True))
-    row = jnp.stack([masked[i], f_val, g_val, cg.residual])
+    row = jnp.stack([masked[i], f_val, g_val, cg.residual, jnp.sqrt(jnp.sum(f_grad * f_grad)),
+                     jnp.asarray(inner_iters, dtype), jnp.asarray(cg_iters, dtype)])
     return (state, bank, available.at[i].set(False), picks.at[k].set(i.astype(jnp.int32)),
             diag.at[k].set(row))
 
   carry = (inner.init_inner_state(w0.astype(dtype)), bank, available,
-           jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 4), dtype))
+           jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 7), dtype))
   state, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
 
   if n_uniform:
     picks = jnp.concatenate([picks, uniform_picks(uniform_key, available, n_uniform, dtype)])
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
-  return Selection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], state.w)
+  return Selection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], state.w,
+                   diag[:, 4], diag[:, 5].astype(jnp.int32), diag[:, 6].astype(jnp.int32))
 
 
 def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
@@ -311,7 +371,10 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
                  inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
                  w0: jax.Array | None = None, validate: bool = True,
                  inner_solver: inner.InnerSolver | None = None,
-                 pool_valid: jax.Array | None = None) -> Selection:
+                 pool_valid: jax.Array | None = None, solver: str = "paper",
+                 loss_reduction: str = "sum", inner_tol: float | jax.Array = 1e-6,
+                 ihvp_rtol: float | jax.Array = 1e-4, inner_max_iter: int = 50,
+                 ihvp_max_iter: int = 1000, newton_cg_max_iter: int = 200) -> Selection:
   """Selects a batch of b pool points by the bilevel greedy rule (+ a uniform share).
 
   Args:
@@ -327,9 +390,9 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     uniform_fraction: share drawn uniformly at random after the greedy picks (static).
     lr: Adam learning rate of the inner solver (traced; the paper does not state it, 1e-3 is
       the authors' published code).
-    l2: lambda of the inner penalty l2 * ||w||^2 (traced), added to the mean cross-entropy over
-      the bank's (point, copy) pairs as in the paper; the authors' code penalizes
-      l2 / 2 * ||w||^2 (torch weight_decay) and fits a bias too (see docs/scaling.md).
+    l2: lambda of the inner penalty l2 * ||w||^2 (traced), added to the data term of
+      `loss_reduction`; the authors' code penalizes l2 / 2 * ||w||^2 (torch weight_decay) and
+      fits a bias too (see docs/fidelity.md).
     inner_steps, batch_size: Adam steps per greedy step and pairs per minibatch (static);
       batch_size=None uses exact full-bank gradients.
     cg_steps: CG iterations for H^-1 grad G (static).
@@ -337,12 +400,21 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
       the inner problem is strongly convex, so only the finite-step iterates depend on it).
     validate: run `validate_inputs` first (cheap; host-side), and afterwards check that every
       greedy score is finite (`check_scores`: one host sync; skipped under an outer jit/vmap).
-    inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size) ->
-      (InnerState, losses)` for the inner problem; None (default) is the paper's Adam,
-      `inner.fit_inner_steps`. `inner.LBFGSSolver(k)` runs k warm-started full-bank L-BFGS
-      iterations instead (an exact solve of the inner problem; not the paper's setting).
+    inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size[, reduction])
+      -> (InnerState, losses)` replacing the Adam of solver="paper" (`reduction` is passed
+      unless it is "mean"); None (default) is `inner.fit_inner_steps`. `inner.LBFGSSolver(k)`
+      runs k warm-started full-bank L-BFGS iterations (no tolerance: not necessarily the
+      minimiser; solver="exact" solves to a tolerance).
     pool_valid: optional (P,) bool; False rows (e.g. padding of a sharded pool) are never
       scored, picked or drawn uniformly, and are left out of G.
+    solver: "paper" (fixed-step Adam with lr / inner_steps / batch_size, cg_steps fixed CG
+      steps) or "exact" (`exact.py`: Newton-CG to ||grad F|| <= inner_tol * ||grad F(0)||,
+      at most inner_max_iter Newton steps of at most newton_cg_max_iter CG iterations each,
+      warm-started; then preconditioned CG to residual ihvp_rtol, at most ihvp_max_iter
+      iterations). Static; the tolerances are traced.
+    loss_reduction: "sum" (the paper's Eq. 3: F sums over bank points the mean CE over their A
+      copies, G sums over the pool) or "mean" (the project's first convention: F averages over
+      the (point, copy) pairs, G over the pool). Static.
 
   Returns:
     Selection (indices (b,) and per-step diagnostics).
@@ -351,7 +423,10 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
                     bank_params, b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
                     inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps, w0=w0,
-                    inner_solver=inner_solver, pool_valid=pool_valid)
+                    inner_solver=inner_solver, pool_valid=pool_valid, solver=solver,
+                    loss_reduction=loss_reduction, inner_tol=inner_tol, ihvp_rtol=ihvp_rtol,
+                    inner_max_iter=inner_max_iter, ihvp_max_iter=ihvp_max_iter,
+                    newton_cg_max_iter=newton_cg_max_iter)
   n_bilevel, n_uniform = split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
@@ -361,9 +436,12 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
                 jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
                 jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
                 None if pool_valid is None else jnp.asarray(pool_valid, bool),
+                jnp.asarray(inner_tol, dtype), jnp.asarray(ihvp_rtol, dtype),
                 bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
                 inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-                inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver)
+                inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver,
+                solver=solver, reduction=loss_reduction, inner_max_iter=inner_max_iter,
+                ihvp_max_iter=ihvp_max_iter, newton_cg_max_iter=newton_cg_max_iter)
   if validate:
     check_scores(sel.scores)
   return sel
