@@ -74,6 +74,12 @@ _L2 = flags.DEFINE_float("l2", 1e-4, "lambda of the inner problem and the model.
 _STEPS = flags.DEFINE_integer("inner_steps", 1000, "Adam steps per inner solve.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Inner minibatch (pairs).")
 _CG = flags.DEFINE_integer("cg_steps", 30, "CG steps.")
+_SOLVER = flags.DEFINE_enum("solver", "paper", ["paper", "exact"],
+                            "Selection solver (bilevel.select.select_batch); the committed "
+                            "results used 'paper'.")
+_LOSS_REDUCTION = flags.DEFINE_enum("loss_reduction", "mean", ["mean", "sum"],
+                                    "Convention of F and G; the committed results used 'mean' "
+                                    "('sum' is the paper's Eq. 3).")
 _LANDMARK_SEED = flags.DEFINE_integer("landmark_seed", 0, "Seed of the landmark permutation.")
 _AUG_SEED = flags.DEFINE_integer("aug_seed", 0, "Seed of the augmented copies.")
 _TILE = flags.DEFINE_integer("tile", 64, "Kernel tile: landmark columns per call.")
@@ -229,7 +235,7 @@ def fit_model(feats: Features, labeled, labels, m, c, key, clean_z=None):
   bank = inner.Bank(z, jax.nn.one_hot(jnp.asarray(labels), c), jnp.ones(len(labeled), bool))
   state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
   state, loss = inner.fit_inner(key, state, bank, _LR.value, _L2.value, steps=_STEPS.value,
-                                batch_size=_BATCH.value)
+                                batch_size=_BATCH.value, reduction=_LOSS_REDUCTION.value)
   return state.w, float(loss)
 
 
@@ -268,7 +274,8 @@ def run_lr_check(feats, classes, c, out_dir):
                       jax.nn.one_hot(jnp.asarray(classes[labeled]), c), jnp.ones(c, bool))
     state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
     state, loss = inner.fit_inner(jax.random.key(0), state, bank, lr, _L2.value,
-                                  steps=_STEPS.value, batch_size=_BATCH.value)
+                                  steps=_STEPS.value, batch_size=_BATCH.value,
+                                  reduction=_LOSS_REDUCTION.value)
     rows.append({"lr": lr, "adam_objective": float(loss), "gap": float(loss) - opt})
   out = {**_meta(), "m": m, "n_aug": feats.n_aug, "l2": _L2.value, "steps": _STEPS.value,
          "batch_size": _BATCH.value, "lbfgs_optimum": opt, "runs": rows,
@@ -304,7 +311,8 @@ def _select(method, key, feats, pool_z, pseudo, labeled, labels, m, rng):
   sel = select.select_batch(
       key, pool_z, pseudo, np.asarray(labeled, np.int32), np.asarray(labels, np.int32),
       feats.banks(labeled, m), feats.host_bank(m), None, b=b, lr=_LR.value, l2=_L2.value,
-      inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value)
+      inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value,
+      solver=_SOLVER.value, loss_reduction=_LOSS_REDUCTION.value)
   sel = jax.device_get(sel)
   return np.asarray(sel.indices), {
       "is_bilevel": sel.is_bilevel, "scores": sel.scores, "inner_loss": sel.inner_loss,
@@ -448,15 +456,19 @@ def run_timing(feats, classes, c, out_dir):
   else:
     args = _timing_inputs(feats, classes, c, m)
   kwargs = dict(b=_B.value, uniform_fraction=0.1, lr=_LR.value, l2=_L2.value,
-                inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value)
+                inner_steps=_STEPS.value, batch_size=_BATCH.value, cg_steps=_CG.value,
+                solver=_SOLVER.value, loss_reduction=_LOSS_REDUCTION.value)
   t0 = time.time()
   select.validate_inputs(*args, **kwargs)
   validate_s = time.time() - t0
   n_bil, n_uni = select.split_batch(_B.value, 0.1)
   static = dict(bank_fn=args[5], n_bilevel=n_bil, n_uniform=n_uni, inner_steps=_STEPS.value,
-                batch_size=_BATCH.value, cg_steps=_CG.value)
+                batch_size=_BATCH.value, cg_steps=_CG.value, inner_solver=inner.fit_inner_steps,
+                solver=_SOLVER.value, reduction=_LOSS_REDUCTION.value, inner_max_iter=50,
+                ihvp_max_iter=1000, newton_cg_max_iter=200)
   traced = lambda key: (key, *args[:5], args[6], jnp.float32(_LR.value),
-                        jnp.float32(_L2.value), jnp.zeros((m, c), jnp.float32))
+                        jnp.float32(_L2.value), jnp.zeros((m, c), jnp.float32), None,
+                        jnp.float32(1e-6), jnp.float32(1e-4))
   jax.clear_caches()   # earlier parts compiled the same program: time a cold compile
   t0 = time.time()
   compiled = select._select.lower(*traced(jax.random.key(0)), **static).compile()  # pylint: disable=protected-access

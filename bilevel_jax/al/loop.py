@@ -138,12 +138,18 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      "(config.subset.train too small?).")
 
 
+# config.bilevel entries passed to the bilevel strategy as they are (solver and loss convention).
+_SOLVER_KEYS = ("solver", "loss_reduction", "inner_tol", "ihvp_rtol", "inner_max_iter",
+                "ihvp_max_iter", "newton_cg_max_iter")
+
+
 def strategy_options(config: ml_collections.ConfigDict, name: str, kernel: Any) -> dict:
   if name != "bilevel":
     return {}
   b = config.bilevel
   opts = dict(uniform_fraction=b.uniform_fraction, lr=b.lr, l2=b.l2, inner_steps=b.inner_steps,
               batch_size=b.batch_size or None, cg_steps=b.cg_steps)
+  opts.update({k: b[k] for k in _SOLVER_KEYS if k in b})   # configs older than these keys: defaults
   if kernel is not None and kernel.bank_fn is not None:
     opts["bank_fn"] = kernel.bank_fn
   return opts

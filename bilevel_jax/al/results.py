@@ -62,6 +62,30 @@ def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: 
   }
 
 
+# config.bilevel entries added after results were committed, and what a result written before
+# them used: the first solver and loss convention. The exact solver's tolerances did not exist
+# either and do not affect the paper solver, so a missing one is read as the new run's value.
+_LEGACY_BILEVEL = {"solver": "paper", "loss_reduction": "mean"}
+_LEGACY_SOLVER_ONLY = ("inner_tol", "ihvp_rtol", "inner_max_iter", "ihvp_max_iter",
+                       "newton_cg_max_iter")
+
+
+def with_legacy_defaults(config: dict[str, Any], reference: dict[str, Any] | None = None
+                         ) -> dict[str, Any]:
+  """`config` (a result's) with the bilevel entries it predates filled in as they were used
+  (`_LEGACY_BILEVEL`; the solver-only ones from `reference`, the config compared against)."""
+  if not isinstance(config.get("bilevel"), dict):
+    return config
+  bilevel = dict(config["bilevel"])
+  for key, value in _LEGACY_BILEVEL.items():
+    bilevel.setdefault(key, value)
+  ref = (reference or {}).get("bilevel") or {}
+  for key in _LEGACY_SOLVER_ONLY:
+    if key not in bilevel and key in ref:
+      bilevel[key] = ref[key]
+  return {**config, "bilevel": bilevel}
+
+
 def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, Any]:
   """Reads a partial result and checks that it belongs to the same experiment."""
   try:
@@ -73,7 +97,8 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")
-  old, new = comparable_config(record["config"]), comparable_config(expected["config"])
+  old = comparable_config(with_legacy_defaults(record["config"], expected["config"]))
+  new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "

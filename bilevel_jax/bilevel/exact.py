@@ -6,17 +6,24 @@ Per greedy step:
     problem changes by one point), with a lax.while_loop capped at `inner_max_iter` Newton steps;
     each Newton direction comes from preconditioned CG with an inexact-Newton forcing term;
   * v = H^-1 grad G comes from preconditioned CG until ||H v - grad G|| <= ihvp_rtol ||grad G||
-    (capped at `ihvp_max_iter` iterations).
+    (capped at `ihvp_max_iter` iterations), warm-started from the previous step's v.
 
-Preconditioner (Kronecker). Per bank row i (weight s_i, features z_i) the Hessian is
-s_i z_i z_i^T (x) B_i with B_i = diag(p_i) - p_i p_i^T, so
+Reduced coordinates. The bank has R = S * A rows and usually far fewer rows than features m. With
+Q (m, r) an orthonormal basis of the rows' span (QR of Z^T, r = R; Q = I when R >= m), F depends
+on w only through W_r = w^T Q (c, r) plus the penalty of the orthogonal part, so the minimiser has
+no orthogonal part and the Hessian is block diagonal: H_r (on W_r) and 2 l2 I (orthogonal). Hence
+  w* = (W_r*) Q^T,   v = (H_r^-1 (grad G Q)) Q^T + (grad G - (grad G Q) Q^T) / (2 l2),
+exactly, and every Newton / CG iteration works on (R, r) instead of (R, m) rows. The recorded
+inverse-HVP residual is the true one in the full space (one full HVP per greedy step).
 
-  H = sum_i s_i (z_i z_i^T (x) B_i) + 2 l2 I  ~=  (Zs^T Zs) (x) B + 2 l2 I,   Zs = diag(sqrt s) Z,
+Preconditioner (Kronecker). Per row i (weight s_i, reduced features x_i) the Hessian is
+s_i x_i x_i^T (x) B_i with B_i = diag(p_i) - p_i p_i^T, so
 
-with B = sum_i s_i B_i / sum_i s_i. Zs^T Zs (m x m) is eigendecomposed once per greedy step,
-through the (R x R) Gram Zs Zs^T when the bank has fewer rows R than features m; B (c x c) once
-per Newton step. Applying the inverse costs two (c, m) x (m, min(R, m)) matmuls, like one HVP.
-The approximation is exact when every row has the same softmax Hessian.
+  H_r = sum_i s_i (x_i x_i^T (x) B_i) + 2 l2 I  ~=  (Xs^T Xs) (x) B + 2 l2 I,   Xs = diag(sqrt s) X,
+
+with B = sum_i s_i B_i / sum_i s_i. Xs^T Xs (r x r) is eigendecomposed once per greedy step and
+B (c x c) once per Newton step; the inverse is then elementwise in the two eigenbases. It is
+exact when every row has the same softmax Hessian.
 
 All tolerances are traced scalars (no recompilation); the caps are static.
 """
@@ -33,23 +40,31 @@ from bilevel_jax.bilevel import inner
 MatVec = Callable[[jax.Array], jax.Array]
 
 
-class GramEigen(NamedTuple):
-  """Eigenpairs of Zs^T Zs: v (m, r) orthonormal columns (zero where dropped), sigma (r,)."""
-  v: jax.Array
-  sigma: jax.Array
+class Reduced(NamedTuple):
+  """The bank in reduced coordinates: basis (m, r) orthonormal columns or None (r = m);
+  x (R, r) rows, y (R, c) labels, weight (R,) row weights in F, s (R,) Hessian weights;
+  eig_u (r, r), eig_sigma (r,): eigenpairs of Xs^T Xs."""
+  basis: jax.Array | None
+  x: jax.Array
+  y: jax.Array
+  weight: jax.Array
+  s: jax.Array
+  eig_u: jax.Array
+  eig_sigma: jax.Array
 
 
 class PCGResult(NamedTuple):
-  """x: solution of b's shape; residual: () true ||A x - b|| / ||b||; iterations: () int32."""
+  """x: solution of b's shape; residual: () relative residual ||A x - b|| / ||b||;
+  iterations: () int32."""
   x: jax.Array
   residual: jax.Array
   iterations: jax.Array
 
 
 class NewtonResult(NamedTuple):
-  """wt: (c, m) weights; grad_norm: () ||grad F(wt)||; iterations: () Newton steps (int32);
+  """wr: (c, r) reduced weights; grad_norm: () ||grad F||; iterations: () Newton steps (int32);
   cg_iterations: () CG iterations over all Newton steps (int32)."""
-  wt: jax.Array
+  wr: jax.Array
   grad_norm: jax.Array
   iterations: jax.Array
   cg_iterations: jax.Array
@@ -59,60 +74,93 @@ def _vdot(a, b):
   return jnp.sum(a * b)
 
 
-def _row_scale(bank: inner.Bank, reduction: str) -> tuple[jax.Array, jax.Array]:
-  """Bank rows z (R, m) and their Hessian weights s_i = weight_i * sum(y_i) (R,)."""
+def reduce_bank(bank: inner.Bank, reduction: str) -> Reduced:
+  """The bank's rows in an orthonormal basis of their span, and the preconditioner's Gram
+  eigenpairs. Static choice: a basis only when the bank has fewer rows than features."""
   z, y, weight = inner.bank_rows(bank, reduction)
-  return z, weight * jnp.sum(y, axis=-1)
-
-
-def gram_eigen(bank: inner.Bank, reduction: str) -> GramEigen:
-  """Eigenpairs of Zs^T Zs (module docstring), from the smaller of the two Gram matrices.
-
-  Directions with eigenvalue <= 1e3 * eps * max are dropped (v column and sigma set to 0): their
-  v columns would be inaccurate, and the preconditioner there is the exact 1 / (2 l2).
-  """
-  z, s = _row_scale(bank, reduction)
-  zs = jnp.sqrt(s)[:, None] * z                                       # (R, m)
-  r, m = zs.shape
-  thr = 1e3 * jnp.finfo(zs.dtype).eps
-  if r <= m:
-    sigma, u = jnp.linalg.eigh(zs @ zs.T)                              # (R,), (R, R)
-    keep = sigma > thr * jnp.max(sigma)
-    inv_sqrt = jnp.where(keep, lax.rsqrt(jnp.where(keep, sigma, 1.0)), 0.0)
-    v = zs.T @ (u * inv_sqrt)                                          # (m, R)
+  r_rows, m = z.shape
+  if r_rows < m:
+    basis, _ = jnp.linalg.qr(z.T)                                     # (m, R)
+    x = z @ basis                                                     # (R, R)
   else:
-    sigma, v = jnp.linalg.eigh(zs.T @ zs)                              # (m,), (m, m)
-    keep = sigma > thr * jnp.max(sigma)
-    v = v * keep
-  return GramEigen(v, jnp.where(keep, sigma, 0.0))
+    basis, x = None, z
+  s = weight * jnp.sum(y, axis=-1)
+  xs = jnp.sqrt(s)[:, None] * x
+  sigma, u = jnp.linalg.eigh(xs.T @ xs)
+  return Reduced(basis, x, y, weight, s, u, jnp.maximum(sigma, 0.0))
 
 
-def kron_preconditioner(wt: jax.Array, bank: inner.Bank, l2: jax.Array, reduction: str,
-                        gram: GramEigen) -> MatVec:
-  """u (c, m) -> P^-1 u for the Kronecker approximation of the Hessian of F at wt (c, m)."""
-  z, s = _row_scale(bank, reduction)
-  p = jax.nn.softmax(z @ wt.T, axis=-1)                               # (R, c)
-  total = jnp.maximum(jnp.sum(s), jnp.finfo(wt.dtype).tiny)
-  b_mean = (jnp.diag(s @ p) - (p * s[:, None]).T @ p) / total          # (c, c)
+def to_reduced(wt: jax.Array, red: Reduced) -> jax.Array:
+  """(c, m) -> (c, r) coordinates in the basis."""
+  return wt if red.basis is None else wt @ red.basis
+
+
+def to_full(wr: jax.Array, red: Reduced) -> jax.Array:
+  """(c, r) -> (c, m)."""
+  return wr if red.basis is None else wr @ red.basis.T
+
+
+def value_grad(wr: jax.Array, red: Reduced, l2: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """F and its gradient in reduced coordinates (equal to the full ones for w = wr Q^T)."""
+  loss, grad = inner.xent_grad_t(wr, red.x, red.y, red.weight)
+  return loss + l2 * jnp.sum(wr * wr), grad + 2.0 * l2 * wr
+
+
+def hvp(wr: jax.Array, red: Reduced, l2: jax.Array) -> MatVec:
+  """u (c, r) -> H_r u at wr (c, r)."""
+  return inner.rows_hvp_t(wr, red.x, red.y, red.weight, l2)
+
+
+def kron_preconditioner(wr: jax.Array, red: Reduced, l2: jax.Array) -> MatVec:
+  """u (c, r) -> P^-1 u for the Kronecker approximation of H_r at wr (module docstring)."""
+  p = jax.nn.softmax(red.x @ wr.T, axis=-1)                           # (R, c)
+  total = jnp.maximum(jnp.sum(red.s), jnp.finfo(wr.dtype).tiny)
+  b_mean = (jnp.diag(red.s @ p) - (p * red.s[:, None]).T @ p) / total  # (c, c)
   mu, q = jnp.linalg.eigh(b_mean)
-  lam = 2.0 * l2
-  # 1 / (lam + mu_k sigma_j) - 1 / lam on the kept directions; P^-1 = I / lam + Q D V^T there.
-  d = 1.0 / (lam + jnp.maximum(mu, 0.0)[:, None] * gram.sigma[None, :]) - 1.0 / lam  # (c, r)
+  inv = 1.0 / (2.0 * l2 + jnp.maximum(mu, 0.0)[:, None] * red.eig_sigma[None, :])  # (c, r)
 
   def apply(u):
-    t = q.T @ (u @ gram.v)                                            # (c, r)
-    return u / lam + (q @ (d * t)) @ gram.v.T
+    return q @ (inv * (q.T @ u @ red.eig_u)) @ red.eig_u.T
   return apply
 
 
 def pcg(matvec: MatVec, b: jax.Array, precond: MatVec, rtol: jax.Array,
-        max_iter: int) -> PCGResult:
-  """Preconditioned CG for A x = b (A SPD) from x = 0 until ||r|| <= rtol ||b|| (recursive
-  residual) or `max_iter` iterations; reports the true relative residual (one extra matvec)."""
+        max_iter: int, restarts: int = 2, x0: jax.Array | None = None) -> PCGResult:
+  """Preconditioned CG for A x = b (A SPD) until ||A x - b|| <= rtol ||b|| or `max_iter`
+  iterations in all, from x0 (zeros by default); reports the true relative residual.
+
+  In float32 the recursive residual drifts away from the true one (true residuals of 2e-3 when
+  the recursion reported 1e-4), so after each run the true residual is recomputed and CG
+  restarted from x on it, at most `restarts` times (static).
+  """
   tiny = jnp.finfo(b.dtype).tiny
   b_norm = jnp.sqrt(_vdot(b, b))
   stop = rtol * b_norm
-  z0 = precond(b)
+
+  def run(x, it):
+    r = b - matvec(x)
+    return _pcg_run(matvec, precond, x, r, stop, it, max_iter)
+
+  def rel(x):
+    true_r = matvec(x) - b
+    return jnp.sqrt(_vdot(true_r, true_r)) / jnp.maximum(b_norm, tiny)
+
+  if x0 is None:
+    x, it = _pcg_run(matvec, precond, jnp.zeros_like(b), b, stop, jnp.zeros((), jnp.int32),
+                     max_iter)
+  else:
+    x, it = run(x0, jnp.zeros((), jnp.int32))
+  res = rel(x)
+  for _ in range(restarts):
+    x, it = lax.cond((res > rtol) & (it < max_iter), run, lambda x, it: (x, it), x, it)
+    res = rel(x)
+  return PCGResult(x, res, it)
+
+
+def _pcg_run(matvec, precond, x0, r0, stop, it0, max_iter):
+  """PCG iterations from x0 with residual r0 until ||r|| <= stop or it reaches max_iter."""
+  tiny = jnp.finfo(r0.dtype).tiny
+  z0 = precond(r0)
 
   def cond(carry):
     _, r, _, _, _, it = carry
@@ -130,65 +178,79 @@ def pcg(matvec: MatVec, b: jax.Array, precond: MatVec, rtol: jax.Array,
     beta = jnp.where(rz > tiny, rz_new / jnp.where(rz > tiny, rz, 1.0), 0.0)
     return x, r, z, z + beta * p, rz_new, it + 1
 
-  init = (jnp.zeros_like(b), b, z0, z0, _vdot(b, z0), jnp.zeros((), jnp.int32))
+  init = (x0, r0, z0, z0, _vdot(r0, z0), it0)
   x, _, _, _, _, it = lax.while_loop(cond, body, init)
-  true_r = matvec(x) - b
-  return PCGResult(x, jnp.sqrt(_vdot(true_r, true_r)) / jnp.maximum(b_norm, tiny), it)
+  return x, it
 
 
-def newton_solve(wt0: jax.Array, bank: inner.Bank, l2: jax.Array, reduction: str,
-                 gram: GramEigen, *, tol: jax.Array, max_iter: int,
-                 cg_max_iter: int) -> NewtonResult:
-  """Minimises F (inner.py) from wt0 (c, m) by Newton-CG with a backtracking line search.
+def newton_solve(wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array,
+                 max_iter: int, cg_max_iter: int) -> NewtonResult:
+  """Minimises F in reduced coordinates from wr0 (c, r) by Newton-CG with backtracking.
 
-  Stops when ||grad F|| <= tol * ||grad F(0)||, after `max_iter` Newton steps, or when no step
-  along the Newton direction decreases F or ||grad F|| any more (the float resolution of F).
+  Stops when ||grad F|| <= tol * ||grad F(0)||, after `max_iter` Newton steps, or when the
+  Newton decrement is below the float resolution of F (no further progress is representable).
   """
-  value_grad = lambda wt: inner.bank_grad_t(wt, bank, l2, reduction)
-  g_zero = jnp.sqrt(_vdot(*(value_grad(jnp.zeros_like(wt0))[1],) * 2))
+  vg = lambda wr: value_grad(wr, red, l2)
+  g_zero = jnp.sqrt(jnp.sum(vg(jnp.zeros_like(wr0))[1] ** 2))
   thr = tol * g_zero
-  f0, g0 = value_grad(wt0)
-  eps = jnp.finfo(wt0.dtype).eps
+  f0, g0 = vg(wr0)
+  eps = jnp.finfo(wr0.dtype).eps
+  tiny = jnp.finfo(wr0.dtype).tiny
 
   def cond(carry):
     _, _, _, gnorm, it, _, ok = carry
     return (gnorm > thr) & (it < max_iter) & ok
 
   def body(carry):
-    wt, f, g, gnorm, it, cg_it, _ = carry
-    # Forcing term eta = min(0.1, sqrt(||g|| / ||g(0)||)): superlinear near the minimiser.
-    eta = jnp.minimum(0.1, jnp.sqrt(gnorm / jnp.maximum(g_zero, jnp.finfo(wt.dtype).tiny)))
-    sol = pcg(inner.bank_hvp_t(wt, bank, l2, reduction), g,
-              kron_preconditioner(wt, bank, l2, reduction, gram), eta, cg_max_iter)
+    wr, f, g, gnorm, it, cg_it, _ = carry
+    # Forcing term eta = min(0.1, ||g|| / ||g(0)||) (quadratic convergence near the
+    # minimiser), but no tighter than the stopping test needs.
+    ratio = gnorm / jnp.maximum(g_zero, tiny)
+    eta = jnp.minimum(0.1, jnp.maximum(ratio, 0.1 * tol / jnp.maximum(ratio, tol)))
+    sol = pcg(hvp(wr, red, l2), g, kron_preconditioner(wr, red, l2), eta, cg_max_iter,
+              restarts=0)
     step = sol.x
-    slope = _vdot(g, step)                        # > 0 for a descent direction -step
+    slope = _vdot(g, step)                       # Newton decrement^2 (> 0: descent along -step)
 
-    def ls_cond(ls):
-      t, f_new, g_new, accept = ls
-      return (~accept) & (t > 1e-8)
-
-    def ls_body(ls):
-      t = ls[0] * 0.5
-      f_new, g_new = value_grad(wt - t * step)
-      return t, f_new, g_new, _accept(t, f_new, g_new)
-
-    def _accept(t, f_new, g_new):
+    def accept(t, f_new, g_new):
       armijo = f_new <= f - 1e-4 * t * slope
-      # Near the minimiser F stops resolving the decrease: accept a step that still lowers the
+      # Near the minimiser F stops resolving the decrease: accept a step that lowers the
       # gradient norm without raising F above its rounding level.
       flat = (f_new <= f + 1e2 * eps * jnp.abs(f)) & (_vdot(g_new, g_new) < gnorm * gnorm)
       return (armijo | flat) & jnp.isfinite(f_new)
 
-    f1, g1 = value_grad(wt - step)
-    t, f_new, g_new, accept = lax.while_loop(
-        ls_cond, ls_body, (jnp.ones((), wt.dtype), f1, g1, _accept(1.0, f1, g1)))
-    ok = accept & (slope > 0)
-    wt = jnp.where(ok, wt - t * step, wt)
+    def ls_body(ls):
+      t = ls[0] * 0.5
+      f_new, g_new = vg(wr - t * step)
+      return t, f_new, g_new, accept(t, f_new, g_new)
+
+    f1, g1 = vg(wr - step)
+    t, f_new, g_new, ok = lax.while_loop(
+        lambda ls: (~ls[3]) & (ls[0] > 1e-8), ls_body,
+        (jnp.ones((), wr.dtype), f1, g1, accept(1.0, f1, g1)))
+    ok = ok & (slope > 0)
+    wr = jnp.where(ok, wr - t * step, wr)
     f = jnp.where(ok, f_new, f)
     g = jnp.where(ok, g_new, g)
-    return wt, f, g, jnp.sqrt(_vdot(g, g)), it + 1, cg_it + sol.iterations, ok
+    # Predicted decrease slope / 2 below F's rounding level: later steps cannot be resolved.
+    ok = ok & (slope > 1e1 * eps * jnp.abs(f))
+    return wr, f, g, jnp.sqrt(_vdot(g, g)), it + 1, cg_it + sol.iterations, ok
 
-  init = (wt0, f0, g0, jnp.sqrt(_vdot(g0, g0)), jnp.zeros((), jnp.int32),
+  init = (wr0, f0, g0, jnp.sqrt(_vdot(g0, g0)), jnp.zeros((), jnp.int32),
           jnp.zeros((), jnp.int32), jnp.ones((), bool))
-  wt, _, _, gnorm, it, cg_it, _ = lax.while_loop(cond, body, init)
-  return NewtonResult(wt, gnorm, it, cg_it)
+  wr, _, _, gnorm, it, cg_it, _ = lax.while_loop(cond, body, init)
+  return NewtonResult(wr, gnorm, it, cg_it)
+
+
+def inverse_hvp(wr: jax.Array, red: Reduced, l2: jax.Array, grad_g: jax.Array,
+                v_prev: jax.Array, *, rtol: jax.Array, max_iter: int) -> PCGResult:
+  """v = H^-1 grad G (c, m) at w = wr Q^T (module docstring), PCG in reduced coordinates from
+  the previous greedy step's v_prev (c, m). `residual` is that of the reduced system, relative to
+  ||grad G Q|| (the orthogonal part is solved exactly)."""
+  g_r = to_reduced(grad_g, red)
+  sol = pcg(hvp(wr, red, l2), g_r, kron_preconditioner(wr, red, l2), rtol, max_iter,
+            x0=to_reduced(v_prev, red))
+  v = to_full(sol.x, red)
+  if red.basis is not None:
+    v = v + (grad_g - to_full(g_r, red)) / (2.0 * l2)
+  return PCGResult(v, sol.residual, sol.iterations)

@@ -237,7 +237,11 @@ def bank_hvp_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
   H u = sum_i weight_i sum(y_i) (p_i * a_i - p_i <p_i, a_i>) z_i^T + 2 l2 u with a_i = u z_i:
   two matmuls over the bank rows per product, the probabilities computed once.
   """
-  z, y, weight = bank_rows(bank, reduction)
+  return rows_hvp_t(wt, *bank_rows(bank, reduction), l2)
+
+
+def rows_hvp_t(wt: jax.Array, z: jax.Array, y: jax.Array, weight: jax.Array, l2: jax.Array):
+  """`bank_hvp_t` for explicit rows z (R, d), y (R, c), weight (R,) and wt (c, d)."""
   p = jax.nn.softmax(z @ wt.T, axis=-1)                              # (R, c)
   scale = (weight * jnp.sum(y, axis=-1))[:, None]
 

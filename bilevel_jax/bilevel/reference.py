@@ -116,7 +116,7 @@ class ReferenceResult(NamedTuple):
 
 def select(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, pool_bank, *,
            b, l2=1e-4, ihvp="solve", cg_steps=30, w0=None,
-           loss_reduction="mean") -> ReferenceResult:
+           loss_reduction="sum") -> ReferenceResult:
   """Algorithm 1 with exact inner solves (all greedy picks; no uniform share).
 
   Args:

@@ -315,12 +315,12 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
       valid=jnp.arange(cap) < n_lab)
 
   def greedy_step(k, carry):
-    state, bank, available, picks, diag = carry
+    state, v_prev, bank, available, picks, diag = carry
     if solver == "exact":
-      gram = exact.gram_eigen(bank, reduction)          # once per greedy step (bank is fixed)
-      newton = exact.newton_solve(state.w.T, bank, l2, reduction, gram, tol=inner_tol,
+      red = exact.reduce_bank(bank, reduction)          # once per greedy step (bank is fixed)
+      newton = exact.newton_solve(exact.to_reduced(state.w.T, red), red, l2, tol=inner_tol,
                                   max_iter=inner_max_iter, cg_max_iter=newton_cg_max_iter)
-      state = inner.InnerState(newton.wt.T, state.opt_state)
+      state = inner.InnerState(exact.to_full(newton.wr, red).T, state.opt_state)
       inner_iters = newton.iterations
     else:
       kwargs = {} if reduction == "mean" else {"reduction": reduction}
@@ -333,8 +333,12 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
                                                       reduction)
     hvp = inner.bank_hvp_t(wt, bank, l2, reduction)
     if solver == "exact":
-      cg = exact.pcg(hvp, g_grad_t, exact.kron_preconditioner(wt, bank, l2, reduction, gram),
-                     ihvp_rtol, ihvp_max_iter)
+      cg = exact.inverse_hvp(newton.wr, red, l2, g_grad_t, v_prev, rtol=ihvp_rtol,
+                             max_iter=ihvp_max_iter)
+      # The recorded residual is the true one of the full system (one full-bank HVP).
+      full_r = hvp(cg.x) - g_grad_t
+      cg = cg._replace(residual=jnp.sqrt(jnp.sum(full_r * full_r) / jnp.maximum(
+          jnp.sum(g_grad_t * g_grad_t), jnp.finfo(dtype).tiny)))
       cg_iters = cg.iterations
     else:
       cg = ihvp.cg_solve(hvp, g_grad_t, steps=cg_steps)
@@ -350,12 +354,12 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
                       bank.valid.at[n_lab + k].set(True))
     row = jnp.stack([masked[i], f_val, g_val, cg.residual, jnp.sqrt(jnp.sum(f_grad * f_grad)),
                      jnp.asarray(inner_iters, dtype), jnp.asarray(cg_iters, dtype)])
-    return (state, bank, available.at[i].set(False), picks.at[k].set(i.astype(jnp.int32)),
-            diag.at[k].set(row))
+    return (state, cg.x, bank, available.at[i].set(False),
+            picks.at[k].set(i.astype(jnp.int32)), diag.at[k].set(row))
 
-  carry = (inner.init_inner_state(w0.astype(dtype)), bank, available,
+  carry = (inner.init_inner_state(w0.astype(dtype)), jnp.zeros((c, m), dtype), bank, available,
            jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 7), dtype))
-  state, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
+  state, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
 
   if n_uniform:
     picks = jnp.concatenate([picks, uniform_picks(uniform_key, available, n_uniform, dtype)])

@@ -24,11 +24,17 @@ def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) ->
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,
-            cg_steps: int = 30) -> tuple[jax.Array, dict[str, jax.Array]]:
+            cg_steps: int = 30, solver: str = "paper", loss_reduction: str = "sum",
+            inner_tol: float = 1e-6, ihvp_rtol: float = 1e-4, inner_max_iter: int = 50,
+            ihvp_max_iter: int = 1000, newton_cg_max_iter: int = 200
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Bilevel greedy picks followed by round(uniform_fraction * b) uniform ones.
 
   Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
-  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP.
+  `outer_loss` G after its inner solve, the relative `cg_residual` of its inverse-HVP, the
+  `inner_grad_norm` ||grad F|| it was scored at, the `inner_iterations` (Adam or Newton steps)
+  and the `ihvp_iterations` (CG). solver / loss_reduction / tolerances: see
+  `bilevel_jax.bilevel.select.select_batch`.
 
   Uses ctx.features (N, m), ctx.probs (N, C) as pseudo-labels, the labeled bank ctx.bank
   (L, A, m) and `bank_fn(ctx.bank_params, key, index) -> (A, m)` for the copies of picked
@@ -50,7 +56,13 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
   selection = bilevel_select.select_batch(
       key, ctx.features, ctx.probs.astype(ctx.features.dtype), ctx.labeled_idx,
       labeled_labels, bank, bank_fn, bank_params, b=b, uniform_fraction=uniform_fraction,
-      lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
+      lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
+      solver=solver, loss_reduction=loss_reduction, inner_tol=inner_tol, ihvp_rtol=ihvp_rtol,
+      inner_max_iter=inner_max_iter, ihvp_max_iter=ihvp_max_iter,
+      newton_cg_max_iter=newton_cg_max_iter)
   diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
-                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual}
+                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
+                 "inner_grad_norm": selection.inner_grad_norm,
+                 "inner_iterations": selection.inner_iterations,
+                 "ihvp_iterations": selection.ihvp_iterations}
   return selection.indices.astype(jnp.int32), diagnostics

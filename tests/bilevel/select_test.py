@@ -24,9 +24,11 @@ def test_greedy_picks_match_numpy_reference(x64):
   """Deterministic setting (full-batch Adam run to convergence) vs Newton + dense solve."""
   prob = problems.make_problem(seed=0, p=24, n_labeled=3)
   sel = select.select_batch(jax.random.key(0), *_args(prob), b=5, uniform_fraction=0.0,
-                            lr=0.05, l2=1e-2, inner_steps=3000, batch_size=None, cg_steps=30)
+                            lr=0.05, l2=1e-2, inner_steps=3000, batch_size=None, cg_steps=30,
+                            loss_reduction="mean")
   ref = reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2)
+                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2,
+                         loss_reduction="mean")
   np.testing.assert_array_equal(sel.indices, ref.indices)
   np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-4)
   # The picks are not decided by rounding: the runner-up is clearly behind at every step.
@@ -201,9 +203,11 @@ def test_exact_inner_solver_matches_reference_and_inner_loss_is_the_scored_probl
   inner_loss[k] is F at the k-th solve over the bank pick k was scored with (before it joins)."""
   prob = problems.make_problem(seed=0, p=24, n_labeled=3)
   sel = select.select_batch(jax.random.key(0), *_args(prob), b=5, uniform_fraction=0.0,
-                            l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60))
+                            l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60),
+                            loss_reduction="mean")
   ref = reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2)
+                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2,
+                         loss_reduction="mean")
   np.testing.assert_array_equal(sel.indices, ref.indices)
   np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-6)
   c = prob.pseudo.shape[1]
