@@ -6,7 +6,9 @@ L = 10 labeled, A = 16 cached augmented copies per point) to .npy files, then al
     (`precomputed_bank`), b = 10 (9 greedy + 1 uniform); compile time apart, median of repeats;
     both with the paper's minibatch Adam (batch 64, our default) and with full-bank gradients
     and lambda halved (`--full_l2`), which is what the authors' code computes (full-batch
-    Adam over all cached copies; weight decay 1e-4 = penalty 5e-5 ||w||^2);
+    Adam over all cached copies; weight decay 1e-4 = penalty 5e-5 ||w||^2), and with
+    `--exact`: solver="exact" (Newton-CG to inner_tol, preconditioned CG to ihvp_rtol) in both
+    loss conventions; the paper-settings variant is today's default (solver="paper", "mean");
   * theirs: `benchmarks/selection_anchor_torch.py` in the torch environment `--torch_python`,
     importing their `bilevel_coreset.py` from `--authors_repo` (9 greedy picks, 1000 Adam steps,
     SciPy CG capped at 30 iterations, kernel cached),
@@ -46,6 +48,9 @@ def main(argv=None):
                   help="torch thread counts to run theirs with; the fastest is the anchor (on a "
                        "loaded 2-core machine 2 threads can be several times slower than 1)")
   ap.add_argument("--data", default=None, help="folder for the .npy problem (temp by default)")
+  ap.add_argument("--exact", action="store_true",
+                  help="also time solver='exact' (loss_reduction sum and mean)")
+  ap.add_argument("--skip_fullbank", action="store_true", help="leave out ours_fullbank")
   ap.add_argument("--ours_one_core", action="store_true",
                   help="pin this process (ours) to one core before JAX starts, so XLA runs "
                        "single-threaded like torch with 1 thread; the torch children keep "
@@ -95,8 +100,13 @@ def main(argv=None):
   bank_fn, bank_params = S.precomputed_bank(pool_bank)
   zj, yj = jnp.asarray(z), jnp.asarray(y)
   lab_bank = pool_bank[lab]
-  variants = {"ours_minibatch64": dict(batch_size=64),
-              "ours_fullbank": dict(batch_size=None, l2=args.full_l2)}
+  variants = {"ours_minibatch64": dict(batch_size=64, solver="paper", loss_reduction="mean")}
+  if not args.skip_fullbank:
+    variants["ours_fullbank"] = dict(batch_size=None, l2=args.full_l2, solver="paper",
+                                     loss_reduction="mean")
+  if args.exact:
+    variants["ours_exact_sum"] = dict(solver="exact", loss_reduction="sum")
+    variants["ours_exact_mean"] = dict(solver="exact", loss_reduction="mean")
 
   def ours(kw):
     return S.select_batch(jax.random.key(1), zj, yj, lab, t[lab], lab_bank, bank_fn, bank_params,
@@ -107,7 +117,7 @@ def main(argv=None):
                  + (argv if argv is not None else sys.argv[1:]))
   res = {"command": cmd, "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
          "cores_ours": sorted(os.sched_getaffinity(0)), "cores_authors": cores,
-         "loadavg_start": os.getloadavg(),
+         "loadavg_start": os.getloadavg(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
          "authors_repo": args.authors_repo,
          "settings": {"pool": args.pool, "m": args.m, "c": args.c, "copies": args.copies,
                       "labeled": len(lab), "b": 10, "n_bilevel": 9,
@@ -118,7 +128,11 @@ def main(argv=None):
     s = time.perf_counter()
     sel = jax.block_until_ready(ours(kw))
     res[name] = {"first_call_s": time.perf_counter() - s, "kwargs": {k: v for k, v in kw.items()},
-                 "picks": np.asarray(sel.indices).tolist()}
+                 "picks": np.asarray(sel.indices).tolist(),
+                 "inner_grad_norm": np.asarray(sel.inner_grad_norm).tolist(),
+                 "inner_iterations": np.asarray(sel.inner_iterations).tolist(),
+                 "ihvp_iterations": np.asarray(sel.ihvp_iterations).tolist(),
+                 "ihvp_residual": np.asarray(sel.cg_residual, np.float64).tolist()}
   for r in range(args.rounds):
     entry = {"round": r, "loadavg": os.getloadavg()}
     for name, kw in variants.items():
@@ -165,12 +179,24 @@ def main(argv=None):
       if runs:
         res["summary"][f"authors_torch_threads{threads}_s"] = float(np.median(runs))
     for name in variants:
+      if name != "ours_minibatch64":
+        res["summary"][f"ratio_{name}_over_minibatch64"] = float(np.median(
+            [e[name + "_s"] / e["ours_minibatch64_s"] for e in ok]))
       res["summary"][name + "_s"] = float(np.median([e[name + "_s"] for e in ok]))
       res["summary"]["speedup_" + name] = float(np.median([e["speedup_" + name] for e in ok]))
       res["summary"]["picks_same_set_as_authors_" + name] = len(
           set(theirs_picks) & set(res[name]["picks"][:9]))
   io.atomic_write_json(args.out, res)
   print(json.dumps(res.get("summary", {})))
+
+
+def _cpu_model() -> str:
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+  except OSError:
+    return "unknown"
+  return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+               if line.startswith("Model name")), "unknown")
 
 
 if __name__ == "__main__":
