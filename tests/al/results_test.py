@@ -30,3 +30,18 @@ def test_old_record_resumes_under_the_new_name(tmp_path):
   changed = _record({"al": {"initial": 3, "batch_size_per_round": 1}})
   with pytest.raises(ValueError, match=r"config entries \['al'\] differ"):
     results.load_for_resume(path, changed)
+
+
+def test_record_before_solver_keys_resumes_as_the_old_conventions(tmp_path):
+  """A bilevel block without solver / loss_reduction was run with solver="paper" and
+  loss_reduction="mean": a config naming those resumes it, one naming "sum" does not."""
+  path = tmp_path / "fsdd_uniform_seed0.json"
+  io.atomic_write_json(path, _record({"bilevel": {"l2": 1e-4}}))
+  tols = {"inner_tol": 1e-6, "ihvp_rtol": 1e-4}
+  old = _record({"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols}})
+  assert results.load_for_resume(path, old)["config"]["bilevel"] == {"l2": 1e-4}
+  for change in ({"loss_reduction": "sum"}, {"solver": "exact"}):
+    new = _record({"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols,
+                               **change}})
+    with pytest.raises(ValueError, match=r"config entries \['bilevel'\] differ"):
+      results.load_for_resume(path, new)
