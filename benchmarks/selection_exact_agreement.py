@@ -95,6 +95,7 @@ def main(argv=None):
               "reference_ihvp_residual": ref.ihvp_residuals.tolist(),
               "wall_s_with_compile": wall})
           r = rows[-1]
+          io.atomic_write_json(args.out, {"partial": True, "runs": rows})   # resumable view
           print(f"{name} l2={l2} {red} {r['dtype']}: agree={r['agree']} gap={min(gaps):.2g} "
                 f"grad_rel<={max(r['inner_grad_rel']):.2g} res<={max(r['ihvp_residual']):.2g} "
                 f"newton={r['newton_steps']} cg={r['ihvp_iterations']}", flush=True)
