@@ -366,7 +366,11 @@ def test_bilevel_rounds_record_selection_diagnostics(tmp_path, fsdd_root):
   for r in rec["rounds"][:-1]:
     assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + 5
     sel = r["selection"]
-    assert sorted(sel) == ["cg_residual", "inner_loss", "outer_loss", "score"]
+    assert sorted(sel) == ["cg_residual", "ihvp_iterations", "inner_grad_norm",
+                           "inner_iterations", "inner_loss", "outer_loss", "score"]
     assert all(len(v) == n_greedy for v in sel.values())
     assert all(np.isfinite(v).all() for v in sel.values())
+    # tiny mode: the paper solver with the configured steps
+    assert sel["inner_iterations"] == [c.bilevel.inner_steps] * n_greedy
+    assert sel["ihvp_iterations"] == [c.bilevel.cg_steps] * n_greedy
   assert "selection" not in rec["rounds"][-1]  # the last round trains and evaluates only
