@@ -306,8 +306,17 @@ class BilevelStrategyTest(parameterized.TestCase):
     picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, 10, bank_fn=bank_fn,
                                                      **opts)
     np.testing.assert_array_equal(picks, want.indices)
-    self.assertEqual(sorted(diag), ["cg_residual", "inner_loss", "outer_loss", "score"])
+    self.assertEqual(sorted(diag), ["cg_residual", "ihvp_iterations", "inner_grad_norm",
+                                    "inner_iterations", "inner_loss", "outer_loss", "score"])
     np.testing.assert_allclose(diag["cg_residual"], want.cg_residual, rtol=1e-6)
+    np.testing.assert_allclose(diag["inner_grad_norm"], want.inner_grad_norm, rtol=1e-5)
+    # solver / loss_reduction reach select_batch
+    exact_opts = dict(solver="exact", loss_reduction="mean")
+    got_exact = strategies.select("bilevel", key, ctx, 10, bank_fn=bank_fn, **exact_opts)
+    want_exact = bilevel_select.select_batch(
+        key, ctx.features, ctx.probs, ctx.labeled_idx, ctx.labels[ctx.labeled_idx],
+        ctx.bank, bank_fn, bank_params, b=10, **exact_opts)
+    np.testing.assert_array_equal(got_exact, want_exact.indices)
     np.testing.assert_allclose(diag["outer_loss"], want.outer_loss, rtol=1e-6)
     self.assertEqual(diag["score"].shape, (9,))
 
