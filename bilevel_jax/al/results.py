@@ -62,6 +62,22 @@ def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: 
   }
 
 
+# Config entries added after results were committed, with the value those results used: a
+# record written before an entry existed is read with it (bilevel.ntk_*: the legacy kernel).
+_ADDED_DEFAULTS = {"bilevel": dict(ntk_activation="relu", ntk_leaky_slope=0.0,
+                                   ntk_final_activation=False)}
+
+
+def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` (a record's) with the entries of _ADDED_DEFAULTS it lacks; blocks it lacks stay
+  absent."""
+  out = dict(config)
+  for block, entries in _ADDED_DEFAULTS.items():
+    if isinstance(out.get(block), dict):
+      out[block] = {**entries, **out[block]}
+  return out
+
+
 def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, Any]:
   """Reads a partial result and checks that it belongs to the same experiment."""
   try:
@@ -73,7 +89,8 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")
-  old, new = comparable_config(record["config"]), comparable_config(expected["config"])
+  old = comparable_config(with_added_defaults(record["config"]))
+  new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "
