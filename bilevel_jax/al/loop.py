@@ -93,13 +93,16 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   return Plan(names, seeds, tuple(sched))
 
 
-def load_data(config: ml_collections.ConfigDict) -> Data:
-  """Loads the dataset (optionally a random subset) and the background noise."""
+def load_data(config: ml_collections.ConfigDict, on_error: str = "raise") -> Data:
+  """Loads the dataset (optionally a random subset) and the background noise.
+
+  on_error: "raise" (one error naming every bad file) or "skip" them (`data.load_dataset`).
+  """
   # Noise first: it is small, so a broken noise file fails before a long first decode.
   try:
     noise = data_lib.load_background_noise(config.data_root or None)
     ds = data_lib.load_dataset(config.dataset, config.data_root or None,
-                               progress=config.progress)
+                               progress=config.progress, on_error=on_error)
   except (FileNotFoundError, ValueError) as e:
     raise ValueError(f"config.dataset={config.dataset!r} (config.data_root="
                      f"{config.data_root or 'default'}) cannot be loaded: {e}") from e
@@ -138,7 +141,7 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume: bool = False,
-        command: str | None = None) -> list[pathlib.Path]:
+        command: str | None = None, on_error: str = "raise") -> list[pathlib.Path]:
   """Runs the AL experiment of `config`; returns the result JSON paths.
 
   Raises ValueError / FileExistsError before any training for invalid configs, a missing
@@ -153,7 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume
   if existing and not resume:
     raise FileExistsError(f"{len(existing)} result file(s) already exist in {workdir} (e.g. "
                           f"{existing[0]}); pass --resume to continue them or use a new --workdir.")
-  data = load_data(config)
+  data = load_data(config, on_error)
   check_data(config, data)
   config_dict = config.to_dict()
   io.atomic_write_json(workdir / "config.json", {"command": command, "config": config_dict})

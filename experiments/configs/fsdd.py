@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = 0
     c.al.update(budget=30)
     # 800 steps: at 30 labels one small_cnn training reached 26% test accuracy after 400 steps
-    # and 45% after 1000 (seed 0, measured); 5 trainings of 800 steps fit ~15 min.
+    # and 45% after 1000 (seed 0, measured). The README quotes the job's measured wall time.
     c.train.update(steps=800, rampup_steps=320, model="small_cnn", log_every=100)
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
   elif mode == "cpu":

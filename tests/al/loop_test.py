@@ -164,6 +164,7 @@ def test_killed_run_resumes_to_the_same_selections(tmp_path, fsdd_root):
       _picks(clean, "kcenter")[0]["initial_indices"]
 
 
+@pytest.mark.slow
 def test_cli_ends_with_the_tables_and_figure(tmp_path, fsdd_root):
   """`config.report`: Table 1 at the final budget, every round, bilevel seed by seed, Figure 3."""
   cmd = [sys.executable, "-m", "experiments.active_learning",
@@ -239,6 +240,7 @@ def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no
     loop.run(c, tmp_path)
 
 
+@pytest.mark.slow
 def test_round0_model_is_shared_across_processes_through_the_workdir(tmp_path, fsdd_root,
                                                                       monkeypatch):
   """A later run (another process in practice) loads round 0 instead of retraining it."""
@@ -339,18 +341,21 @@ def test_round0_model_key_tells_training_subsets_apart(tmp_path):
 
 
 def test_committed_cpu_round0_model_keeps_its_name():
-  """Full-data runs keep the pre-subset file names (the fsdd_cpu models/ cache stays valid)."""
-  models = _REPO / "results/active_learning/fsdd_cpu/models"
-  if not models.is_dir():
-    pytest.skip("no local fsdd_cpu round-0 models")
+  """Full-data runs keep the pre-subset file names (the fsdd_cpu models/ cache stays valid).
+
+  The name is pinned (computed by the code of commit 07e1bb5, which was checked against the
+  fsdd_cpu models/ cache), so the test needs no git-ignored models/ folder.
+  """
   rec = io.read_json(_REPO / "results/active_learning/fsdd_cpu/fsdd_uniform_seed0.json")
   c = fsdd_config.get_config("cpu")
   data = loop.Data("fsdd", rec["num_classes"], None, np.zeros(rec["train_size"], np.int32),
                    None, None, None)
-  path = loop._round0_path(c, data, 0, np.asarray(rec["initial_indices"], np.int32), models.parent)
-  assert path.exists(), path
+  path = loop._round0_path(c, data, 0, np.asarray(rec["initial_indices"], np.int32),
+                           pathlib.Path("work"))
+  assert path == pathlib.Path("work/models/fsdd_seed0_round0_0e28ed6fa0bb7d9f.msgpack")
 
 
+@pytest.mark.slow
 def test_bilevel_rounds_record_selection_diagnostics(tmp_path, fsdd_root):
   """The bilevel strategy end to end at tiny scale: valid picks, per-pick solver diagnostics."""
   c = _tiny(strategy="bilevel")

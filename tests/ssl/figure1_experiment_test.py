@@ -33,6 +33,7 @@ def _figure1(workdir: pathlib.Path, data_root: pathlib.Path, seeds_together: boo
   return io.read_json(workdir / "results.json")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fsdd_root")
 def test_seeds_together_and_in_sequence_agree(tmp_path, data_root):
   a = _figure1(tmp_path / "together", data_root, True)["runs"]["supervised"]["10"]
