@@ -7,8 +7,10 @@ does (same keys, same augmented-copy banks) with each setting, and we record how
 the picks cover and how many of them the initial model misclassifies (paper Fig. 2: 9 and 9),
 plus the selection time.
 
-  python -m experiments.first_batch_settings \
-      --workdir=results/active_learning/fsdd_cpu --out=results/active_learning/first_batch_settings.json
+  python -m experiments.first_batch_settings --workdir=runs/al_fsdd_cpu \
+      --out=runs/first_batch_settings.json
+  (committed: results/active_learning/first_batch_settings.json, made when this was
+  scripts/probes/bilevel_settings_first_batch.py reading results/active_learning/fsdd_cpu)
 """
 from __future__ import annotations
 
@@ -36,10 +38,10 @@ SETTINGS = {
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--workdir", default="results/active_learning/fsdd_cpu")
+  ap.add_argument("--workdir", default="runs/al_fsdd_cpu")
   ap.add_argument("--strategy", default="uniform", help="whose round-0 npz to read")
   ap.add_argument("--seeds", default="0,1,2,3,4,5")
-  ap.add_argument("--out", default="results/active_learning/first_batch_settings.json")
+  ap.add_argument("--out", default="runs/first_batch_settings.json")
   args = ap.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
   files = {s: pathlib.Path(args.workdir) / f"fsdd_{args.strategy}_seed{s}_round0.npz"

@@ -132,7 +132,8 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      f"{data.num_classes} classes of {data.name}.")
   if config.al.budget > n:
     raise ValueError(f"config.al.budget={config.al.budget} is larger than the training set "
-                     f"({n} clips), so the last batch of b={config.al.batch_size_per_round} would not fit in "
+                     f"({n} clips), so the last batch of "
+                     f"b={config.al.batch_size_per_round} would not fit in "
                      "the pool.")
   missing = sorted(set(range(data.num_classes)) - set(np.unique(data.train_labels).tolist()))
   if missing:
@@ -326,7 +327,8 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
   extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
   picks, diagnostics = strategies.select_with_diagnostics(
-      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round, **prepared.options)
+      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round,
+      **prepared.options)
   picks = np.asarray(picks)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
