@@ -105,7 +105,7 @@ def test_every_round_of_a_tiny_run_records_pick_diagnostics(tmp_path, fsdd_root,
   c = fsdd_config.get_config("tiny")
   c.progress = False
   c.strategy = "kcenter,bilevel"
-  c.al.budget = 25  # two selection rounds per strategy
+  c.al.budget = 20  # two selection rounds per strategy
   loop.run(c, tmp_path)
   data = loop.load_data(c)
   labels = data.train_labels.tolist()
