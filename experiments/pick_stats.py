@@ -3,9 +3,9 @@ pseudo-labels (issue 14's decisive experiments; see `bilevel_jax.al.pick_stats`)
 
   nice -n 10 python -m experiments.pick_stats --config=experiments/configs/pick_stats.py:cpu \
       --config.seeds=100-102 --workdir=runs/pick_stats_dev
-  # other variants (JSON; replaces config.variants):
+  # other variants (JSON {name: {strategy, options, bilevel}}):
   python -m experiments.pick_stats --config=experiments/configs/pick_stats.py:cpu \
-      --variants='{"cg100": {"strategy": "bilevel", "options": {"cg_steps": 100}}}' ...
+      --config.variants='{"cg100": {"strategy": "bilevel", "options": {"cg_steps": 100}}}' ...
 
 Writes `<workdir>/pick_stats_<dataset>_seed<k>_<labeled set>.json` after every variant; rerun
 the same command to resume. Round models are cached in `<workdir>/models/`.
@@ -26,8 +26,6 @@ from bilevel_jax.utils import io
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (pick_stats.py:MODE).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
-_VARIANTS = flags.DEFINE_string("variants", None, "JSON {name: {strategy, options, bilevel}} "
-                                "replacing config.variants.")
 
 
 def main(argv):
@@ -35,8 +33,7 @@ def main(argv):
   logging.getLogger("bilevel_jax").setLevel(logging.INFO)
   command = "python -m experiments.pick_stats " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   config = _CONFIG.value
-  for path in pick_stats.run(config, _WORKDIR.value, command=command,
-                             variants=_VARIANTS.value):
+  for path in pick_stats.run(config, _WORKDIR.value, command=command):
     rec = io.read_json(path)
     m = rec["model"]
     print(f"{path}: model test accuracy {m['test_accuracy']:.3f}, pool accuracy "
