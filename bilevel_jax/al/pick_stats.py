@@ -3,9 +3,10 @@
 For a seed and a labeled set (the AL loop's class-covering initial draw at N labels, or the
 labeled set of a round of a result JSON), `run_one` trains that round's MixMatch model with the
 AL loop's training key (cached in `workdir/models/`, keyed by labeled set, key and train
-config), computes its outputs and the kernel features once, then runs every variant (a
-registered strategy name, `options` overriding its keyword options, `bilevel` overriding
-`config.bilevel` entries such as kernel settings) with the round's selection key and records
+config), computes its outputs once, then runs every variant (a registered strategy name,
+`options` overriding its keyword options, `block` overriding entries of the strategy's own
+config block, e.g. `config.bilevel` kernel settings; the strategy's inputs are built once per
+distinct block) with the round's selection key and records
 the picks and their `al.diagnostics.round_entry` statistics. Optionally (`config.retrain`) it
 adds each batch, retrains with the next round's key and records the test accuracy.
 
@@ -34,6 +35,7 @@ from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
 from bilevel_jax.al import results
+from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
@@ -79,16 +81,14 @@ def check_config(config: ml_collections.ConfigDict, variants: str | dict | None 
   elif config.labeled.num_labels < 1:
     raise ValueError(f"config.labeled.num_labels={config.labeled.num_labels}; expected >= 1.")
   ssl_train.TrainConfig.from_config(config.train)
-  if any(strategies.get(v["strategy"]).kernel for v in variants.values()):
-    from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
-    for v in variants.values():
-      kernel_lib.check_config(_bilevel_config(config, v).bilevel)
+  for v in variants.values():
+    strategy_inputs.check_config(v["strategy"], _variant_config(config, v))
   return seeds, variants
 
 
 def variant_specs(raw: str | dict | ml_collections.ConfigDict) -> dict[str, dict]:
-  """{variant name: {strategy, options, bilevel}} from config.variants or the --variants flag
-  (a JSON string, dict or ConfigDict), with unknown strategies and malformed entries rejected."""
+  """{variant name: {strategy, options, block}} from config.variants (a JSON string, dict or
+  ConfigDict), with unknown strategies and malformed entries rejected."""
   if isinstance(raw, str):
     try:
       raw = json.loads(raw)
@@ -98,28 +98,36 @@ def variant_specs(raw: str | dict | ml_collections.ConfigDict) -> dict[str, dict
     raw = raw.to_dict()
   if not isinstance(raw, dict) or not raw:
     raise ValueError(f"variants={raw!r}; expected {{name: {{strategy, options, "
-                     "bilevel}}}} with at least one variant.")
+                     "block}}}} with at least one variant.")
   out = {}
   for name, v in raw.items():
     v = dict(v or {})
-    extra = sorted(set(v) - {"strategy", "options", "bilevel"})
+    extra = sorted(set(v) - {"strategy", "options", "block"})
     if extra or "strategy" not in v:
       raise ValueError(f"variants[{name!r}]={v}; expected keys strategy (required), "
-                       f"options, bilevel (got unknown {extra}).")
-    strategies.get(v["strategy"])  # unknown names fail here, listing the known ones
+                       f"options, block (got unknown {extra}).")
+    strategy = strategies.get(v["strategy"])  # unknown names fail here, listing the known ones
+    if v.get("block") and strategy.config_block is None:
+      raise ValueError(f"variants[{name!r}] overrides config block entries {v['block']}, but "
+                       f"strategy {v['strategy']!r} has no config block.")
     out[name] = {"strategy": v["strategy"], "options": dict(v.get("options") or {}),
-                 "bilevel": dict(v.get("bilevel") or {})}
+                 "block": dict(v.get("block") or {})}
   return out
 
 
-def _bilevel_config(config, variant) -> ml_collections.ConfigDict:
+def _variant_config(config, variant) -> ml_collections.ConfigDict:
+  """`config` with the variant's overrides of its strategy's config block."""
+  if not variant["block"]:
+    return config
   c = copy.deepcopy(config)
+  name = strategies.get(variant["strategy"]).config_block
+  block = strategy_inputs.config_block(variant["strategy"], c)
   with c.unlocked():
-    for k, val in variant["bilevel"].items():
-      if k not in c.bilevel:
-        raise ValueError(f"variant bilevel override {k!r} is not a config.bilevel entry "
-                         f"({sorted(c.bilevel)}).")
-      c.bilevel[k] = val
+    for k, val in variant["block"].items():
+      if k not in block:
+        raise ValueError(f"variant block override {k!r} is not a config.{name} entry "
+                         f"({sorted(block)}).")
+      block[k] = val
   return c
 
 
@@ -186,13 +194,14 @@ def _jsonable_options(options: dict) -> dict:
 
 
 def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workdir, *,
-            command: str = "", kernels: dict | None = None, bar=None) -> pathlib.Path:
+            command: str = "", prepared: dict | None = None, bar=None) -> pathlib.Path:
   """All variants for one seed; returns the JSON path (see the module docstring)."""
   labeled, r, tag = labeled_set(config, seed, len(data.train_labels), data.train_labels,
                                 data.num_classes)
   path = output_path(workdir, config.dataset, seed, tag)
   setting = {"dataset": config.dataset, "subset": config.subset.to_dict(),
-             "train": config.train.to_dict(), "batch": int(config.al.batch),
+             "train": config.train.to_dict(),
+             "batch": int(config.al.batch_size_per_round),
              "labeled_indices": labeled.tolist(), "round": r}
   record = {"format": FORMAT, "seed": seed, "labeled_tag": tag, "setting": setting,
             "command": command, "variants": {}}
@@ -212,6 +221,7 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
   if not todo:
     return path
   progress = bool(config.progress)
+  prepared = {} if prepared is None else prepared
   clf, train_seconds = _model(config, data, seed, r, labeled, workdir, progress)
   ev = ssl_evaluate.evaluate(clf, data.test_waveforms, data.test_labels, data.num_classes,
                              batch_size=config.predict_batch)
@@ -236,23 +246,21 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
   for name, v in todo.items():
     strategy = strategies.get(v["strategy"])
     outs = outputs(strategy.augmentations)
-    cfg = _bilevel_config(config, v)
-    extra, kernel = {}, None
-    if strategy.kernel:
-      kkey = json.dumps(cfg.bilevel.to_dict(), sort_keys=True)
-      if kernels is None or kkey not in kernels:
-        from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
-        kernel = kernel_lib.prepare(cfg, data)
-        if kernels is not None:
-          kernels[kkey] = kernel
-      kernel = kernels[kkey] if kernels is not None else kernel
-      extra = kernel.context_fields(seed, labeled, st.bank)
-    options = loop.strategy_options(cfg, v["strategy"], kernel)
+    cfg = _variant_config(config, v)
+    block = strategy_inputs.config_block(v["strategy"], cfg)
+    pkey = (v["strategy"], json.dumps(None if block is None else block.to_dict(),
+                                      sort_keys=True))
+    if pkey not in prepared:
+      prepared[pkey] = strategy_inputs.prepare(v["strategy"], cfg, data, progress=progress)
+    inputs = prepared[pkey]
+    extra = inputs.context(seed, labeled, st.bank) if inputs.context else {}
+    options = dict(inputs.options)
     options.update(v["options"])
     ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
     t0 = time.perf_counter()
     picks, diag = strategies.select_with_diagnostics(
-        v["strategy"], pool_lib.round_key(st.select, r), ctx, int(config.al.batch), **options)
+        v["strategy"], pool_lib.round_key(st.select, r), ctx,
+        int(config.al.batch_size_per_round), **options)
     picks = np.asarray(picks)
     seconds = time.perf_counter() - t0
     diag, proxy = pick_diagnostics.split_proxy(diag)
@@ -295,11 +303,11 @@ def run(config, workdir, *, command: str = "", variants: str | dict | None = Non
   data = loop.load_data(config)
   loop.check_data(config, data)
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  kernels: dict = {}
+  prepared: dict = {}  # strategy inputs (e.g. kernel features) shared across seeds
   paths = []
   with tqdm(total=len(seeds) * len(variants), disable=not config.progress,
             desc="pick stats (seed x variant)") as bar:
     for seed in seeds:
       paths.append(run_one(config, seed, variants, data, workdir, command=command,
-                           kernels=kernels, bar=bar))
+                           prepared=prepared, bar=bar))
   return paths

@@ -26,6 +26,27 @@ FORMAT = "bilevel_jax.al/1"
 # machine without an accelerator. Dotted names address nested entries.
 _RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
                    "report", "train.seed_mode", "train.seed_threads")
+# Config entries renamed since results were first written: {old dotted name: new name}. Records
+# written before a rename are read with the new names, so they stay resumable.
+RENAMED = {"al.batch": "al.batch_size_per_round"}
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+  """A copy of a recorded config with renamed entries (RENAMED) under their current names."""
+  out = json.loads(json.dumps(config))
+  for old, new in RENAMED.items():
+    *old_path, old_key = old.split(".")
+    *new_path, new_key = new.split(".")
+    src = out
+    for k in old_path:
+      src = src.get(k) if isinstance(src, dict) else None
+    if not isinstance(src, dict) or old_key not in src:
+      continue
+    dest = out
+    for k in new_path:
+      dest = dest.setdefault(k, {})
+    dest.setdefault(new_key, src.pop(old_key))
+  return out
 
 
 def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
@@ -73,7 +94,8 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")
-  old, new = comparable_config(record["config"]), comparable_config(expected["config"])
+  old = comparable_config(upgrade_config(record["config"]))
+  new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "

@@ -54,7 +54,8 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
     summary["paired"] = {"reference": reference, "vs": tables.cells_json(pairs)}
   io.atomic_write_json(outdir / "table1.json", summary)
   fig3 = figures.figure3(table, outdir / "figure3.png",
-                         title=f"{dataset}: test accuracy vs labels (mean ± 1 std)")
+                         title=f"{dataset}: test accuracy vs labels\n"
+                         f"{figures.spread_description(table)}")
   out = {"table_markdown": md, "rounds_markdown": rounds_md, "paired_markdown": paired_md,
          "figure3": str(fig3), "table1": str(outdir / "table1.md")}
   rates = pick_rates.collect(records)
@@ -73,8 +74,9 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
 def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
              command: str) -> dict[str, Any] | None:
   """Figure 2 of (strategy, seed) from its round-0 file when it is there (writing
-  figure2_points.json), else from a figure2_points.json of that same round-0 file in outdir or
-  in `report/` next to the result JSON (the committed copy); None when neither exists."""
+  figure2_points.json; the t-SNE is reused while the points' `inputs_sha256` matches the file),
+  else from a figure2_points.json of that same round-0 file in outdir or in `report/` next to
+  the result JSON (the committed copy); None when neither exists."""
   rec = next((r for r in records if r["strategy"] == strategy and r["seed"] == seed), None)
   if rec is None:
     return None
@@ -83,7 +85,11 @@ def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
   points_path = outdir / "figure2_points.json"
   points = None
   if npz.exists():
-    points = figures.figure2_points(npz)
+    stored = io.read_json(points_path) if points_path.exists() else {}
+    if stored.get("inputs_sha256") == figures.figure2_inputs_sha256(npz):
+      points = stored  # same round-0 file and t-SNE settings: skip the t-SNE (~40 s on 2 cores)
+    else:
+      points = figures.figure2_points(npz)
   else:
     # Points of another (strategy, seed) or dataset must not stand in for the requested ones.
     for candidate in (points_path, folder / "report" / "figure2_points.json"):

@@ -123,7 +123,8 @@ def test_every_round_of_a_tiny_run_records_pick_diagnostics(tmp_path, fsdd_root,
       assert got["picks_misclassified"] == r["picks_misclassified"]
       if name == "bilevel":
         assert proxy is not None
-        assert num_greedy == c.al.batch - round(c.bilevel.uniform_fraction * c.al.batch)
+        b = c.al.batch_size_per_round
+        assert num_greedy == b - round(c.bilevel.uniform_fraction * b)
         assert got["ihvp_residual"] == r["selection"]["cg_residual"]
         assert diagnostics.PROXY_LOGITS not in r["selection"]
       else:

@@ -47,10 +47,11 @@ def test_parse_seeds():
     ({}, '{"x": {"strategy": "nope"}}', r"Unknown strategy 'nope'"),
     ({}, '{"x": ', "variants is not valid JSON"),
     ({}, '{"x": {"strategy": "uniform", "opts": {}}}', r"got unknown \['opts'\]"),
-    ({}, '{"x": {"strategy": "bilevel", "bilevel": {"landmark": 3}}}',
+    ({}, '{"x": {"strategy": "bilevel", "block": {"landmark": 3}}}',
      "'landmark' is not a config.bilevel entry"),
-    ({}, '{"x": {"strategy": "bilevel", "bilevel": {"landmarks": 0}}}',
+    ({}, '{"x": {"strategy": "bilevel", "block": {"landmarks": 0}}}',
      r"config.bilevel.landmarks=0"),
+    ({}, '{"x": {"strategy": "kcenter", "block": {"landmarks": 3}}}', "has no config block"),
     ({"labeled.source": "missing/fsdd_bilevel_seed{seed}.json"}, None,
      r"no file missing/fsdd_bilevel_seed100.json"),
 ])
@@ -86,8 +87,8 @@ def test_tiny_run_is_the_loop_round_and_resumes(tmp_path, fsdd_root, monkeypatch
   assert list(rec["variants"]) == ["uniform", "kcenter", "bilevel"]
   for name, v in rec["variants"].items():
     d = v["pick_diagnostics"]
-    assert d["num_picks"] == c.al.batch == len(v["picks"])
-    assert sum(d["pick_class_histogram"]) == c.al.batch
+    assert d["num_picks"] == c.al.batch_size_per_round == len(v["picks"])
+    assert sum(d["pick_class_histogram"]) == c.al.batch_size_per_round
     assert ("proxy_pool_accuracy" in d) == (name == "bilevel")
   assert "selection" in rec["variants"]["bilevel"]
   assert "proxy_logits" not in rec["variants"]["bilevel"]["selection"]

@@ -145,6 +145,7 @@ def test_bad_inputs_raise_clear_errors(bad, match):
     km.kernel_matrix(progress=False, **bad)
 
 
+@pytest.mark.slow
 def test_matches_monte_carlo_finite_width(fsdd_log_mels):
   # Depth 10 on 16x16 inputs, width 128, mean of 4 inits: measured 1.5% (NTK) / 2.0% (NNGP).
   x = jnp.asarray(downsample(fsdd_log_mels(4), 2))

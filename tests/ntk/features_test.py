@@ -1,13 +1,16 @@
 """Nystrom features and augmented-copy banks of the bilevel strategy."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
-from bilevel_jax.al import kernel
+from bilevel_jax.ntk import features as kernel
+from bilevel_jax.strategies import inputs
 
 
 def test_nystrom_map_is_pinv_sqrt(x64):
@@ -24,7 +27,8 @@ def _config(m=4, n_aug=2):
   c = ml_collections.ConfigDict()
   c.bilevel = ml_collections.ConfigDict(dict(
       landmarks=m, landmark_seed=0, augmentations=n_aug, ntk_depth=10, kernel="ntk",
-      kernel_batch=4))
+      kernel_batch=4, uniform_fraction=0.1, lr=1e-3, l2=1e-4, inner_steps=5, batch_size=0,
+      cg_steps=3))
   return c
 
 
@@ -33,7 +37,7 @@ def test_features_and_banks(tmp_path, monkeypatch):
   rng = np.random.default_rng(1)
   waves = (0.1 * rng.normal(size=(10, 16000))).astype(np.float32)
   noise = (0.01 * rng.normal(size=(1, 20000))).astype(np.float32)
-  kf = kernel.KernelFeatures(_config(), waves, noise, tag="synthetic")
+  kf = kernel.KernelFeatures(_config().bilevel, waves, noise, tag="synthetic")
   assert kf.features.shape == (10, 4)
   # Nystrom reproduces the kernel between landmarks: z_u . z_v = k(u, v).
   x = kf._clean_x(kf.landmark_idx)
@@ -51,7 +55,7 @@ def test_features_and_banks(tmp_path, monkeypatch):
   # Augmented copies differ from each other and from the clean features.
   assert not np.allclose(fields["bank"][0, 0], fields["bank"][0, 1])
   # Disk cache: a second instance loads the same features without recomputing.
-  again = kernel.KernelFeatures(_config(), waves, noise, tag="synthetic")
+  again = kernel.KernelFeatures(_config().bilevel, waves, noise, tag="synthetic")
   np.testing.assert_array_equal(again.features, kf.features)
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
   # k(X, U) went through the shared, resumable landmark-kernel cache.
@@ -70,5 +74,46 @@ def test_check_config_names_the_entry():
   with pytest.raises(ValueError, match=r"config.bilevel.kernel='rbf'; expected 'ntk' or 'nngp'"):
     kernel.check_config(bad.bilevel)
   with pytest.raises(ValueError, match="landmarks=11"):
-    kernel.KernelFeatures(_config(m=11), np.zeros((10, 16000), np.float32),
+    kernel.KernelFeatures(_config(m=11).bilevel, np.zeros((10, 16000), np.float32),
                           np.zeros((1, 20000), np.float32), tag="x")
+
+
+class _Data(NamedTuple):
+  name: str
+  train_waveforms: np.ndarray
+  noise: np.ndarray
+
+
+def test_strategy_prepare_builds_the_same_inputs(tmp_path, monkeypatch):
+  """The bilevel strategy's prepare hook (what the AL loop calls, by config block only) gives
+  the features, banks and options the loop built itself before (al.kernel.prepare and
+  loop.strategy_options), and other experiments' copies of the test clips agree with k(X, U)."""
+  monkeypatch.setenv("BILEVEL_JAX_CACHE", str(tmp_path))
+  rng = np.random.default_rng(2)
+  waves = (0.1 * rng.normal(size=(12, 16000))).astype(np.float32)
+  noise = (0.01 * rng.normal(size=(1, 20000))).astype(np.float32)
+  config = _config(m=5)
+  prepared = inputs.prepare("bilevel", config, _Data("synthetic", waves, noise))
+  direct = kernel.KernelFeatures(config.bilevel, waves, noise, tag="synthetic_12")
+  b = config.bilevel
+  want = dict(uniform_fraction=b.uniform_fraction, lr=b.lr, l2=b.l2, inner_steps=b.inner_steps,
+              batch_size=None, cg_steps=b.cg_steps)   # batch_size 0 -> None: the full bank
+  assert {k: v for k, v in prepared.options.items() if k != "bank_fn"} == want
+  assert callable(prepared.options["bank_fn"])
+  labeled, stream = np.array([4, 1, 9]), jax.random.key(3)
+  got, ref = prepared.context(0, labeled, stream), direct.context_fields(0, labeled, stream)
+  np.testing.assert_array_equal(got["features"], ref["features"])
+  np.testing.assert_array_equal(got["bank"], ref["bank"])
+  # Both hit one cache entry (same tag and key as the loop used before).
+  assert len(list((tmp_path / "al_kernel").glob("synthetic_12_*.npz"))) == 1
+  # features_of (a test split) on training clips reproduces their training features.
+  np.testing.assert_allclose(direct.features_of(waves[:3]), direct.features[:3], rtol=1e-4,
+                             atol=1e-4 * np.abs(direct.features).max())
+
+
+def test_loop_checks_the_block_through_the_strategy():
+  bad = _config(n_aug=0)
+  with pytest.raises(ValueError, match=r"config.bilevel.augmentations=0"):
+    inputs.check_config("bilevel", bad)
+  inputs.check_config("uniform", bad)     # no block, nothing to check
+  assert inputs.prepare("uniform", bad, None).options == {}

@@ -1,12 +1,18 @@
-"""Proxy-model inputs of the bilevel strategy: NTK Nystrom features and augmented-copy banks.
+"""NTK Nystrom features and augmented-copy banks: the proxy-model inputs of the bilevel rule.
 
-* Landmarks U: `bilevel.landmarks` training points drawn with `bilevel.landmark_seed` (shared by
+One pipeline, landmarks -> k(X, U) -> Nystrom map -> features and a bank function, driven by a
+config block (the `bilevel` block of the experiment configs; `check_config` lists the entries
+read) and used by the bilevel strategy's `prepare` hook and by `experiments.bilevel_evidence`.
+
+* Landmarks U: `landmarks` training points drawn with `landmark_seed` (shared by
   every AL seed), so the pool-vs-landmark kernel k(X, U) (N, m) and the Nystrom map
   K_UU^{+1/2} (m, m) are computed once per dataset/landmark draw and cached on disk. They do not
   depend on the trained network. k(X, U) comes from `ntk.cache.landmark_kernel` (tiled,
   resumable row blocks under `cache_root()/ntk/`, progress bar with `config.progress`), the map
   from `ntk.nystrom.fit_nystrom`; features, map and landmark inputs are kept together in
-  `cache_root()/al_kernel/` (same file format and key as before).
+  `cache_root()/al_kernel/` (file format and key unchanged since this lived in `al/kernel.py`).
+* Inputs: clean log-mels standardized by the scalar mean and std of the first 512 training
+  clips (`ssl.train.feature_stats`, as the classifier sees them).
 * Features z_x = K_UU^{+1/2} k(x, U) of the clean log-mels (N, m).
 * Bank: A augmented copies per point, features (A, m); computed (in JAX) when a point enters
   the labeled set and cached in memory across rounds, and inside the jitted greedy selection
@@ -35,8 +41,9 @@ log = logging.getLogger(__name__)
 
 
 def check_config(b: Any, num_train: int | None = None) -> None:
-  """The `config.bilevel` entries this module reads; `landmarks` also against the training
-  set size once it is known. The AL loop calls it before any data is decoded."""
+  """Checks the config block's entries this module reads (landmarks, landmark_seed,
+  augmentations, ntk_depth, kernel, kernel_batch); `landmarks` also against the training set
+  size once it is known. Called before any data is decoded."""
   _check_kind(b.kernel)
   for name in ("augmentations", "kernel_batch", "landmarks"):
     if int(b[name]) < 1:
@@ -102,21 +109,29 @@ def make_bank_fn(n_aug: int, depth: int, kind: str) -> Callable[..., jax.Array]:
 
 
 class KernelFeatures:
-  """Nystrom features of the training set and cached augmented-copy banks per seed."""
+  """Nystrom features of the training set and cached augmented-copy banks per seed.
 
-  def __init__(self, config: Any, waveforms: np.ndarray, noise: np.ndarray, tag: str):
-    b = config.bilevel
+  Args:
+    b: the config block (`check_config` lists its entries).
+    waveforms: (N, 16000) float32 training clips; landmarks are drawn among them.
+    noise: (K, L) background noise for the augmented copies.
+    tag: cache name, e.g. "fsdd_2700" (the key also hashes the entries and the clips).
+    progress: progress bar while k(X, U) is computed.
+  """
+
+  def __init__(self, b: Any, waveforms: np.ndarray, noise: np.ndarray, tag: str, *,
+               progress: bool = False):
     n = waveforms.shape[0]
     check_config(b, n)
     self.n_aug = int(b.augmentations)
     self.waveforms = waveforms
     mean, std = ssl_train.feature_stats(audio.featurize, waveforms)
     self._featurize = jax.jit(lambda w: (audio.featurize(w) - mean) / std)
-    self._kernel = _kernel_fn(int(b.ntk_depth), b.kernel)
+    self.depth, self.kind = int(b.ntk_depth), str(b.kernel)
     self.batch = int(b.kernel_batch)                              # rows per resumable block
     m = int(b.landmarks)
     self.landmark_idx = nystrom.draw_landmarks(jax.random.key(int(b.landmark_seed)), n, m)
-    self.features, nys_map, landmark_x = self._load_or_compute(config, tag)
+    self.features, nys_map, landmark_x = self._load_or_compute(b, tag, progress)
     self.bank_fn = make_bank_fn(self.n_aug, int(b.ntk_depth), b.kernel)
     self._bank_many = jax.jit(jax.vmap(self.bank_fn, in_axes=(None, None, 0)))
     self._params = BankParams(jnp.asarray(waveforms), jnp.asarray(noise), jnp.asarray(landmark_x),
@@ -125,11 +140,13 @@ class KernelFeatures:
     self._banks: dict[tuple[int, int], np.ndarray] = {}  # (seed, index) -> (A, m)
 
   def _clean_x(self, idx: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.asarray(self._featurize(jnp.asarray(self.waveforms[idx[i:i + 256]])))
-                           for i in range(0, len(idx), 256)])
+    return self._clean_x_of(self.waveforms[idx])
 
-  def _load_or_compute(self, config, tag):
-    b = config.bilevel
+  def _clean_x_of(self, waveforms: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.asarray(self._featurize(jnp.asarray(waveforms[i:i + 256])))
+                           for i in range(0, len(waveforms), 256)])
+
+  def _load_or_compute(self, b, tag, progress):
     spec = dict(tag=tag, n=int(self.waveforms.shape[0]), m=int(b.landmarks),
                 landmark_seed=int(b.landmark_seed), depth=int(b.ntk_depth), kernel=b.kernel,
                 checksum=float(np.asarray(self.waveforms[:, ::97], np.float64).sum()),
@@ -144,7 +161,7 @@ class KernelFeatures:
     landmark_x = x[self.landmark_idx]                             # (m, 32, 32, 1)
     k_xu = np.asarray(ntk_cache.landmark_kernel(                  # (N, m)
         x, self.landmark_idx, kind=b.kernel, depth=int(b.ntk_depth), block_rows=self.batch,
-        tile=(min(self.batch, 16), 16), progress=bool(config.get("progress", False))).matrix)
+        tile=(min(self.batch, 16), 16), progress=bool(progress)).matrix)
     k_uu = k_xu[self.landmark_idx]                                # (m, m)
     nys = nystrom_map(k_uu)
     features = (k_xu @ nys).astype(np.float32)
@@ -158,22 +175,38 @@ class KernelFeatures:
   def bank_params(self, stream: jax.Array) -> BankParams:
     return self._params._replace(stream=jax.random.key_data(stream))
 
-  def context_fields(self, seed: int, labeled: np.ndarray, stream: jax.Array) -> dict[str, Any]:
-    """RoundContext fields for one seed: features (N, m), bank (L, A, m), bank_params.
+  def banks(self, seed: int, indices: np.ndarray, stream: jax.Array) -> np.ndarray:
+    """(L, A, m) features of the augmented copies of training points `indices`.
 
-    Copies of points new to the labeled set are computed now and cached for later rounds.
+    Copies are made with `bank_fn` (the same as inside the selection) and kept in memory per
+    (seed, index), so each point's copies are computed once per seed.
     """
     params = self.bank_params(stream)
-    new = [int(i) for i in labeled if (int(seed), int(i)) not in self._banks]
+    new = [int(i) for i in indices if (int(seed), int(i)) not in self._banks]
     if new:
       copies = np.asarray(self._bank_many(params, jax.random.key(0), jnp.asarray(new, jnp.int32)))
       for i, c in zip(new, copies):
         self._banks[(int(seed), i)] = c
-    bank = np.stack([self._banks[(int(seed), int(i))] for i in labeled])
-    return dict(features=self.features, bank=bank, bank_params=params)
+    return np.stack([self._banks[(int(seed), int(i))] for i in indices])
+
+  def context_fields(self, seed: int, labeled: np.ndarray, stream: jax.Array) -> dict[str, Any]:
+    """RoundContext fields for one seed: features (N, m), bank (L, A, m), bank_params."""
+    return dict(features=self.features, bank=self.banks(seed, labeled, stream),
+                bank_params=self.bank_params(stream))
+
+  def features_of(self, waveforms: np.ndarray, *, progress: bool = False) -> np.ndarray:
+    """(T, m) float32 Nystrom features of other clean clips (e.g. a test split), k(x, U) cached
+    by `ntk.cache.cross_kernel`."""
+    x = self._clean_x_of(np.asarray(waveforms, np.float32))
+    k_xu = np.asarray(ntk_cache.cross_kernel(
+        x, np.asarray(self._params.landmark_x), kind=self.kind, depth=self.depth,
+        block_rows=self.batch, tile=(min(self.batch, 16), 16), progress=progress).matrix)
+    return (k_xu @ np.asarray(self._params.nystrom)).astype(np.float32)
 
 
-def prepare(config: Any, data: Any) -> KernelFeatures:
-  tag = f"{data.name}_{data.train_labels.shape[0]}"
-  return KernelFeatures(config, data.train_waveforms, data.noise, tag)
+def prepare(b: Any, data: Any, *, progress: bool = False) -> KernelFeatures:
+  """KernelFeatures of `data.train_waveforms` (N, 16000) with `data.noise`, cached under the tag
+  "<data.name>_<N>"."""
+  tag = f"{data.name}_{data.train_waveforms.shape[0]}"
+  return KernelFeatures(b, data.train_waveforms, data.noise, tag, progress=progress)
 
