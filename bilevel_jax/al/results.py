@@ -100,6 +100,17 @@ def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: 
   }
 
 
+# Config blocks added after results were committed, read only by the strategies they name: a
+# result written before one existed is compared as if it had the new run's block.
+ADDED_BLOCKS = ("bilevel_tempered", "bilevel_ssl", "bilevel_embed")
+
+
+def with_added_blocks(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+  """`config` (a result's) with the ADDED_BLOCKS it lacks taken from `reference`."""
+  missing = {k: reference[k] for k in ADDED_BLOCKS if k not in config and k in reference}
+  return {**config, **missing}
+
+
 def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, Any]:
   """Reads a partial result and checks that it belongs to the same experiment."""
   try:
@@ -111,7 +122,8 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")
-  old = comparable_config(upgrade_config(record["config"]))
+  old = comparable_config(with_added_blocks(upgrade_config(record["config"]),
+                                            expected["config"]))
   new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -52,6 +52,8 @@ class RoundContext(NamedTuple):
       with labeled_idx), or None.
     bank_params: pytree of arrays read by the bilevel `bank_fn` option to make the copies of a
       newly picked point (see bilevel_jax.bilevel.select), or None.
+    aug_embeddings: (K, N, E) last-layer embeddings under the K augmentations of aug_probs
+      (for strategies registered with both `augmentations` and `embeddings`), or None.
   """
   probs: jax.Array
   labeled_mask: jax.Array
@@ -62,6 +64,7 @@ class RoundContext(NamedTuple):
   features: jax.Array | None = None
   bank: jax.Array | None = None
   bank_params: Any = None
+  aug_embeddings: jax.Array | None = None
 
 
 class Strategy(NamedTuple):
@@ -207,7 +210,7 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
     raise ValueError(f"RoundContext.probs must be (N, C), got shape {ctx.probs.shape}.")
   n, c = ctx.probs.shape
   want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
-          "embeddings": (n, None), "features": (n, None),
+          "embeddings": (n, None), "features": (n, None), "aug_embeddings": (None, n, None),
           "bank": (ctx.labeled_idx.shape[0], None, None)}
   if ctx.labeled_mask.dtype != jnp.bool_:
     raise ValueError(f"RoundContext.labeled_mask must be bool, got dtype {ctx.labeled_mask.dtype}.")
@@ -235,6 +238,9 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       missing.append(f"aug_probs with K >= {strategy.augmentations} augmentations")
   if strategy.embeddings and ctx.embeddings is None:
     missing.append("embeddings")
+  if strategy.embeddings and strategy.augmentations and (
+      ctx.aug_embeddings is None or ctx.aug_embeddings.shape[-3] < strategy.augmentations):
+    missing.append(f"aug_embeddings with K >= {strategy.augmentations} augmentations")
   if strategy.kernel and ctx.features is None:
     missing.append("features (Nystrom)")
   if missing:

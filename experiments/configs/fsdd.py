@@ -81,4 +81,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
   elif mode == "cpu":
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
+  _add_variant_blocks(c)
   return c
+
+
+def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
+  """Blocks of the bilevel variants beyond the paper (strategies/bilevel_variants.py), built
+  from the mode's `bilevel` block so that each variant differs from it only as named; they are
+  not read by the paper's five strategies (and a result written before they existed resumes).
+  Overriding an entry of `bilevel` on the command line does not reach them: override
+  `bilevel_ssl.<entry>` etc.
+  """
+  selection = {k: c.bilevel[k] for k in ("uniform_fraction", "lr", "l2", "inner_steps",
+                                         "batch_size", "cg_steps")}
+  # (f) pseudo-label temperature: < 1 sharpens, > 1 softens, 1 = the paper.
+  c.bilevel_tempered = ml_collections.ConfigDict(
+      dict(c.bilevel.to_dict(), pseudo_temperature=1.0))
+  # (e) inner problem also fits pool points predicted with probability >= ssl_threshold; the
+  # confident set weighs ssl_weight times the labeled set.
+  c.bilevel_ssl = ml_collections.ConfigDict(
+      dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0))
+  # (d) proxy features: the SSL network's standardized embeddings; `augmentations` augmented
+  # views per labeled/picked point (at most strategies.bilevel_variants.EMBED_AUGMENTATIONS).
+  c.bilevel_embed = ml_collections.ConfigDict(
+      dict(selection, augmentations=min(int(c.bilevel.augmentations), 4),
+           pseudo_temperature=1.0))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from bilevel_jax.ntk import finite_width
+from tests.ntk import finite_width
 from bilevel_jax.ntk import kernel_matrix as km
 from bilevel_jax.ntk import wrn_kernel as wk
 from tests.ntk.conftest import downsample
