@@ -30,6 +30,7 @@ from bilevel_jax import data as data_lib
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
+from bilevel_jax.al import diagnostics as pick_diagnostics
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
@@ -132,7 +133,8 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      f"{data.num_classes} classes of {data.name}.")
   if config.al.budget > n:
     raise ValueError(f"config.al.budget={config.al.budget} is larger than the training set "
-                     f"({n} clips), so the last batch of b={config.al.batch_size_per_round} would not fit in "
+                     f"({n} clips), so the last batch of "
+                     f"b={config.al.batch_size_per_round} would not fit in "
                      "the pool.")
   missing = sorted(set(range(data.num_classes)) - set(np.unique(data.train_labels).tolist()))
   if missing:
@@ -326,7 +328,8 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
   extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
   picks, diagnostics = strategies.select_with_diagnostics(
-      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round, **prepared.options)
+      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round,
+      **prepared.options)
   picks = np.asarray(picks)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
@@ -334,8 +337,12 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
   entry["pick_labels"] = [int(data.train_labels[i]) for i in picks]
   entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
   entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
+  diagnostics, proxy_logits = pick_diagnostics.split_proxy(diagnostics)
   if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
     entry["selection"] = results.selection_entry(diagnostics)
+  entry["pick_diagnostics"] = pick_diagnostics.round_entry(
+      outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy_logits,
+      diagnostics=diagnostics)
   if r == 0:
     path = results.figure2_path(workdir, config.dataset, name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,25 @@ _RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "
 RENAMED = {"al.batch": "al.batch_size_per_round"}
 
 
+# Config entries added after results were committed, with the value those results used: a
+# record written before an entry existed is read with it (bilevel.ntk_*: the legacy kernel).
+_ADDED_DEFAULTS = {"bilevel": dict(ntk_activation="relu", ntk_leaky_slope=0.0,
+                                   ntk_final_activation=False)}
+
+
+def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` (a record's) with the entries of _ADDED_DEFAULTS it lacks; blocks it lacks stay
+  absent."""
+  out = dict(config)
+  for block, entries in _ADDED_DEFAULTS.items():
+    if isinstance(out.get(block), dict):
+      out[block] = {**entries, **out[block]}
+  return out
+
+
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
-  """A copy of a recorded config with renamed entries (RENAMED) under their current names."""
+  """A copy of a recorded config with renamed entries (RENAMED) under their current names and
+  entries added since (_ADDED_DEFAULTS) with the values the record used."""
   out = json.loads(json.dumps(config))
   for old, new in RENAMED.items():
     *old_path, old_key = old.split(".")
@@ -46,7 +63,7 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     for k in new_path:
       dest = dest.setdefault(k, {})
     dest.setdefault(new_key, src.pop(old_key))
-  return out
+  return with_added_defaults(out)
 
 
 def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int

@@ -50,7 +50,8 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
   """Bilevel greedy picks followed by round(uniform_fraction * b) uniform ones.
 
   Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
-  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP.
+  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP, and
+  `proxy_logits` (N, C): the features times the weights of the last inner solve.
 
   Uses ctx.features (N, m), ctx.probs (N, C) as pseudo-labels, the labeled bank ctx.bank
   (L, A, m) and `bank_fn(ctx.bank_params, key, index) -> (A, m)` for the copies of picked
@@ -74,5 +75,8 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
       labeled_labels, bank, bank_fn, bank_params, b=b, uniform_fraction=uniform_fraction,
       lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
   diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
-                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual}
+                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
+                 # The proxy of the last inner solve on the training set (N, C), for the
+                 # loop's pick diagnostics (al/diagnostics.py; not stored per pick).
+                 "proxy_logits": ctx.features @ selection.w}
   return selection.indices.astype(jnp.int32), diagnostics

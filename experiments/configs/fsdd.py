@@ -23,6 +23,8 @@ from experiments.configs import mixmatch as mixmatch_config
 MODES = ("tiny", "quick", "cpu", "paper")
 # Which MixMatch training scale each mode reuses.
 _TRAIN_MODE = {"tiny": "tiny", "quick": "cpu", "cpu": "cpu", "paper": "paper"}
+# The kernel before issue 13 (ReLU, no final activation): what committed results used.
+LEGACY_NTK = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -52,6 +54,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       landmarks=2000, landmark_seed=0, augmentations=4, uniform_fraction=0.1, lr=1e-3,
       l2=1e-4, inner_steps=1000, batch_size=64, cg_steps=30, ntk_depth=28, kernel="ntk",
       kernel_batch=64))
+  # The WRN kernel's activation (issue 13): the trained WRN's leaky ReLU (0.1) and its final
+  # activation before the readout. Modes with committed results keep the legacy kernel.
+  c.bilevel.update(ntk_activation="leaky_relu", ntk_leaky_slope=0.1, ntk_final_activation=True)
+  if mode in ("tiny", "quick", "cpu"):
+    c.bilevel.update(**LEGACY_NTK)
 
   if mode == "tiny":
     c.strategy = "uniform"
