@@ -178,8 +178,9 @@ def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any 
   any temperature) is >= ssl_threshold, with its clean NTK features and soft pseudo-label,
   the confident set weighing ssl_weight times the labeled set
   (`bilevel_jax.bilevel.semi_supervised`; ssl_weight = 0 is `bilevel`). Features, banks, G,
-  scores, Adam + CG solver and uniform share as in `bilevel`. Diagnostics: `bilevel`'s plus
-  `num_confident` (|Q| at the start of the selection, repeated per pick).
+  scores, Adam + CG solver and uniform share as in `bilevel`. Diagnostics: `bilevel`'s
+  (proxy_logits included) plus `num_confident` (|Q| at the start of the selection, repeated
+  per pick).
   """
   labeled_labels = ctx.labels[ctx.labeled_idx]
   if ctx.bank is None or bank_fn is None:
@@ -193,5 +194,7 @@ def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any 
       batch_size=batch_size, cg_steps=cg_steps)
   diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
                  "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
-                 "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32)}
+                 "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32),
+                 # The proxy of the last inner solve (N, C), for the loop's pick diagnostics.
+                 "proxy_logits": ctx.features @ selection.w}
   return selection.indices.astype(jnp.int32), diagnostics

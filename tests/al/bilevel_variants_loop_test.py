@@ -32,6 +32,7 @@ def test_variants_run_through_the_loop_and_record_diagnostics(tmp_path, fsdd_roo
       assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + b
       sel = r["selection"]
       assert all(len(v) == n_greedy and np.isfinite(v).all() for v in sel.values())
+      assert 0 <= r["pick_diagnostics"]["proxy_pool_accuracy"] <= 1   # each has a proxy
       if name == "bilevel_ssl":
         # threshold 0: every pool point is confident (300 clips minus the labeled ones)
         assert sel["num_confident"] == [300 - len(r["labeled_indices"])] * n_greedy

@@ -212,5 +212,6 @@ def test_valid_distinct_unlabeled_picks_with_the_paper_settings(name):
   picks = np.asarray(picks)
   assert len(set(picks.tolist())) == 10 and not set(picks) & set(prob.labeled_idx.tolist())
   assert diag["score"].shape == (9,) and np.all(np.isfinite(diag["score"]))
+  assert diag["proxy_logits"].shape == (30, 3)   # the proxy, for the loop's pick diagnostics
   again = strategies.select_with_diagnostics(name, jax.random.key(0), ctx, 10, **opts)[0]
   np.testing.assert_array_equal(picks, again)
