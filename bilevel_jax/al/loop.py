@@ -256,7 +256,7 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
         log.info("%s %s seed %d: %d labels -> test accuracy %.4f", config.dataset, name, s,
                  entry["num_labeled"], entry["test_accuracy"])
         _kill_hook(r)
-      if workdir is not None:  # the round is written: its training checkpoints can go
+      if r > 0 and workdir is not None:  # the round is written: its checkpoints can go
         ssl_checkpoint.remove(_checkpoint_dir(config, data, now, r, labeled, workdir))
       active = [s for s in active if not records[s]["complete"]]
   finally:
@@ -332,6 +332,8 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None,
           shared_models[(s, r, labeled[s].tobytes())] = clf
           if workdir is not None:
             model_cache.save(_round0_path(config, data, s, labeled[s], workdir), clf)
+      if r == 0 and workdir is not None:  # the models are on disk: the checkpoints can go
+        ssl_checkpoint.remove(_checkpoint_dir(config, data, todo, r, labeled, workdir))
   return models, seconds
 
 

@@ -35,10 +35,16 @@ class _TqdmStream:
 
 
 def _console_handlers() -> Iterator[logging.StreamHandler]:
-  for handler in logging.getLogger().handlers:
+  """Handlers of every existing logger that write to the console (absl's included)."""
+  loggers = [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values()
+                                     if isinstance(l, logging.Logger)]
+  seen = set()
+  for handler in (h for l in loggers for h in l.handlers):
     inner = getattr(handler, "python_handler", None)  # absl's ABSLHandler wraps a StreamHandler
     for h in (handler, inner):
-      if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr):
+      if (isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+          and id(h) not in seen):
+        seen.add(id(h))
         yield h
 
 
