@@ -30,6 +30,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue partial result files in the workdir.")
+_ON_ERROR = flags.DEFINE_enum(
+    "on_error", "raise", ["raise", "skip"],
+    "Bad audio files: 'raise' one error naming them all, or 'skip' them (logged).")
 _TIME_BUDGET = flags.DEFINE_float(
     "time_budget", None, "Wall seconds; then checkpoint and exit with status "
     f"{budget.EXIT_TIME_BUDGET} (continue with --resume).")
@@ -44,7 +47,7 @@ def main(argv):
   deadline = budget.Deadline(_TIME_BUDGET.value)
   try:
     files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,
-                     deadline=deadline)
+                     on_error=_ON_ERROR.value, deadline=deadline)
   except budget.TimeBudgetExceeded as e:
     print(f"Stopped: {e}. Continue with --resume.", flush=True)
     sys.exit(budget.EXIT_TIME_BUDGET)

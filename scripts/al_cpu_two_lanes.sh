@@ -3,14 +3,21 @@
 # one per CPU core: on the 2-core machine two single-core trainings finish more steps per second
 # together than one training spread over both cores (see results/active_learning/README.md).
 # The lanes split the strategies, so no result file has two writers; round-0 models are shared
-# through the workdir's model cache. Resumes whatever is already there.
+# through the workdir's model cache. Resumes whatever is already there; a new workdir starts
+# from the committed results (their JSON), so the committed run continues where it stopped.
+# The workdir is under runs/ (git-ignored); publish finished results with
+#   python -m experiments.publish --run=runs/al_fsdd_cpu --to=results/active_learning/fsdd_cpu
 #   scripts/al_cpu_two_lanes.sh        # both lanes
 #   scripts/al_cpu_two_lanes.sh 1      # lane 1 only (e.g. to restart one lane)
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-WORKDIR=${WORKDIR:-results/active_learning/fsdd_cpu}
+WORKDIR=${WORKDIR:-runs/al_fsdd_cpu}
+FROM=${FROM:-results/active_learning/fsdd_cpu}
 mkdir -p runs
+if [ ! -d "$WORKDIR" ] && [ -d "$FROM" ]; then
+  mkdir -p "$WORKDIR" && cp "$FROM"/*.json "$WORKDIR"/
+fi
 lane() {  # lane CORE STRATEGIES
   taskset -c "$1" "$PY" -m experiments.active_learning --config=experiments/configs/fsdd.py:cpu \
     --config.strategy="$2" --config.tensorboard=False --config.report=False \
