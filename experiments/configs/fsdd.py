@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import configs
 from experiments.configs import mixmatch as mixmatch_config
 
 MODES = ("tiny", "quick", "cpu", "paper")
@@ -28,9 +29,7 @@ LEGACY_NTK = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activati
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode = arg or "cpu"
-  if mode not in MODES:
-    raise ValueError(f"Unknown fsdd config mode {mode!r}; expected one of {MODES}.")
+  mode = configs.check_mode("fsdd", arg, "cpu", MODES)
   c = ml_collections.ConfigDict()
   c.mode = mode
   c.dataset = "fsdd"
