@@ -1,4 +1,4 @@
-"""bilevel_tempered / bilevel_embed / bilevel_ssl against slow NumPy references on small problems."""
+"""bilevel_tempered / bilevel_embed / bilevel_ssl against slow NumPy references (small problems)."""
 from __future__ import annotations
 
 import jax
@@ -141,13 +141,15 @@ def _ssl_reference(prob, *, threshold, ssl_weight, b, l2):
     norm = len(labeled) + k
     all_rows = rows + [(pool_z[q], pseudo[q], alpha) for q in conf if q not in picks]
     for _ in range(100):   # damped Newton
-      g = sum(wt * reference.point_grad(w, z, y) for z, y, wt in all_rows) / norm + 2 * l2 * w.ravel()
+      g = sum(wt * reference.point_grad(w, z, y) for z, y, wt in all_rows) / norm + \
+          2 * l2 * w.ravel()
       h = sum(wt * reference.point_hessian(w, z) for z, _, wt in all_rows) / norm + \
           2 * l2 * np.eye(m * c)
       if np.linalg.norm(g) < 1e-12:
         break
       step, t, f0 = np.linalg.solve(h, g).reshape(w.shape), 1.0, objective(w, all_rows, norm)
-      while objective(w - t * step, all_rows, norm) > f0 - 0.25 * t * g @ step.ravel() and t > 1e-10:
+      while (objective(w - t * step, all_rows, norm) > f0 - 0.25 * t * g @ step.ravel()
+             and t > 1e-10):
         t *= 0.5
       w = w - t * step
     v = np.linalg.solve(h, reference.outer_grad(w, pool_z, targets))
