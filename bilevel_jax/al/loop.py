@@ -35,6 +35,7 @@ from bilevel_jax.al import pool as pool_lib
 from bilevel_jax.al import results
 from bilevel_jax.al import tiny_model  # noqa: F401  (registers the CPU-tiny model)
 from bilevel_jax.utils import io
+from bilevel_jax.utils import locks
 from bilevel_jax.utils.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
@@ -168,8 +169,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume
   """Runs the AL experiment of `config`; returns the result JSON paths.
 
   Raises ValueError / FileExistsError before any training for invalid configs, a missing
-  dataset, or existing results without `resume`.
+  dataset, or existing results without `resume`; `locks.WorkdirBusyError` at once if another
+  process runs in `workdir` (the whole run holds the workdir's lock).
   """
+  plan(config)  # a bad config fails before the workdir is created
+  with locks.workdir_lock(workdir, command):
+    return _run_locked(config, workdir, resume=resume, command=command)
+
+
+def _run_locked(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                resume: bool = False, command: str | None = None) -> list[pathlib.Path]:
   workdir = pathlib.Path(workdir)
   the_plan = plan(config)
   command = command or " ".join([sys.executable] + sys.argv)
