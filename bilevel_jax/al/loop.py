@@ -375,11 +375,8 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
     entry["selection"] = results.selection_entry(diagnostics)
   if r == 0:
-    path = results.figure2_path(workdir, config.dataset, name, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
-                        labels=data.train_labels, labeled_idx=np.asarray(labeled),
-                        picks=picks, test_accuracy=ev.accuracy)
-    os.replace(tmp, path)
+    io.atomic_savez(results.figure2_path(workdir, config.dataset, name, seed), compressed=True,
+                    embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
+                    labels=data.train_labels, labeled_idx=np.asarray(labeled),
+                    picks=picks, test_accuracy=ev.accuracy)
   return entry
