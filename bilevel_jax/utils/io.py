@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import pathlib
 import tempfile
@@ -118,9 +119,39 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
       f.write(data)
 
 
+def jsonable(obj: Any) -> Any:
+  """`obj` with numpy/jax arrays and scalars, tuples and paths turned into JSON types."""
+  return _to_jsonable(obj)
+
+
+def _first_non_finite(obj: Any, where: str) -> str | None:
+  if isinstance(obj, float):
+    return None if math.isfinite(obj) else f"{where} = {obj}"
+  items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+  for k, v in items:
+    found = _first_non_finite(v, f"{where}[{k!r}]")
+    if found:
+      return found
+  return None
+
+
+def check_finite_json(obj: Any, name: str) -> None:
+  """Raises ValueError naming the first NaN/inf in `obj` (JSON has no such numbers: Python
+  would write a bare NaN that other readers reject)."""
+  found = _first_non_finite(_to_jsonable(obj), "")
+  if found:
+    raise ValueError(f"Refusing to write {name}: {found.lstrip()} is not a finite number, and "
+                     "JSON cannot hold NaN or inf.")
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-  """Writes `obj` (numpy/jax arrays allowed) as indented JSON, atomically."""
-  text = json.dumps(_to_jsonable(obj), indent=1, sort_keys=False)
+  """Writes `obj` (numpy/jax arrays allowed) as indented JSON, atomically.
+
+  Raises ValueError naming the entry if `obj` holds NaN or inf (not valid JSON).
+  """
+  obj = _to_jsonable(obj)
+  check_finite_json(obj, str(path))
+  text = json.dumps(obj, indent=1, sort_keys=False, allow_nan=False)
   atomic_write_bytes(path, (text + "\n").encode())
 
 
