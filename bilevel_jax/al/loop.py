@@ -29,6 +29,7 @@ from bilevel_jax import data as data_lib
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
+from bilevel_jax.al import guards
 from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
@@ -363,9 +364,11 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   if strategy.kernel:
     extra = kernel.context_fields(seed, labeled, st.bank)
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
+  guards.check_context(r, name, ctx)  # strategies are jitted: their value checks cannot run
   picks, diagnostics = strategies.select_with_diagnostics(
       name, pool_lib.round_key(st.select, r), ctx, config.al.batch, **options)
   picks = np.asarray(picks)
+  guards.check_selection(r, name, picks, diagnostics, labeled)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
   entry["picks"] = [int(i) for i in picks]

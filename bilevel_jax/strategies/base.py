@@ -12,8 +12,11 @@ A new strategy takes a few lines (e.g. in a notebook):
     top2 = jax.lax.top_k(ctx.probs, 2)[0]
     return strategies.top_b_in_pool(top2[:, 1] - top2[:, 0], ctx.labeled_mask, b)
 
-`register` jit-compiles the function (`b` and the options are static) and records what it
-needs from the loop: predictions under `augmentations` random augmentations, last-layer
+`register` jit-compiles the function and records what it needs from the loop. `b` and the
+options are static, except float options (`lr`, `l2`, tolerances...: keyword-only parameters
+with a float default), which are traced, so changing them reuses the compiled program; a
+float option that decides shapes (e.g. bilevel's `uniform_fraction`) is named in
+`register(static_options=...)`. What the strategy needs from the loop: predictions under `augmentations` random augmentations, last-layer
 `embeddings`, or Nystrom `kernel` features for the bilevel rule. A strategy registered with
 `diagnostics=True` returns `(indices, {name: array})` instead; `select` still gives the indices
 and `select_with_diagnostics` both (the AL loop records them with each round).
@@ -69,6 +72,8 @@ class Strategy(NamedTuple):
   kernel: bool = False
   # Jitted fn returning (indices, {name: array}) for strategies registered with diagnostics.
   select_with_diagnostics: Callable[..., tuple[jax.Array, dict]] | None = None
+  # Float options traced under jit (changing them does not recompile).
+  traced_options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Strategy] = {}
@@ -76,11 +81,14 @@ _REGISTRY: dict[str, Strategy] = {}
 
 def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
              kernel: bool = False, diagnostics: bool = False,
+             static_options: tuple[str, ...] = (),
              overwrite: bool = True) -> Callable[[Callable], Callable]:
   """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
 
-  Keyword-only parameters of `fn` are options: static under jit (hashable values such as
-  numbers, strings, module-level functions), passed through `select(..., **options)`.
+  Keyword-only parameters of `fn` are options, passed through `select(..., **options)`. Those
+  with a float default are traced (any value, one compilation; `select` checks that they are
+  finite numbers); the others are static under jit (hashable values such as ints, strings,
+  module-level functions), as are the float options named in `static_options`.
 
   Args:
     name: registry key (used by `--config.strategy`).
@@ -88,6 +96,7 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     embeddings: whether it reads `ctx.embeddings`.
     kernel: whether it reads `ctx.features` / `ctx.bank` (Nystrom features).
     diagnostics: `fn` returns (indices, {name: array}) (e.g. per-pick solver residuals).
+    static_options: float options that must stay static (they decide shapes or loop lengths).
     overwrite: re-registering a name replaces it (convenient when editing a notebook cell).
 
   Returns:
@@ -101,9 +110,8 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
   def decorator(fn: Callable) -> Callable:
     if name in _REGISTRY and not overwrite:
       raise ValueError(f"Strategy {name!r} is already registered.")
-    options = [p.name for p in inspect.signature(fn).parameters.values()
-               if p.kind == inspect.Parameter.KEYWORD_ONLY]
-    jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *options))
+    static, traced = _split_options(name, fn, static_options)
+    jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *static))
 
     @functools.wraps(fn)  # keeps fn's signature, so the option names stay static
     def checked(*args, **kwargs):
@@ -120,10 +128,25 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
       jitted = jit(indices_only)
     else:
       jitted = jit(checked)
-    _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics)
+    _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics,
+                               traced)
     return jitted
 
   return decorator
+
+
+def _split_options(name: str, fn: Callable, static_options: tuple[str, ...]
+                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(static, traced) keyword-only option names of `fn`: float defaults are traced."""
+  params = [p for p in inspect.signature(fn).parameters.values()
+            if p.kind == inspect.Parameter.KEYWORD_ONLY]
+  unknown = set(static_options) - {p.name for p in params}
+  if unknown:
+    raise ValueError(f"Strategy {name!r}: static_options {sorted(unknown)} are not keyword-only "
+                     "parameters of the function.")
+  traced = tuple(p.name for p in params
+                 if isinstance(p.default, float) and p.name not in static_options)
+  return tuple(p.name for p in params if p.name not in traced), traced
 
 
 def _check_output(name: str, diagnostics: bool, out: Any) -> Any:
@@ -173,6 +196,7 @@ def _run(name: str, key: jax.Array, ctx: RoundContext, b: int, options: dict[str
          want_diagnostics: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   strategy = get(name)
   _check_context(strategy, ctx)
+  _check_traced_options(strategy, options)
   num_pool = ctx.labeled_mask.shape[-1] - ctx.labeled_idx.shape[-1]
   if not 0 < b <= num_pool:
     raise ValueError(f"Batch size b={b} must be in [1, pool size {num_pool}].")
@@ -223,6 +247,18 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
     missing.append("features (Nystrom)")
   if missing:
     raise ValueError(f"Strategy {strategy.name!r} needs {', '.join(missing)} in the RoundContext.")
+
+
+def _check_traced_options(strategy: Strategy, options: dict[str, Any]) -> None:
+  """Traced float options are not seen by checks inside the jitted strategy: check them here."""
+  for k in strategy.traced_options:
+    if k not in options:
+      continue
+    v = tracing.concrete(options[k])
+    if v is not None and (v.shape != () or not np.issubdtype(v.dtype, np.number) or
+                          not np.isfinite(v)):
+      raise ValueError(f"Strategy {strategy.name!r}: option {k}={options[k]!r}; expected a "
+                       "finite number.")
 
 
 def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -> None:

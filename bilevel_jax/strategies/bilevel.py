@@ -20,7 +20,7 @@ def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) ->
   return features[index][None]
 
 
-@base.register("bilevel", kernel=True, diagnostics=True)
+@base.register("bilevel", kernel=True, diagnostics=True, static_options=("uniform_fraction",))
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,
