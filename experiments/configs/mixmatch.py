@@ -5,7 +5,7 @@
 
 Scales (same code, `get_config(arg)`):
   paper: WRN-28-2, 1e5 Adam steps, batch 64, EMA 0.999, lambda_u ramp over 16k steps
-         (accelerator; see README for the command).
+         (accelerator; see docs/training.md for the command).
   cpu:   WRN-10-1 (16/32/64 channels), 1000 steps, EMA 0.99, ramp over 400 steps; a MixMatch
          step cost ~0.44 s on 2 idle CPU cores (train_many's host loop; ~7.6 s inside a lax
          loop on XLA:CPU), now ~0.79x that (one augmentation pass per batch, sliced kernel
