@@ -229,12 +229,15 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       raise ValueError(f"RoundContext.{field} has shape {x.shape}; expected "
                        f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
                        f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled).")
-  mask, idx = tracing.concrete(ctx.labeled_mask), tracing.concrete(ctx.labeled_idx)
-  if mask is not None and idx is not None:
+  # (L,) indices come to the host; the (N,) mask is reduced where it lives (count, L entries).
+  idx = tracing.concrete(ctx.labeled_idx)
+  if idx is not None and not isinstance(ctx.labeled_mask, jax.core.Tracer):
     in_range = np.all((idx >= 0) & (idx < n))
-    if not in_range or np.unique(idx).size != idx.size or mask.sum() != idx.size or \
-        not np.all(mask[idx]):
-      raise ValueError(f"RoundContext.labeled_mask ({int(mask.sum())} True) and labeled_idx "
+    mask_sum = int(jnp.sum(ctx.labeled_mask))
+    marked = np.asarray(jnp.asarray(ctx.labeled_mask)[jnp.asarray(np.clip(idx, 0, n - 1))])
+    if not in_range or np.unique(idx).size != idx.size or mask_sum != idx.size or \
+        not np.all(marked):
+      raise ValueError(f"RoundContext.labeled_mask ({mask_sum} True) and labeled_idx "
                        f"({idx.size} indices) disagree; expected labeled_idx to list the True "
                        f"rows of labeled_mask, each once, in [0, N={n}).")
   missing = []
@@ -265,15 +268,16 @@ def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -
   if picks.shape != (b,) or not jnp.issubdtype(picks.dtype, jnp.integer):
     raise ValueError(f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
                      f"expected ({b},) integer indices.")
-  got, mask = tracing.concrete(picks), tracing.concrete(labeled_mask)
-  if got is None or mask is None:
+  got = tracing.concrete(picks)   # (b,): small
+  if got is None or isinstance(labeled_mask, jax.core.Tracer):
     return
-  if np.any((got < 0) | (got >= mask.shape[0])):
-    raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, "
-                     f"N={mask.shape[0]}).")
-  if np.unique(got).size != b or np.any(mask[got]):
+  n = labeled_mask.shape[0]
+  if np.any((got < 0) | (got >= n)):
+    raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, N={n}).")
+  labeled = np.asarray(jnp.asarray(labeled_mask)[jnp.asarray(got)])   # (b,) entries of the mask
+  if np.unique(got).size != b or np.any(labeled):
     raise ValueError(f"Strategy {name!r} returned {got.tolist()}: expected {b} distinct "
-                     f"unlabeled indices (labeled among them: {got[mask[got]].tolist()}).")
+                     f"unlabeled indices (labeled among them: {got[labeled].tolist()}).")
 
 
 # Helpers shared by strategies (all jit-friendly, no loops over pool points).
