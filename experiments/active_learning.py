@@ -26,6 +26,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue partial result files in the workdir.")
+_ON_ERROR = flags.DEFINE_enum(
+    "on_error", "raise", ["raise", "skip"],
+    "Bad audio files: 'raise' one error naming them all, or 'skip' them (logged).")
 
 
 def main(argv):
@@ -41,7 +44,8 @@ def main(argv):
 
 
 def _run_and_report(config, command: str) -> None:
-  files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command)
+  files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,
+                   on_error=_ON_ERROR.value)
   if config.report:
     from bilevel_jax import reports  # pylint: disable=g-import-not-at-top
     out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)

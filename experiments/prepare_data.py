@@ -22,8 +22,10 @@ _DATASET = flags.DEFINE_enum("dataset", "fsdd", ["fsdd", "speech_commands",
 _DATA_ROOT = flags.DEFINE_string(
     "data_root", None, "Data root (default: $BILEVEL_JAX_DATA, else ../shared/data).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
-_ON_ERROR = flags.DEFINE_enum("on_error", "raise", ["raise", "skip"],
-                              "What to do with bad audio files.")
+_ON_ERROR = flags.DEFINE_enum(
+    "on_error", "raise", ["raise", "skip"],
+    "Bad files (unexpected names, unreadable, NaN/Inf or far outside [-1, 1]): 'raise' one "
+    "error naming them all, or 'skip' them and list them in summary.json.")
 _DOWNLOAD = flags.DEFINE_bool("download", False, "FSDD only: download it if absent.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for picking and augmenting the examples.")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 5, "Clips shown in examples.png.")
@@ -138,8 +140,11 @@ def run(dataset_name: str, data_root: str | None, workdir: str, *, on_error: str
   stats = {s: split_stats(getattr(ds, s), ds.class_names) for s in core.SPLIT_ORDER
            if getattr(ds, s) is not None}
   print_stats(ds.name, stats)
+  if ds.missing_classes:
+    print(f"\nPartial copy: {len(ds.missing_classes)} of {len(ds.class_names)} classes have no "
+          f"folder (their labels are kept, with no clips): {', '.join(ds.missing_classes)}")
   if ds.skipped:
-    print(f"\nSkipped {len(ds.skipped)} file(s):")
+    print(f"\nSkipped {len(ds.skipped)} bad file(s):")
     for f, reason in ds.skipped:
       print(f"  {f}: {reason}")
   print(f"\nBackground noise: {noise.shape[0]} recordings x {noise.shape[1] / 16000:.1f} s")
@@ -148,6 +153,7 @@ def run(dataset_name: str, data_root: str | None, workdir: str, *, on_error: str
       "command": " ".join(["python -m experiments.prepare_data"] + sys.argv[1:]),
       "dataset": ds.name, "root": ds.root, "class_names": list(ds.class_names),
       "splits": stats, "skipped": [list(s) for s in ds.skipped],
+      "missing_classes": list(ds.missing_classes),
       "noise_shape": list(noise.shape), "examples": examples,
       "flags": {"dataset": dataset_name, "data_root": data_root, "on_error": on_error,
                 "download": download, "seed": seed, "num_examples": num_examples},

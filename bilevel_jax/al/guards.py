@@ -27,6 +27,7 @@ FIELDS = {
     "probs": "the model's clean predictions on the training set",
     "aug_probs": "the model's predictions under augmentation",
     "embeddings": "the model's last-layer embeddings",
+    "aug_embeddings": "the model's last-layer embeddings under augmentation",
     "features": "the Nystrom kernel features",
     "bank": "the kernel features of the labeled points' augmented copies",
 }
@@ -61,6 +62,8 @@ def _reads(strategy: strategies.Strategy) -> set[str]:
     fields.add("embeddings")
   if strategy.augmentations:
     fields.add("aug_probs")
+  if strategy.augmentations and strategy.embeddings:
+    fields.add("aug_embeddings")
   return fields
 
 
@@ -74,14 +77,14 @@ def check_context(r: int, name: str, ctx: strategies.RoundContext) -> None:
     ctx: the round's RoundContext.
   """
   arrays = {f: getattr(ctx, f) for f in FIELDS if getattr(ctx, f) is not None}
-  # aug_probs is (K, N, C): compare points, not augmentation draws.
-  shaped = {f: (jnp.moveaxis(jnp.asarray(x), 1, 0) if f == "aug_probs" else jnp.asarray(x))
+  # aug_* are (K, N, ...): compare points, not augmentation draws.
+  shaped = {f: (jnp.moveaxis(jnp.asarray(x), 1, 0) if f.startswith("aug_") else jnp.asarray(x))
             for f, x in arrays.items() if np.size(x)}
   summary = jax.device_get(_summaries(shaped))
   for field, (count, first, all_equal) in summary.items():
     if count:
       index = [int(i) for i in np.unravel_index(int(first), np.shape(shaped[field]))]
-      if field == "aug_probs":
+      if field.startswith("aug_"):
         index[0], index[1] = index[1], index[0]   # back to (augmentation, point, class)
       raise NonFiniteError(
           f"Round {r}, strategy {name!r}: {FIELDS[field]} (RoundContext.{field}, shape "

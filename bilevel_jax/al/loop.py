@@ -7,8 +7,10 @@ so a resumed run makes the same selections as an uninterrupted one, and all stra
 seed share the initial pool and the round-0 model (trained once when run together).
 
 Seeds run one after another, or (config.vmap_seeds) trained together by `ssl_train.train_many` in
-lock-step rounds. Setting $BILEVEL_JAX_AL_KILL_AFTER_ROUND=k SIGKILLs the process right after
-round k is written (used by the resume test).
+lock-step rounds.
+
+Strategies that need inputs of their own (the bilevel rule's Nystrom features and banks) build
+them from their config block through `strategies.inputs`; the loop does not know their names.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import contextlib
 import logging
 import os
 import pathlib
-import signal
 import sys
 import time
 from typing import Any, NamedTuple
@@ -29,19 +30,19 @@ from bilevel_jax import data as data_lib
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
+from bilevel_jax.al import diagnostics as pick_diagnostics
 from bilevel_jax.al import guards
+from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
 from bilevel_jax.al import results
-from bilevel_jax.al import tiny_model  # noqa: F401  (registers the CPU-tiny model)
 from bilevel_jax.utils import io
 from bilevel_jax.utils import locks
 from bilevel_jax.utils.metrics import MetricWriter
 
 log = logging.getLogger(__name__)
 
-KILL_ENV = "BILEVEL_JAX_AL_KILL_AFTER_ROUND"
 PAPER_STRATEGIES = ("uniform", "max_entropy", "kcenter", "consistency", "bilevel")
 
 
@@ -88,21 +89,23 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   else:
     raise ValueError(f"config.seed={config.seed}, config.num_seeds={config.num_seeds}; expected "
                      "seed >= 0 (one seed) or seed = -1 with num_seeds >= 1 (seeds 0..n-1).")
-  sched = pool_lib.schedule(config.al.initial, config.al.budget, config.al.batch)
+  sched = pool_lib.schedule(config.al.initial, config.al.budget, config.al.batch_size_per_round)
   ssl_train.TrainConfig.from_config(config.train)  # unknown training keys fail here
-  if any(strategies.get(n).kernel for n in names):
-    from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
-    kernel_lib.check_config(config.bilevel)
+  for n in names:
+    strategy_inputs.check_config(n, config)
   return Plan(names, seeds, tuple(sched))
 
 
-def load_data(config: ml_collections.ConfigDict) -> Data:
-  """Loads the dataset (optionally a random subset) and the background noise."""
+def load_data(config: ml_collections.ConfigDict, on_error: str = "raise") -> Data:
+  """Loads the dataset (optionally a random subset) and the background noise.
+
+  on_error: "raise" (one error naming every bad file) or "skip" them (`data.load_dataset`).
+  """
   # Noise first: it is small, so a broken noise file fails before a long first decode.
   try:
     noise = data_lib.load_background_noise(config.data_root or None)
     ds = data_lib.load_dataset(config.dataset, config.data_root or None,
-                               progress=config.progress)
+                               progress=config.progress, on_error=on_error)
   except (FileNotFoundError, ValueError) as e:
     raise ValueError(f"config.dataset={config.dataset!r} (config.data_root="
                      f"{config.data_root or 'default'}) cannot be loaded: {e}") from e
@@ -132,7 +135,8 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      f"{data.num_classes} classes of {data.name}.")
   if config.al.budget > n:
     raise ValueError(f"config.al.budget={config.al.budget} is larger than the training set "
-                     f"({n} clips), so the last batch of b={config.al.batch} would not fit in "
+                     f"({n} clips), so the last batch of "
+                     f"b={config.al.batch_size_per_round} would not fit in "
                      "the pool.")
   missing = sorted(set(range(data.num_classes)) - set(np.unique(data.train_labels).tolist()))
   if missing:
@@ -140,33 +144,8 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      "(config.subset.train too small?).")
 
 
-def strategy_options(config: ml_collections.ConfigDict, name: str, kernel: Any) -> dict:
-  if name != "bilevel":
-    return {}
-  b = config.bilevel
-  opts = dict(uniform_fraction=b.uniform_fraction, lr=b.lr, l2=b.l2, inner_steps=b.inner_steps,
-              batch_size=b.batch_size or None, cg_steps=b.cg_steps)
-  if kernel is not None and kernel.bank_fn is not None:
-    opts["bank_fn"] = kernel.bank_fn
-  return opts
-
-
-def _kill_hook(r: int) -> None:
-  value = os.environ.get(KILL_ENV)
-  if value is None:
-    return
-  try:
-    after = int(value)
-  except ValueError:
-    raise ValueError(f"${KILL_ENV}={value!r}; expected a round number (int).") from None
-  if after == r:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume: bool = False,
-        command: str | None = None) -> list[pathlib.Path]:
+        command: str | None = None, on_error: str = "raise") -> list[pathlib.Path]:
   """Runs the AL experiment of `config`; returns the result JSON paths.
 
   Raises ValueError / FileExistsError before any training for invalid configs, a missing
@@ -175,11 +154,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume
   """
   plan(config)  # a bad config fails before the workdir is created
   with locks.workdir_lock(workdir, command):
-    return _run_locked(config, workdir, resume=resume, command=command)
+    return _run_locked(config, workdir, resume=resume, command=command, on_error=on_error)
 
 
 def _run_locked(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
-                resume: bool = False, command: str | None = None) -> list[pathlib.Path]:
+                resume: bool = False, command: str | None = None,
+                on_error: str = "raise") -> list[pathlib.Path]:
   workdir = pathlib.Path(workdir)
   the_plan = plan(config)
   command = command or " ".join([sys.executable] + sys.argv)
@@ -189,30 +169,27 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *
   if existing and not resume:
     raise FileExistsError(f"{len(existing)} result file(s) already exist in {workdir} (e.g. "
                           f"{existing[0]}); pass --resume to continue them or use a new --workdir.")
-  data = load_data(config)
+  data = load_data(config, on_error)
   check_data(config, data)
   config_dict = config.to_dict()
   io.atomic_write_json(workdir / "config.json", {"command": command, "config": config_dict})
 
-  kernel = None
-  if any(strategies.get(s).kernel for s in the_plan.strategies):
-    from bilevel_jax.al import kernel as kernel_lib  # pylint: disable=g-import-not-at-top
-    kernel = kernel_lib.prepare(config, data)
+  prepared = {s: strategy_inputs.prepare(s, config, data, progress=config.progress)
+              for s in the_plan.strategies}
 
   groups = [list(the_plan.seeds)] if config.vmap_seeds else [[s] for s in the_plan.seeds]
   for group in groups:
     shared_models: dict = {}  # round-0 models, identical for every strategy of a seed
     for name in the_plan.strategies:
-      _run_group(config, name, group, the_plan, data, kernel, paths, resume, command,
+      _run_group(config, name, group, the_plan, data, prepared[name], paths, resume, command,
                  config_dict, workdir, shared_models)
   return list(paths.values())
 
 
-def _run_group(config, name, group, the_plan, data, kernel, paths, resume, command,
+def _run_group(config, name, group, the_plan, data, prepared, paths, resume, command,
                config_dict, workdir, shared_models) -> None:
   """All rounds of one strategy for a group of seeds (trained together when vmapped)."""
   strategy = strategies.get(name)
-  options = strategy_options(config, name, kernel)
   records, writers = {}, {}
   for seed in group:
     init = pool_lib.initial_pool(pool_lib.round_key(pool_lib.streams(seed).pool, 0),
@@ -242,8 +219,8 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
       labeled = {s: results.labeled_after(records[s]) for s in now}
       models, train_seconds = _train(config, data, now, r, labeled, shared_models, workdir)
       for s in now:
-        entry = _finish_round(config, name, strategy, options, s, r, labeled[s], models[s],
-                              train_seconds[s], data, kernel, workdir)
+        entry = _finish_round(config, name, strategy, prepared, s, r, labeled[s], models[s],
+                              train_seconds[s], data, workdir)
         rec = records[s]
         rec["rounds"].append(entry)
         rec["complete"] = entry["num_labeled"] >= the_plan.schedule[-1]
@@ -255,7 +232,6 @@ def _run_group(config, name, group, the_plan, data, kernel, paths, resume, comma
         bar.set_postfix(labels=entry["num_labeled"], acc=f"{entry['test_accuracy']:.3f}")
         log.info("%s %s seed %d: %d labels -> test accuracy %.4f", config.dataset, name, s,
                  entry["num_labeled"], entry["test_accuracy"])
-        _kill_hook(r)
       active = [s for s in active if not records[s]["complete"]]
   finally:
     bar.close()
@@ -340,8 +316,8 @@ def _reuse(config, data, seeds, r, labeled, shared_models, workdir, models) -> l
   return todo
 
 
-def _finish_round(config, name, strategy, options, seed, r, labeled, classifier, train_seconds,
-                  data, kernel, workdir) -> dict[str, Any]:
+def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier, train_seconds,
+                  data, workdir) -> dict[str, Any]:
   """Evaluates the round's model and, unless the budget is reached, selects the next batch."""
   t0 = time.perf_counter()
   ev = ssl_evaluate.evaluate(classifier, data.test_waveforms, data.test_labels, data.num_classes,
@@ -360,13 +336,12 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
                                    key=pool_lib.round_key(st.predict, r),
                                    num_augmentations=strategy.augmentations,
                                    batch_size=config.predict_batch)
-  extra = {}
-  if strategy.kernel:
-    extra = kernel.context_fields(seed, labeled, st.bank)
+  extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
   guards.check_context(r, name, ctx)  # strategies are jitted: their value checks cannot run
   picks, diagnostics = strategies.select_with_diagnostics(
-      name, pool_lib.round_key(st.select, r), ctx, config.al.batch, **options)
+      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round,
+      **prepared.options)
   picks = np.asarray(picks)
   guards.check_selection(r, name, picks, diagnostics, labeled)
   entry["select_seconds"] = time.perf_counter() - t0
@@ -375,8 +350,12 @@ def _finish_round(config, name, strategy, options, seed, r, labeled, classifier,
   entry["pick_labels"] = [int(data.train_labels[i]) for i in picks]
   entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
   entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
+  diagnostics, proxy_logits = pick_diagnostics.split_proxy(diagnostics)
   if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
     entry["selection"] = results.selection_entry(diagnostics)
+  entry["pick_diagnostics"] = pick_diagnostics.round_entry(
+      outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy_logits,
+      diagnostics=diagnostics)
   if r == 0:
     io.atomic_savez(results.figure2_path(workdir, config.dataset, name, seed), compressed=True,
                     embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,

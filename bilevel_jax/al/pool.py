@@ -68,12 +68,12 @@ def initial_pool(key: jax.Array, labels: np.ndarray, size: int, num_classes: int
 def schedule(initial: int, budget: int, batch: int) -> list[int]:
   """Labeled-set sizes of the rounds, e.g. (10, 60, 10) -> [10, 20, ..., 60]."""
   if batch < 1:
-    raise ValueError(f"al.batch={batch}; expected >= 1.")
+    raise ValueError(f"al.batch_size_per_round={batch}; expected >= 1.")
   if initial < 1:
     raise ValueError(f"al.initial={initial}; expected >= 1.")
   if budget < initial:
     raise ValueError(f"al.budget={budget} is smaller than the initial pool al.initial={initial}.")
   if (budget - initial) % batch:
     raise ValueError(f"al.budget - al.initial = {budget - initial} is not a multiple of "
-                     f"al.batch={batch}.")
+                     f"al.batch_size_per_round={batch}.")
   return list(range(initial, budget + 1, batch))

@@ -36,6 +36,44 @@ FORMAT = "bilevel_jax.al/1"
 # machine without an accelerator. Dotted names address nested entries.
 _RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
                    "report", "train.seed_mode", "train.seed_threads")
+# Config entries renamed since results were first written: {old dotted name: new name}. Records
+# written before a rename are read with the new names, so they stay resumable.
+RENAMED = {"al.batch": "al.batch_size_per_round"}
+
+
+# Config entries added after results were committed, with the value those results used: a
+# record written before an entry existed is read with it (bilevel.ntk_*: the legacy kernel).
+_ADDED_DEFAULTS = {"bilevel": dict(ntk_activation="relu", ntk_leaky_slope=0.0,
+                                   ntk_final_activation=False)}
+
+
+def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """`config` (a record's) with the entries of _ADDED_DEFAULTS it lacks; blocks it lacks stay
+  absent."""
+  out = dict(config)
+  for block, entries in _ADDED_DEFAULTS.items():
+    if isinstance(out.get(block), dict):
+      out[block] = {**entries, **out[block]}
+  return out
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+  """A copy of a recorded config with renamed entries (RENAMED) under their current names and
+  entries added since (_ADDED_DEFAULTS) with the values the record used."""
+  out = json.loads(json.dumps(config))
+  for old, new in RENAMED.items():
+    *old_path, old_key = old.split(".")
+    *new_path, new_key = new.split(".")
+    src = out
+    for k in old_path:
+      src = src.get(k) if isinstance(src, dict) else None
+    if not isinstance(src, dict) or old_key not in src:
+      continue
+    dest = out
+    for k in new_path:
+      dest = dest.setdefault(k, {})
+    dest.setdefault(new_key, src.pop(old_key))
+  return with_added_defaults(out)
 
 
 def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
@@ -70,6 +108,17 @@ def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: 
       "initial_indices": [int(i) for i in initial_indices],
       "rounds": [], "complete": False, "started_utc": now(), "updated_utc": now(),
   }
+
+
+# Config blocks added after results were committed, read only by the strategies they name: a
+# result written before one existed is compared as if it had the new run's block.
+ADDED_BLOCKS = ("bilevel_tempered", "bilevel_ssl", "bilevel_embed")
+
+
+def with_added_blocks(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+  """`config` (a result's) with the ADDED_BLOCKS it lacks taken from `reference`."""
+  missing = {k: reference[k] for k in ADDED_BLOCKS if k not in config and k in reference}
+  return {**config, **missing}
 
 
 def journal_path(path: str | pathlib.Path) -> pathlib.Path:
@@ -161,7 +210,9 @@ def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, A
     if record.get(key) != expected[key]:
       raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
                        f"this run's {expected[key]!r}.")
-  old, new = comparable_config(record["config"]), comparable_config(expected["config"])
+  old = comparable_config(with_added_blocks(upgrade_config(record["config"]),
+                                            expected["config"]))
+  new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "

@@ -9,6 +9,13 @@ Log compression (chosen once, used everywhere):
   log_mel = 10 * log10(max(mel_power, 1e-10))
 which is exactly `librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=None)`.
 
+Accuracy in float32 (measured against librosa in float64 on all 563 Speech Commands sample
+clips and all 3000 FSDD clips, benchmarks/results/log_mel_accuracy.json; tested on real clips):
+float32 FFT round-off is relative to a frame's energy, so it depends on how far a bin lies
+below the clip's loudest bin: max |error| 6e-5 dB within 60 dB of it, 3.4e-4 dB within 80 dB.
+Bins further down lose more: up to 2.1e-3 dB among bins above -80 dB (absolute) and 0.02 dB
+anywhere. In float64 (jax_enable_x64) the error is below 1e-8 dB.
+
 Normalization for the network: `featurize` returns (log_mel + 100) / 100, i.e. dB above the
 -100 dB floor in units of 100 dB. Digital silence (the zero padding of short clips) maps to
 exactly 0 and full-scale speech to about 1. This is a fixed affine map (no dataset

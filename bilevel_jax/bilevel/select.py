@@ -25,7 +25,7 @@ be baked into the program as constants, and a fresh closure each round would rec
         x = jax.vmap(lambda k: augment_and_featurize(k, params.waveforms[i][None], params.noise)[0])(keys)
         return nystrom_map(ntk(x, params.landmarks), params.nystrom)   # (A, m)
     with the bilevel_jax.audio / bilevel_jax.ntk functions; pass it with its params
-    (`bilevel_jax.al.kernel.make_bank_fn` is such a function).
+    (`bilevel_jax.ntk.features.make_bank_fn` is such a function).
 
 vmap over seeds: the keys are the only batched argument, e.g.
   jax.vmap(lambda k: select_batch(k, pool_z, ...))(jax.random.split(key, S))

@@ -1,11 +1,17 @@
 """Dataset types and the per-dataset waveform cache (host side, numpy).
 
-A dataset is listed as `Entry`s (relative path, split, label, speaker); `build_splits` validates
-every file's header first, then decodes all clips once into one (N, 16000) float32 .npy under
+A dataset is listed as `Entry`s (relative path, split, label, speaker) plus the problems found
+while listing (unexpected names); `build_splits` validates every file's header, then decodes all
+clips once into one (N, 16000) float32 .npy under
 `cache_root()/waveforms/`, memory-mapped on later loads. The cache key hashes the dataset name,
 the decoding parameters, `on_error` and every source file's relative path, size and mtime, so
 any change to the files or the parameters rebuilds it. The array is written to a temporary
 file and renamed into place (atomic); the JSON metadata is written after it, atomically too.
+
+Bad input is collected in one pass (listing, headers, then samples: NaN/Inf, far outside
+[-1, 1]) and reported together: with on_error="raise" one `BadAudioError` names every bad file
+with its reason once the pass is over (nothing is cached); with "skip" they are left out and
+listed once each in `AudioDataset.skipped`.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class AudioDataset(NamedTuple):
   validation: Split | None
   root: str = ""
   skipped: tuple[tuple[str, str], ...] = ()  # (relative path, reason), on_error="skip" only
+  missing_classes: tuple[str, ...] = ()  # classes with no folder here (a partial copy)
 
 
 class Entry(NamedTuple):
@@ -59,16 +66,28 @@ def check_on_error(on_error: str) -> None:
     raise ValueError(f"on_error={on_error!r}; expected one of {ON_ERROR}")
 
 
-def report_problems(problems: list[tuple[str, str]], on_error: str, root: pathlib.Path,
-                    what: str, skipped: list[tuple[str, str]]) -> None:
-  """Raises one error listing all structural problems, or records them as skipped."""
-  if not problems:
+def unique_problems(problems: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+  """One (path, reason) per path, sorted by path; distinct reasons for one path are joined."""
+  by_path: dict[str, list[str]] = {}
+  for path, reason in problems:
+    reasons = by_path.setdefault(path, [])
+    if reason not in reasons:
+      reasons.append(reason)
+  return [(p, "; ".join(by_path[p])) for p in sorted(by_path)]
+
+
+def raise_if_bad(name: str, root: pathlib.Path, problems: Sequence[tuple[str, str]],
+                 on_error: str) -> None:
+  """With on_error="raise", one error listing every bad file (absolute path: reason)."""
+  if not problems or on_error != "raise":
     return
-  if on_error == "raise":
-    listing = decode.problem_listing([f"{p}: {r}" for p, r in problems])
-    raise ValueError(f"{len(problems)} unexpected {what} under {root} (pass on_error='skip' to "
-                     f"leave them out):{listing}")
-  skipped.extend(problems)
+  lines = []
+  for rel, reason in problems:
+    path = str(root / rel)
+    lines.append(reason if reason.startswith(path) else f"{path}: {reason}")
+  raise decode.BadAudioError(
+      f"{name}: {len(problems)} bad file(s) under {root} ({decode.SKIP_HINT}):"
+      f"{decode.problem_listing(lines)}")
 
 
 def fingerprint(name: str, root: pathlib.Path, entries: Sequence[Entry], params: dict) -> str:
@@ -89,7 +108,7 @@ def _cache_paths(name: str, key: str) -> tuple[pathlib.Path, pathlib.Path]:
   return folder / f"{stem}.npy", folder / f"{stem}.json"
 
 
-def _assemble(name, class_names, root, array, meta) -> AudioDataset:
+def _assemble(name, class_names, root, array, meta, missing_classes) -> AudioDataset:
   splits = {}
   for split in SPLIT_ORDER:
     rows = np.asarray(meta["rows"][split], np.int64)
@@ -108,67 +127,84 @@ def _assemble(name, class_names, root, array, meta) -> AudioDataset:
         durations=np.asarray(meta["durations"], np.float64)[rows])
   return AudioDataset(name, tuple(class_names), splits["train"], splits["test"],
                       splits["validation"], str(root),
-                      tuple(tuple(s) for s in meta["skipped"]))
+                      tuple(tuple(s) for s in meta["skipped"]), tuple(missing_classes))
 
 
 def build_splits(name: str, class_names: Sequence[str], root: pathlib.Path,
                  entries: Sequence[Entry], *, has_validation: bool, on_error: str,
-                 skipped: list[tuple[str, str]], cache: bool = True,
+                 problems: Sequence[tuple[str, str]] = (),
+                 missing_classes: Sequence[str] = (), cache: bool = True,
                  progress: bool = True) -> AudioDataset:
-  """Validates, decodes (or loads from cache) and splits `entries` of the dataset at `root`."""
+  """Validates, decodes (or loads from cache) and splits `entries` of the dataset at `root`.
+
+  `problems` are (relative path, reason) pairs found while listing (e.g. unexpected names);
+  they are reported together with the header and sample problems found here.
+  """
   check_on_error(on_error)
   order = {s: i for i, s in enumerate(SPLIT_ORDER)}
   entries = sorted(entries, key=lambda e: (order[e.split], e.relpath))
+  listing = unique_problems(problems)
   params = {"rate": decode.TARGET_RATE, "length": decode.TARGET_LENGTH,
             "fix_length": "centre", "resampler": "soxr-HQ", "mono": "mean",
-            "on_error": on_error, "skipped_listing": sorted(map(list, skipped))}
+            "max_abs_sample": decode.MAX_ABS_SAMPLE,
+            "on_error": on_error, "skipped_listing": [list(p) for p in listing]}
   key = fingerprint(name, root, entries, params)
   npy_path, meta_path = _cache_paths(name, key)
   if cache and npy_path.is_file() and meta_path.is_file():
     log.info("Loading cached %s waveforms from %s", name, npy_path)
     return _assemble(name, class_names, root, np.load(npy_path, mmap_mode="r"),
-                     io.read_json(meta_path))
+                     io.read_json(meta_path), missing_classes)
 
-  # 1. Validate every header before decoding anything.
+  # 1. Every header (fast), then 2. every clip's samples; bad files are collected, never raised
+  #    on one by one, so that one error (or one skip list) names them all.
   log.info("%s: validating %d files under %s", name, len(entries), root)
-  infos = decode.validate_files([root / e.relpath for e in entries], on_error, skipped, root,
-                                progress=progress and len(entries) > 10000)
-  bad = {s[0] for s in skipped}
+  infos, header_problems = decode.validate_files(
+      [root / e.relpath for e in entries], root, progress=progress and len(entries) > 10000)
+  found = unique_problems([*listing, *header_problems])
+  if found and on_error == "raise":
+    log.warning("%s: %d bad file(s) so far; decoding the others too, so that one error lists "
+                "every bad file", name, len(found))
+  bad = {p for p, _ in header_problems}
   entries = [e for e in entries if e.relpath not in bad]
   durations = [i.duration for i in infos]
   if not entries:
     log.warning("%s: no usable clips under %s", name, root)
 
-  # 2. Decode once, streaming into a memory-mapped temporary file (the full Speech Commands
-  #    array is ~6.7 GB, so it is never held in memory), then rename it into place.
+  # Decode once, streaming into a memory-mapped temporary file (the full Speech Commands
+  # array is ~6.7 GB, so it is never held in memory), then rename it into place; an error
+  # inside the block removes the temporary file.
   shape = (len(entries), decode.TARGET_LENGTH)
   files = [root / e.relpath for e in entries]
+
+  def decode_all(array: np.ndarray) -> tuple[list[tuple[int, str]], list[tuple[str, str]]]:
+    failures = decode.decode_into(array, files, desc=f"decoding {name}", progress=progress)
+    found_all = unique_problems([*found, *((entries[i].relpath, r) for i, r in failures)])
+    raise_if_bad(name, root, found_all, on_error)
+    return failures, found_all
+
   if cache:
     with io.atomic_path(npy_path, suffix=".tmp.npy") as tmp:
       array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-      failures = decode.decode_into(array, files, on_error=on_error, desc=f"decoding {name}",
-                                    progress=progress)
+      failures, skipped = decode_all(array)
       array.flush()
       del array
   else:
     array = np.zeros(shape, np.float32)
-    failures = decode.decode_into(array, files, on_error=on_error, desc=f"decoding {name}",
-                                  progress=progress)
+    failures, skipped = decode_all(array)
 
   failed = {i for i, _ in failures}
-  skipped.extend((entries[i].relpath, reason) for i, reason in failures)
   rows = {s: [i for i, e in enumerate(entries) if e.split == s and i not in failed]
           for s in SPLIT_ORDER}
   meta = {"name": name, "root": str(root), "key": key, "params": params,
           "has_validation": has_validation, "rows": rows,
           "files": [e.relpath for e in entries], "labels": [e.label for e in entries],
           "speakers": [e.speaker for e in entries], "durations": durations,
-          "skipped": skipped}
+          "skipped": [list(p) for p in skipped]}
   if skipped:
-    log.warning("%s: skipped %d file(s):\n  %s", name, len(skipped),
+    log.warning("%s: skipped %d bad file(s) (on_error=skip):\n  %s", name, len(skipped),
                 "\n  ".join(f"{p}: {r}" for p, r in skipped))
   if cache:
     io.atomic_write_json(meta_path, meta)
     array = np.load(npy_path, mmap_mode="r")
     log.info("%s: cached %d clips in %s", name, len(entries), npy_path)
-  return _assemble(name, class_names, root, array, meta)
+  return _assemble(name, class_names, root, array, meta, missing_classes)

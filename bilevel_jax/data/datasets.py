@@ -30,8 +30,9 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
       (the `speech_commands_v2_sample` folder under the data root; test split only).
     data_root: the data root (holding `fsdd/`, `speech_commands_v2/`...) or the dataset folder
       itself; default: $BILEVEL_JAX_DATA, else ../shared/data.
-    on_error: "raise" (default) stops on the first listing/validation problem with an error
-      naming every bad file; "skip" leaves bad files out and lists them in `.skipped`.
+    on_error: "raise" (default): after one pass over all files, one error naming every bad
+      file (unexpected name, unreadable/corrupt/truncated, NaN/Inf or far outside [-1, 1])
+      with its reason; "skip" leaves them out and lists each once in `.skipped`.
     cache: read/write the waveform cache under `cache_root()/waveforms/`.
     progress: show a tqdm bar while decoding.
     download: FSDD only; fetch the public GitHub archive if no recordings are found.
@@ -56,7 +57,7 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
     raise ValueError(f"download=True (--download) fetches FSDD only, not {name!r}; download and "
                      "extract speech_commands_v0.02.tar.gz and pass its folder as data_root")
   root = _resolve_root(data_root, download and name == "fsdd")
-  skipped: list[tuple[str, str]] = []
+  problems: list[tuple[str, str]] = []
   if name == "fsdd":
     rec_dir = fsdd.find_recordings(root)
     if rec_dir is None and download:
@@ -67,12 +68,14 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
           f"{root / 'recordings'}) with {{digit}}_{{speaker}}_{{take}}.wav files; pass "
           "download=True (--download) to fetch them from GitHub")
     ds_root = rec_dir.parent if rec_dir.name == "recordings" else rec_dir
-    entries = fsdd.list_entries(ds_root, rec_dir, on_error, skipped)
+    entries = fsdd.list_entries(ds_root, rec_dir, problems)
     return core.build_splits(name, fsdd.CLASS_NAMES, ds_root, entries, has_validation=False,
-                             on_error=on_error, skipped=skipped, cache=cache, progress=progress)
+                             on_error=on_error, problems=problems, cache=cache,
+                             progress=progress)
   folders = (("speech_commands_v2_sample",) if name == "speech_commands_sample" else
              speech_commands.FOLDER_NAMES)
   sc_root = speech_commands.find_root(root, folders)
-  entries = speech_commands.list_entries(sc_root, on_error, skipped)
+  entries, missing = speech_commands.list_entries(sc_root, problems)
   return core.build_splits(name, speech_commands.WORDS, sc_root, entries, has_validation=True,
-                           on_error=on_error, skipped=skipped, cache=cache, progress=progress)
+                           on_error=on_error, problems=problems, missing_classes=missing,
+                           cache=cache, progress=progress)

@@ -5,8 +5,11 @@ Policy for odd inputs (documented, tested):
   - any sample rate in [MIN_RATE, MAX_RATE] Hz is resampled to 16 kHz with soxr ("HQ");
     rates outside that range are rejected (no speech content / almost surely a broken header);
   - empty (0 bytes), non-audio, corrupt or truncated files (a WAV whose `data` chunk claims more
-    bytes than the file holds), files with no samples and files with non-finite samples are
-    rejected with a `BadAudioError` naming the file and what was expected.
+    bytes than the file holds), files with no samples, files with non-finite samples and files
+    with samples far outside full scale (|x| > MAX_ABS_SAMPLE; float WAVs can hold any value)
+    are rejected with a `BadAudioError` naming the file and what was expected.
+Loading never stops at the first bad file: every problem of a dataset is collected and reported
+in one error (or skipped, with on_error="skip"); see `core.build_splits`.
 Pad/crop to exactly 1 s is centred: short clips get equal zero padding on both sides, long clips
 keep their central second (the augmentations' speed change is centred the same way).
 """
@@ -27,6 +30,11 @@ TARGET_RATE = 16000
 TARGET_LENGTH = 16000
 MIN_RATE = 4000
 MAX_RATE = 192000
+# Full scale is [-1, 1]; a float WAV a little over it is merely clipped speech, but an amplitude
+# of 1e6 would dominate the cache and the features. Integer PCM always decodes within [-1, 1).
+MAX_ABS_SAMPLE = 2.0
+SKIP_HINT = ("rerun with --on_error=skip (on_error='skip' in Python) to leave them out; "
+             "the skipped files are listed")
 
 
 class BadAudioError(ValueError):
@@ -119,6 +127,10 @@ def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
   x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
   if not np.all(np.isfinite(x)):
     raise BadAudioError(f"{path}: contains NaN or infinite samples; expected finite audio")
+  peak = float(np.max(np.abs(x)))
+  if peak > MAX_ABS_SAMPLE:
+    raise BadAudioError(f"{path}: peak amplitude {peak:.3g}; expected samples in [-1, 1] (full "
+                        f"scale; up to {MAX_ABS_SAMPLE:g} is tolerated)")
   if rate != TARGET_RATE:
     x = soxr.resample(x, rate, TARGET_RATE, quality="HQ").astype(np.float32)
   return np.ascontiguousarray(x, dtype=np.float32)
@@ -129,18 +141,21 @@ def load_clip(path: str | os.PathLike) -> np.ndarray:
   return fix_length(load_mono_16k(path))
 
 
-def problem_listing(lines: Sequence[str], limit: int = 20) -> str:
+LISTING_LIMIT = 100
+
+
+def problem_listing(lines: Sequence[str], limit: int = LISTING_LIMIT) -> str:
   """The first `limit` lines of an error listing, indented, plus how many were left out."""
-  more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+  more = (f"\n  ... and {len(lines) - limit} more (--on_error=skip lists them all)"
+          if len(lines) > limit else "")
   return "\n  " + "\n  ".join(lines[:limit]) + more
 
 
-def validate_files(paths: Sequence[pathlib.Path], on_error: str,
-                   skipped: list[tuple[str, str]], root: pathlib.Path,
-                   progress: bool = False) -> list[ClipInfo]:
-  """Probes every file before any decoding; collects all problems into one error.
+def validate_files(paths: Sequence[pathlib.Path], root: pathlib.Path,
+                   progress: bool = False) -> tuple[list[ClipInfo], list[tuple[str, str]]]:
+  """Probes every file's header (fast, no decoding); never stops at a bad one.
 
-  With on_error="skip" the bad files are appended to `skipped` as (relative path, reason).
+  Returns the good files' ClipInfos (in order) and [(path relative to root, reason)].
   """
   infos, problems = [], []
   for p in tqdm.tqdm(paths, desc="validating", unit="file", disable=not progress,
@@ -148,20 +163,17 @@ def validate_files(paths: Sequence[pathlib.Path], on_error: str,
     try:
       infos.append(probe(p))
     except BadAudioError as e:
-      problems.append((str(p.relative_to(root)), str(e)))
-  if problems and on_error == "raise":
-    raise BadAudioError(f"{len(problems)} bad audio file(s) under {root} (pass on_error='skip' "
-                        f"to leave them out):{problem_listing([r for _, r in problems])}")
-  skipped.extend(problems)
-  return infos
+      problems.append((pathlib.Path(p).relative_to(root).as_posix(), str(e)))
+  return infos, problems
 
 
-def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, on_error: str,
-                desc: str, progress: bool = True,
+def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, desc: str,
+                progress: bool = True,
                 num_threads: int | None = None) -> list[tuple[int, str]]:
   """Decodes paths[i] into out[i] (N, 16000) with a thread pool and a progress bar.
 
-  Returns [(i, reason)] for files that failed to decode (raises on the first if on_error="raise").
+  Never stops at a bad file: returns [(i, reason)] for every file that failed to decode
+  (its row is zeroed), so that one pass finds them all.
   """
   num_threads = num_threads or min(8, os.cpu_count() or 1)
   failures: list[tuple[int, str]] = []
@@ -171,8 +183,6 @@ def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, on_error: str
       out[i] = load_clip(paths[i])
       return i, None
     except BadAudioError as e:
-      if on_error == "raise":
-        raise
       out[i] = 0.0
       return i, str(e)
 
@@ -183,5 +193,3 @@ def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, on_error: str
         failures.append((i, reason))
       bar.update(1)
   return failures
-
-

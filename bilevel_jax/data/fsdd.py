@@ -35,10 +35,14 @@ def find_recordings(root: pathlib.Path) -> pathlib.Path | None:
   return None
 
 
-def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path, on_error: str,
-                 skipped: list[tuple[str, str]]) -> list[core.Entry]:
-  """Parses file names into entries relative to `dataset_root`; rejects unexpected names."""
-  entries, problems = [], []
+def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path,
+                 problems: list[tuple[str, str]]) -> list[core.Entry]:
+  """Parses file names into entries relative to `dataset_root`.
+
+  Unexpected names are appended to `problems` as (relative path, reason), reported later with
+  any bad audio (`core.build_splits`).
+  """
+  entries = []
   for p in sorted(rec_dir.iterdir()):
     if p.name.startswith("."):
       continue
@@ -51,7 +55,6 @@ def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path, on_error: st
     digit, speaker, take = int(m.group(1)), m.group(2), int(m.group(3))
     split = "test" if take < NUM_TEST_TAKES else "train"
     entries.append(core.Entry(p.relative_to(dataset_root).as_posix(), split, digit, speaker))
-  core.report_problems(problems, on_error, rec_dir, "FSDD entries", skipped)
   return entries
 
 

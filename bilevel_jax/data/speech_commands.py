@@ -3,8 +3,10 @@
 Folder layout: `<word>/<speaker>_nohash_<n>.wav` for the 35 words, `_background_noise_/`
 (never a class), `validation_list.txt` and `testing_list.txt` (paths relative to the root).
 Validation and test splits are the files in those lists; train is every other clip. List
-entries without a file are ignored (so a partial copy works). Folders that are not one of the
-35 words are rejected, as are missing word folders and missing split lists.
+entries without a file are ignored, and missing word folders give a warning listing them, so a
+partial copy works; the label space stays the 35 words (missing ones just have no clips). Folders
+that are not one of the 35 words are bad input (reported with any bad files); missing split
+lists are an error.
 
 tensorflow-datasets: its `speech_commands` builder is the **12-class** variant (10 words +
 `_silence_` + `_unknown_`), not the paper's 35-word task; `load_tfds` is offered for that task
@@ -59,9 +61,13 @@ def read_split_list(path: pathlib.Path) -> set[str]:
           if line.strip()}
 
 
-def list_entries(root: pathlib.Path, on_error: str,
-                 skipped: list[tuple[str, str]]) -> list[core.Entry]:
-  """Lists the clips of the 35 word folders with their split, label and speaker id."""
+def list_entries(root: pathlib.Path, problems: list[tuple[str, str]]
+                 ) -> tuple[list[core.Entry], tuple[str, ...]]:
+  """Lists the clips of the word folders with their split, label and speaker id.
+
+  Returns (entries, words with no folder here). Unknown folders and unexpected file names are
+  appended to `problems` as (relative path, reason).
+  """
   lists = {s: read_split_list(root / f) for s, f in SPLIT_LISTS.items()}
   overlap = lists["validation"] & lists["test"]
   if overlap:
@@ -71,12 +77,14 @@ def list_entries(root: pathlib.Path, on_error: str,
   label_of = {w: i for i, w in enumerate(WORDS)}
   folders = sorted(p for p in root.iterdir()
                    if p.is_dir() and not p.name.startswith(("_", ".")))
-  problems = [(p.name, f"unknown class folder; expected one of the 35 Speech Commands V2 words "
-               f"{list(WORDS)} (or a folder starting with '_')")
-              for p in folders if p.name not in label_of]
-  missing = sorted(set(WORDS) - {p.name for p in folders})
+  problems.extend((p.name, f"unknown class folder; expected one of the 35 Speech Commands V2 "
+                   f"words {list(WORDS)} (or a folder starting with '_')")
+                  for p in folders if p.name not in label_of)
+  missing = tuple(w for w in WORDS if w not in {p.name for p in folders})
   if missing:
-    problems.append((str(missing), "missing word folder(s); expected all 35 V2 words"))
+    log.warning("%s: partial copy, %d of the %d words have no folder (%s); loading the other "
+                "%d, the label space stays all %d words", root, len(missing), len(WORDS),
+                ", ".join(missing), len(WORDS) - len(missing), len(WORDS))
   entries = []
   for folder in folders:
     if folder.name not in label_of:
@@ -92,14 +100,13 @@ def list_entries(root: pathlib.Path, on_error: str,
       split = ("validation" if rel in lists["validation"] else
                "test" if rel in lists["test"] else "train")
       entries.append(core.Entry(rel, split, label_of[folder.name], m.group(1)))
-  core.report_problems(problems, on_error, root, "Speech Commands entries", skipped)
   present = {e.relpath for e in entries}
   for s, names in lists.items():
     absent = len(names - present)
     if absent:
       log.info("%s: %d of %d entries have no file here (partial copy?)", SPLIT_LISTS[s], absent,
                len(names))
-  return entries
+  return entries, missing
 
 
 def load_tfds(data_dir: str | None = None, *, download: bool = False) -> core.AudioDataset:

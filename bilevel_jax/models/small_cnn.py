@@ -1,6 +1,7 @@
 """A small CNN for the 2-core CPU main job: three strided 3x3 conv/BN/ReLU stages (16/32/64
 channels at width 1) and a linear head; same call signature as WideResNet:
 (B, 32, 32, 1) -> (logits (B, C), embedding (B, channels[-1] * width)). `depth` is accepted and ignored.
+Registered as "small_cnn"; "tiny_cnn" is the same with one 8-channel stage (tests, notebook).
 
 Why not a smaller WRN: the README's 15-minute main job trains 5 models; a WRN-10-1 MixMatch
 step costs ~0.44 s on 2 CPU cores, this model's ~0.19 s (measured side by side with
@@ -10,10 +11,11 @@ benchmarks.vmap_seeds), most of which is the on-device augmentation and log-mel.
 function. It defaults to 0 (plain autodiff), unlike WideResNet: on the quick config's step,
 slices of 8/16/32 cut the model's forward+backward by ~10% but the whole step (mostly the
 front end) by only 2-4%, within the round-to-round spread, and made the step's compile
-slower (results/probes_small_cnn_grad_chunk.json).
+slower (benchmarks/results/small_cnn_grad_chunk.json).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -24,6 +26,7 @@ from bilevel_jax.models import conv_grad
 from bilevel_jax.models import wide_resnet
 
 NAME = "small_cnn"
+TINY_NAME = "tiny_cnn"   # one strided 8-channel stage: seconds to compile and train (tests)
 
 
 class SmallCNN(nn.Module):
@@ -50,3 +53,4 @@ class SmallCNN(nn.Module):
 
 
 wide_resnet.register(NAME, SmallCNN)
+wide_resnet.register(TINY_NAME, functools.partial(SmallCNN, channels=(8,)))

@@ -7,17 +7,19 @@ from typing import Any, Iterable
 
 from bilevel_jax.al import results as results_lib
 from bilevel_jax.reports import figures
+from bilevel_jax.reports import pick_rates
 from bilevel_jax.reports import tables
 from bilevel_jax.utils import io
 
-__all__ = ["figures", "tables", "write_report"]
+__all__ = ["figures", "pick_rates", "tables", "write_report"]
 
 
 def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
                  command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
                  with_figure2: bool = True, reference: str = "bilevel") -> dict[str, Any]:
   """Writes table1.{md,tex}, table_rounds.tex, paired.md (`reference` against each other
-  strategy, seed by seed), figure3.png, table1.json and, when the
+  strategy, seed by seed), figure3.png, table1.json, pick_rates.{png,json} (misclassified-pick
+  vs pool error rate per round, when rounds record them) and, when the
   round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
   were written earlier (to outdir or to `report/` next to the JSON), figure2.png with
   figure2_counts.json and figure2_points.json. Returns the paths and the markdown tables.
@@ -52,9 +54,15 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
     summary["paired"] = {"reference": reference, "vs": tables.cells_json(pairs)}
   io.atomic_write_json(outdir / "table1.json", summary)
   fig3 = figures.figure3(table, outdir / "figure3.png",
-                         title=f"{dataset}: test accuracy vs labels (mean ± 1 std)")
+                         title=f"{dataset}: test accuracy vs labels\n"
+                         f"{figures.spread_description(table)}")
   out = {"table_markdown": md, "rounds_markdown": rounds_md, "paired_markdown": paired_md,
          "figure3": str(fig3), "table1": str(outdir / "table1.md")}
+  rates = pick_rates.collect(records)
+  if rates:  # rounds without pick statistics are skipped; no file when none has them
+    io.atomic_write_json(outdir / "pick_rates.json", {"command": command, "strategies": rates})
+    out["pick_rates"] = str(pick_rates.plot(
+        rates, outdir / "pick_rates.png", title=f"{dataset}: where the picks go"))
   if with_figure2:
     fig2 = _figure2(records, outdir, figure2_strategy, figure2_seed, command)
     if fig2 is not None:
@@ -66,8 +74,9 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
 def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
              command: str) -> dict[str, Any] | None:
   """Figure 2 of (strategy, seed) from its round-0 file when it is there (writing
-  figure2_points.json), else from a figure2_points.json of that same round-0 file in outdir or
-  in `report/` next to the result JSON (the committed copy); None when neither exists."""
+  figure2_points.json; the t-SNE is reused while the points' `inputs_sha256` matches the file),
+  else from a figure2_points.json of that same round-0 file in outdir or in `report/` next to
+  the result JSON (the committed copy); None when neither exists."""
   rec = next((r for r in records if r["strategy"] == strategy and r["seed"] == seed), None)
   if rec is None:
     return None
@@ -76,7 +85,11 @@ def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
   points_path = outdir / "figure2_points.json"
   points = None
   if npz.exists():
-    points = figures.figure2_points(npz)
+    stored = io.read_json(points_path) if points_path.exists() else {}
+    if stored.get("inputs_sha256") == figures.figure2_inputs_sha256(npz):
+      points = stored  # same round-0 file and t-SNE settings: skip the t-SNE (~40 s on 2 cores)
+    else:
+      points = figures.figure2_points(npz)
   else:
     # Points of another (strategy, seed) or dataset must not stand in for the requested ones.
     for candidate in (points_path, folder / "report" / "figure2_points.json"):

@@ -16,10 +16,15 @@ A new strategy takes a few lines (e.g. in a notebook):
 options are static, except float options (`lr`, `l2`, tolerances...: keyword-only parameters
 with a float default), which are traced, so changing them reuses the compiled program; a
 float option that decides shapes (e.g. bilevel's `uniform_fraction`) is named in
-`register(static_options=...)`. What the strategy needs from the loop: predictions under `augmentations` random augmentations, last-layer
-`embeddings`, or Nystrom `kernel` features for the bilevel rule. A strategy registered with
+`register(static_options=...)`. What the strategy needs from the loop: predictions under
+`augmentations` random augmentations, last-layer `embeddings`, or Nystrom `kernel` features for
+the bilevel rule. A strategy registered with
 `diagnostics=True` returns `(indices, {name: array})` instead; `select` still gives the indices
 and `select_with_diagnostics` both (the AL loop records them with each round).
+
+A strategy that needs inputs of its own (e.g. the bilevel rule's Nystrom features and
+augmented-copy banks) builds them in a `prepare` hook from its config block (`config_block`);
+see `strategies.inputs`, which the AL loop calls without knowing strategy names.
 """
 from __future__ import annotations
 
@@ -51,6 +56,8 @@ class RoundContext(NamedTuple):
       with labeled_idx), or None.
     bank_params: pytree of arrays read by the bilevel `bank_fn` option to make the copies of a
       newly picked point (see bilevel_jax.bilevel.select), or None.
+    aug_embeddings: (K, N, E) last-layer embeddings under the K augmentations of aug_probs
+      (for strategies registered with both `augmentations` and `embeddings`), or None.
   """
   probs: jax.Array
   labeled_mask: jax.Array
@@ -61,6 +68,7 @@ class RoundContext(NamedTuple):
   features: jax.Array | None = None
   bank: jax.Array | None = None
   bank_params: Any = None
+  aug_embeddings: jax.Array | None = None
 
 
 class Strategy(NamedTuple):
@@ -72,6 +80,10 @@ class Strategy(NamedTuple):
   kernel: bool = False
   # Jitted fn returning (indices, {name: array}) for strategies registered with diagnostics.
   select_with_diagnostics: Callable[..., tuple[jax.Array, dict]] | None = None
+  options: tuple[str, ...] = ()           # keyword-only option names of the strategy function
+  config_block: str | None = None         # config entry holding its options and input settings
+  prepare: Callable[..., Any] | None = None       # (block, data, *, progress) -> inputs.Prepared
+  check_config: Callable[[Any], None] | None = None  # (block) -> None, raises ValueError
   # Float options traced under jit (changing them does not recompile).
   traced_options: tuple[str, ...] = ()
 
@@ -81,8 +93,10 @@ _REGISTRY: dict[str, Strategy] = {}
 
 def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
              kernel: bool = False, diagnostics: bool = False,
-             static_options: tuple[str, ...] = (),
-             overwrite: bool = True) -> Callable[[Callable], Callable]:
+             overwrite: bool = True, config_block: str | None = None,
+             prepare: Callable[..., Any] | None = None,
+             check_config: Callable[[Any], None] | None = None,
+             static_options: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
   """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
 
   Keyword-only parameters of `fn` are options, passed through `select(..., **options)`. Those
@@ -98,6 +112,11 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     diagnostics: `fn` returns (indices, {name: array}) (e.g. per-pick solver residuals).
     static_options: float options that must stay static (they decide shapes or loop lengths).
     overwrite: re-registering a name replaces it (convenient when editing a notebook cell).
+    config_block: name of the experiment config's block with this strategy's settings; its
+      entries named like options are passed as options (`strategies.inputs.prepare`).
+    prepare: `prepare(block, data, *, progress) -> inputs.Prepared`, building the strategy's
+      own inputs once per experiment (e.g. Nystrom features); None: options from the block only.
+    check_config: `check_config(block)` raising ValueError, run before any data is loaded.
 
   Returns:
     The decorator; it returns the jitted function, which gives the (b,) indices only, also for
@@ -110,6 +129,8 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
   def decorator(fn: Callable) -> Callable:
     if name in _REGISTRY and not overwrite:
       raise ValueError(f"Strategy {name!r} is already registered.")
+    options = tuple(p.name for p in inspect.signature(fn).parameters.values()
+                    if p.kind == inspect.Parameter.KEYWORD_ONLY)
     static, traced = _split_options(name, fn, static_options)
     jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *static))
 
@@ -129,7 +150,7 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     else:
       jitted = jit(checked)
     _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics,
-                               traced)
+                               options, config_block, prepare, check_config, traced)
     return jitted
 
   return decorator
@@ -215,7 +236,7 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
     raise ValueError(f"RoundContext.probs must be (N, C), got shape {ctx.probs.shape}.")
   n, c = ctx.probs.shape
   want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
-          "embeddings": (n, None), "features": (n, None),
+          "embeddings": (n, None), "features": (n, None), "aug_embeddings": (None, n, None),
           "bank": (ctx.labeled_idx.shape[0], None, None)}
   if ctx.labeled_mask.dtype != jnp.bool_:
     raise ValueError(f"RoundContext.labeled_mask must be bool, got dtype {ctx.labeled_mask.dtype}.")
@@ -246,6 +267,9 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       missing.append(f"aug_probs with K >= {strategy.augmentations} augmentations")
   if strategy.embeddings and ctx.embeddings is None:
     missing.append("embeddings")
+  if strategy.embeddings and strategy.augmentations and (
+      ctx.aug_embeddings is None or ctx.aug_embeddings.shape[-3] < strategy.augmentations):
+    missing.append(f"aug_embeddings with K >= {strategy.augmentations} augmentations")
   if strategy.kernel and ctx.features is None:
     missing.append("features (Nystrom)")
   if missing:

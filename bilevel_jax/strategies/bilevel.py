@@ -2,6 +2,9 @@
 
 Delegates to `bilevel_jax.bilevel.select.select_batch`; pseudo-labels are the model's soft
 predictions `ctx.probs` on the whole training set and the proxy features are `ctx.features`.
+Its inputs (WRN NTK Nystrom features of the training set, augmented-copy banks and the in-jit
+bank function) are built by `prepare` from the config's `bilevel` block with
+`bilevel_jax.ntk.features`; the block's entries named like the options below are the options.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import jax.numpy as jnp
 
 from bilevel_jax.bilevel import select as bilevel_select
 from bilevel_jax.strategies import base
+from bilevel_jax.strategies import inputs
 
 
 def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) -> jax.Array:
@@ -20,7 +24,26 @@ def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) ->
   return features[index][None]
 
 
-@base.register("bilevel", kernel=True, diagnostics=True, static_options=("uniform_fraction",))
+def check_config(block: Any) -> None:
+  """The feature entries of the `bilevel` block (landmarks, kernel, ...), before any data."""
+  from bilevel_jax.ntk import features  # pylint: disable=g-import-not-at-top
+  features.check_config(block)
+
+
+def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
+  """Nystrom features and banks of `data`'s training set (cached), and the options."""
+  from bilevel_jax.ntk import features  # pylint: disable=g-import-not-at-top
+  kernel = features.prepare(block, data, progress=progress)
+  options = inputs.block_options("bilevel", block)
+  if "batch_size" in options:
+    options["batch_size"] = options["batch_size"] or None    # 0: the full bank
+  options["bank_fn"] = kernel.bank_fn
+  return inputs.Prepared(options, kernel.context_fields, kernel)
+
+
+@base.register("bilevel", kernel=True, diagnostics=True, config_block="bilevel",
+               prepare=prepare, check_config=check_config,
+               static_options=("uniform_fraction",))   # it decides the number of greedy picks
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,
@@ -28,7 +51,8 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
   """Bilevel greedy picks followed by round(uniform_fraction * b) uniform ones.
 
   Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
-  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP.
+  `outer_loss` G after its inner solve and the relative `cg_residual` of its inverse-HVP, and
+  `proxy_logits` (N, C): the features times the weights of the last inner solve.
 
   Uses ctx.features (N, m), ctx.probs (N, C) as pseudo-labels, the labeled bank ctx.bank
   (L, A, m) and `bank_fn(ctx.bank_params, key, index) -> (A, m)` for the copies of picked
@@ -52,5 +76,8 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
       labeled_labels, bank, bank_fn, bank_params, b=b, uniform_fraction=uniform_fraction,
       lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps)
   diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
-                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual}
+                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
+                 # The proxy of the last inner solve on the training set (N, C), for the
+                 # loop's pick diagnostics (al/diagnostics.py; not stored per pick).
+                 "proxy_logits": ctx.features @ selection.w}
   return selection.indices.astype(jnp.int32), diagnostics

@@ -9,11 +9,12 @@ Scales (same code, `get_config(arg)`):
   cpu:   WRN-10-1 (16/32/64 channels), 1000 steps, EMA 0.99, ramp over 400 steps; a MixMatch
          step cost ~0.44 s on 2 idle CPU cores (train_many's host loop; ~7.6 s inside a lax
          loop on XLA:CPU), now ~0.79x that (one augmentation pass per batch, sliced kernel
-         gradients; results/probes_cpu_step_profile.json), i.e. ~6 min for one seed alone;
+         gradients; benchmarks/results/cpu_step_profile.json), i.e. ~6 min for one seed alone;
          with train_many stepping two seeds at a time (train.seed_threads), 6 seeds at 60
          labels took 5.0 min per seed on 2 idle cores, compile and eval included
          (results/ssl_vs_supervised/fsdd_cpu_scale_cpu2_mixmatch60.json).
-  smoke: WRN-10-1, 6 steps, 2 seeds, label counts (10,), for CI and quick checks.
+  tiny:  WRN-10-1, 6 steps, 2 seeds, label counts (10,), for tests and quick checks (the
+         smallest mode of every config is `tiny`; "smoke" is accepted as its old name).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ import ml_collections
 
 
 def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
-  if arg not in ("smoke", "cpu", "paper"):
-    raise ValueError(f"mixmatch config arg must be 'smoke', 'cpu' or 'paper', got {arg!r}.")
+  arg = "tiny" if arg == "smoke" else arg
+  if arg not in ("tiny", "cpu", "paper"):
+    raise ValueError(f"mixmatch config arg must be 'tiny', 'cpu' or 'paper', got {arg!r}.")
   c = ml_collections.ConfigDict()
   c.scale = arg
   c.dataset = "fsdd"
@@ -62,7 +64,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.seed_threads = 0    # host loop: seeds stepped at the same time (0: min(seeds, CPU cores))
   c.train = t
 
-  if arg in ("cpu", "smoke"):
+  if arg in ("cpu", "tiny"):
     t.depth, t.width = 10, 1
     t.steps = 1000
     t.ema_decay = 0.99
@@ -70,7 +72,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
     t.rampup_steps = 400
     t.log_every = 50
     t.checkpoint_every = 250
-  if arg == "smoke":
+  if arg == "tiny":
     c.num_seeds = 2
     c.label_counts = (10,)
     t.steps = 6

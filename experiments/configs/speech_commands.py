@@ -28,8 +28,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"Unknown speech_commands config mode {mode!r}; expected one of {MODES}.")
   c = fsdd.get_config(mode)
   c.dataset = "speech_commands"
-  c.al.update(initial=50, budget=200, batch=10)
+  c.al.update(initial=50, budget=200, batch_size_per_round=10)
   if mode == "tiny":
-    c.al.update(initial=35, budget=45, batch=5)
+    c.al.update(initial=35, budget=45, batch_size_per_round=5)
     c.subset.update(train=500, test=200)
   return c

@@ -8,6 +8,7 @@ import pytest
 _NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "custom_strategy.ipynb"
 
 
+@pytest.mark.slow
 def test_custom_strategy_notebook_runs(tmp_path, fsdd_root, monkeypatch):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")

@@ -47,7 +47,7 @@ class PoolTest(parameterized.TestCase):
       pool.schedule(10, 5, 10)
     with self.assertRaisesRegex(ValueError, "not a multiple"):
       pool.schedule(10, 35, 10)
-    with self.assertRaisesRegex(ValueError, "al.batch=0"):
+    with self.assertRaisesRegex(ValueError, "al.batch_size_per_round=0"):
       pool.schedule(10, 60, 0)
 
   def test_round_keys_are_stable(self):

@@ -1,4 +1,4 @@
-"""Log-mel in JAX against librosa on real FSDD clips."""
+"""Log-mel in JAX against librosa on real FSDD and Speech Commands clips."""
 from __future__ import annotations
 
 import chex
@@ -32,19 +32,53 @@ def _librosa_log_mel(y: np.ndarray, dtype=np.float32) -> np.ndarray:
   return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
 
 
-def test_matches_librosa_float32(fsdd_clips):
-  """float32 JAX vs librosa's float32 pipeline.
+# Real Speech Commands clips: the one with the largest float32 error of the 563-clip sample
+# (benchmarks/results/log_mel_accuracy.json: band 31, frame 14, 0.0015 dB at -76.7 dB, 94 dB
+# below the clip's peak) and one clip of a few other words.
+SC_CLIPS = ("nine/7257420c_nohash_0.wav", "yes/022cd682_nohash_0.wav",
+            "zero/0fa1e7a9_nohash_2.wav", "bed/0ea0e2f4_nohash_1.wav",
+            "wow/3b4f8f24_nohash_0.wav")
 
-  |diff| <= 1e-3 dB on bins above -80 dB (speech), <= 0.05 dB everywhere: bins ~115 dB below
-  the loudest one are at the limit of float32 FFT precision.
+
+def _check_float32_accuracy(clips: np.ndarray) -> None:
+  """The stated float32 accuracy (features.py docstring) against librosa in float64.
+
+  float32 FFT round-off is relative to a frame's energy, so quiet bins next to loud ones lose
+  digits: <= 1e-4 dB within 60 dB of the clip's loudest bin, <= 5e-4 dB within 80 dB,
+  <= 3e-3 dB on every bin above -80 dB, <= 0.05 dB anywhere.
   """
+  got = np.asarray(_log_mel(jnp.asarray(clips, jnp.float32))).astype(np.float64)
+  ref = np.stack([_librosa_log_mel(y.astype(np.float64), dtype=np.float64) for y in clips])
+  assert got.shape == ref.shape == (len(clips), 32, 32)
+  below_peak = ref.max(axis=(1, 2), keepdims=True) - ref
+  diff = np.abs(got - ref)
+  assert (below_peak < 60).mean() > 0.2 and ref.min() < -80.0  # speech and quiet bins present
+  assert diff[below_peak < 60].max() <= 1e-4
+  assert diff[below_peak < 80].max() <= 5e-4
+  assert diff[ref > -80.0].max() <= 3e-3
+  assert diff.max() <= 0.05
+
+
+def test_float32_accuracy_on_real_fsdd_clips(fsdd_clips):
+  _check_float32_accuracy(fsdd_clips)
+
+
+def test_float32_accuracy_on_real_speech_commands_clips(speech_commands_sample_root):
+  clips = np.stack([decode.load_clip(speech_commands_sample_root / c) for c in SC_CLIPS])
+  _check_float32_accuracy(clips)
+  # The bin the issue found: more than 1e-3 dB off at about -77 dB, within the stated bound.
+  got = np.asarray(_log_mel(jnp.asarray(clips[:1])))[0, 31, 14]
+  want = _librosa_log_mel(clips[0].astype(np.float64), dtype=np.float64)[31, 14]
+  assert -80.0 < want < -70.0 and 1e-3 < abs(got - want) <= 3e-3
+
+
+def test_matches_librosa_float32_pipeline(fsdd_clips):
+  """Against librosa's float32 pipeline (whose FFT runs in float64) the same bounds hold."""
   got = np.asarray(_log_mel(jnp.asarray(fsdd_clips)))
   want = np.stack([_librosa_log_mel(y) for y in fsdd_clips])
-  assert got.shape == want.shape == (4, 32, 32)
   assert want.max() > 0.0 and want.min() <= -99.0  # speech and silent padding both present
   loud = want > -80.0
-  assert loud.mean() > 0.2
-  np.testing.assert_allclose(got[loud], want[loud], rtol=0, atol=1e-3)
+  np.testing.assert_allclose(got[loud], want[loud], rtol=0, atol=3e-3)
   np.testing.assert_allclose(got, want, rtol=0, atol=0.05)
 
 

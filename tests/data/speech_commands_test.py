@@ -98,15 +98,31 @@ def test_unknown_class_folder_rejected_or_skipped(small):
   assert not any(f.startswith("maybe/") for f in ds.train.files)
 
 
-def test_bad_file_name_and_missing_word_folder(small):
+def test_bad_file_name_is_named(small):
   root, _ = small
   helpers.write_wav(root / "yes" / "no_speaker_marker.wav", helpers.tone(300, 1, 16000), 16000)
   with pytest.raises(ValueError, match="yes/no_speaker_marker.wav.*_nohash_"):
     data.load_dataset("speech_commands", root, progress=False)
-  (root / "yes" / "no_speaker_marker.wav").unlink()
-  shutil.rmtree(root / "wow")
-  with pytest.raises(ValueError, match=r"\['wow'\].*missing word folder"):
-    data.load_dataset("speech_commands", root, progress=False)
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_partial_copy_loads_with_a_warning_naming_the_missing_words(small, caplog, on_error):
+  root, clips = small
+  missing = speech_commands.WORDS[:17]  # 18 of the 35 words stay, as in the issue
+  assert not {c.split("/")[0] for c in clips} & set(missing)
+  for w in missing:
+    shutil.rmtree(root / w)
+  with caplog.at_level("WARNING", logger="bilevel_jax"):
+    ds = data.load_dataset("speech_commands", root, on_error=on_error, progress=False)
+  assert ds.class_names == speech_commands.WORDS and ds.missing_classes == missing
+  assert ds.skipped == ()
+  assert len(ds.train.files) + len(ds.validation.files) + len(ds.test.files) == len(clips)
+  warning = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+  assert "17 of the 35 words have no folder" in warning
+  assert all(w in warning for w in missing)
+  for split in (ds.train, ds.test):
+    for f, label in zip(split.files, split.labels):
+      assert speech_commands.WORDS[label] == f.split("/")[0]
 
 
 @pytest.mark.parametrize("missing", ["validation_list.txt", "testing_list.txt"])

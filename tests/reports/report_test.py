@@ -96,11 +96,15 @@ class TablesTest(absltest.TestCase):
     self.assertIn(r"Bilevel & 90.00 $\pm$ -- & 1 \\", tex)
     self.assertIn(r"(n=1)", tables.rounds_latex(table))
 
-  def test_committed_partial_results_make_a_report(self):
-    """results/active_learning/fsdd_cpu holds strategies with different seeds and rounds."""
-    src = pathlib.Path(__file__).resolve().parents[2] / "results/active_learning/fsdd_cpu"
-    if not any(src.glob("*_seed*.json")):
-      self.skipTest("no committed fsdd_cpu results")
+  def test_partial_results_make_a_report(self):
+    """Strategies with different numbers of seeds and rounds (a comparison still running)."""
+    src = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    rng = np.random.default_rng(4)
+    uni = rng.uniform(0.3, 0.9, (3, 3))
+    bil = rng.uniform(0.3, 0.9, (2, 3))
+    uni[2, 1:] = np.nan            # seed 2 of uniform stopped after the first round
+    bil[1, 2] = np.nan
+    _write_results(src, {"uniform": uni, "bilevel": bil})
     out = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
     rep = reports.write_report([src], out, with_figure2=False)
     self.assertIn("| Uniform |", rep["table_markdown"])
@@ -202,3 +206,110 @@ class FiguresTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+def _round0(tmp: pathlib.Path, seed: int = 2) -> pathlib.Path:
+  rng = np.random.default_rng(seed)
+  n, c = 40, 10
+  labels = np.arange(n) % c
+  path = results.figure2_path(tmp, "fsdd", "bilevel", 0)
+  np.savez(path, embeddings=rng.normal(size=(n, 4)).astype(np.float32),
+           probs=np.eye(c)[labels] * 0.9 + 0.01, labels=labels, labeled_idx=np.arange(10),
+           picks=np.array([10, 21, 32]), test_accuracy=0.4)
+  return path
+
+
+class _FirstTwoColumns:
+  """Stands in for sklearn's TSNE (seconds per call on a busy 2-core machine)."""
+
+  def __init__(self, **kwargs):
+    del kwargs
+
+  def fit_transform(self, x):
+    return np.asarray(x)[:, :2]
+
+
+class ReportReuseAndHonestyTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    import sklearn.manifold  # pylint: disable=import-outside-toplevel
+    self.enter_context(absltest.mock.patch.object(sklearn.manifold, "TSNE", _FirstTwoColumns))
+
+  def test_tsne_points_are_reused_while_the_round0_file_is_unchanged(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    _write_results(tmp, {"bilevel": np.array([[0.5, 0.6, 0.7]])})
+    npz = _round0(tmp)
+    calls = []
+    real = figures.figure2_points
+
+    def counting(path, **kw):
+      calls.append(path)
+      return real(path, **kw)
+
+    figures.figure2_points = counting
+    try:
+      first = reports.write_report([tmp], tmp / "report")
+      stored = io.read_json(tmp / "report" / "figure2_points.json")
+      self.assertEqual(stored["inputs_sha256"], figures.figure2_inputs_sha256(npz))
+      again = reports.write_report([tmp], tmp / "report")
+      self.assertLen(calls, 1)  # the second report reused the points
+      self.assertEqual(again["figure2_counts"], first["figure2_counts"])
+      _round0(tmp, seed=3)  # a new round-0 file (another run): the t-SNE is redone
+      reports.write_report([tmp], tmp / "report")
+      self.assertLen(calls, 2)
+    finally:
+      figures.figure2_points = real
+
+  def test_figure3_says_n1_honestly_and_ticks_at_the_label_counts(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    _write_results(tmp, {"bilevel": np.array([[0.5, 0.6, 0.7]]),
+                         "uniform": np.array([[0.4, 0.5, 0.6]])}, schedule=(10, 15, 30))
+    table = tables.aggregate(tables.load_results([tmp]))
+    self.assertIn("one seed (n=1)", figures.spread_description(table))
+    self.assertNotIn("std", figures.spread_description(table))
+    captured = {}
+    real_savefig = figures.plt.Figure.savefig
+
+    def grab(fig, *args, **kwargs):
+      ax = fig.axes[0]
+      captured["ticks"] = [float(t) for t in ax.get_xticks()]
+      captured["title"] = ax.get_title()
+      return real_savefig(fig, *args, **kwargs)
+
+    figures.plt.Figure.savefig = grab
+    try:
+      reports.write_report([tmp], tmp / "report", with_figure2=False)
+    finally:
+      figures.plt.Figure.savefig = real_savefig
+    self.assertEqual(captured["ticks"], [10.0, 15.0, 30.0])
+    self.assertIn("one seed (n=1)", captured["title"])
+    self.assertNotIn("mean ± 1 std", captured["title"])
+    two = tables.aggregate(tables.load_results([tmp])) | {
+        "x": {10: tables.Cell(50.0, 1.0, 2, (49.0, 51.0))}}
+    self.assertIn("± 1 sample std", figures.spread_description(two))
+    self.assertEqual(figures.label_ticks(list(range(10, 61, 2))), list(range(10, 61, 6)))
+
+  def test_figure2_has_a_class_legend_and_a_caption(self):
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="al_report_test"))
+    points = figures.figure2_points(_round0(tmp))
+    captured = {}
+    real_savefig = figures.plt.Figure.savefig
+
+    def grab(fig, *args, **kwargs):
+      ax = fig.axes[0]
+      captured["legends"] = [[t.get_text() for t in leg.get_texts()]
+                             for leg in ax.findobj(figures.matplotlib.legend.Legend)]
+      captured["texts"] = [t.get_text() for t in fig.texts]
+      return real_savefig(fig, *args, **kwargs)
+
+    figures.plt.Figure.savefig = grab
+    try:
+      figures.plot_figure2(points, tmp / "figure2.png")
+    finally:
+      figures.plt.Figure.savefig = real_savefig
+    self.assertIn([str(k) for k in range(10)], captured["legends"])
+    self.assertIn(["initial labeled pool", "first-round picks"], captured["legends"])
+    caption = " ".join(captured["texts"]).replace("\n", " ")
+    self.assertIn("t-SNE of the round-0 model's last-layer embeddings of all 40", caption)
+    self.assertIn("red stars: the 3 clips picked in the first round", caption)

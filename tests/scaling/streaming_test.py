@@ -43,6 +43,7 @@ def test_streamed_features_match_direct(tmp_path):
   assert info["rows"] == 37
 
 
+@pytest.mark.slow
 def test_streamed_selection_picks_as_in_memory(tmp_path):
   spec = syn.SyntheticSpec(n=100, m=8, c=3, copies=2, seed=5)
   z, y, t = syn.pool(spec)

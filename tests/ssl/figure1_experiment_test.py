@@ -24,7 +24,7 @@ def test_paper_scale_trains_seeds_in_sequence_and_cpu_scale_together():
 
 def _figure1(workdir: pathlib.Path, data_root: pathlib.Path, seeds_together: bool) -> dict:
   cmd = [sys.executable, "-m", "experiments.ssl_vs_supervised",
-         "--config=experiments/configs/mixmatch.py:smoke", "--config.methods=('supervised',)",
+         "--config=experiments/configs/mixmatch.py:tiny", "--config.methods=('supervised',)",
          "--config.progress=False", f"--config.data_root={data_root}",
          f"--config.seeds_together={seeds_together}", f"--workdir={workdir}"]
   proc = subprocess.run(cmd, cwd=_REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
@@ -33,6 +33,7 @@ def _figure1(workdir: pathlib.Path, data_root: pathlib.Path, seeds_together: boo
   return io.read_json(workdir / "results.json")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fsdd_root")
 def test_seeds_together_and_in_sequence_agree(tmp_path, data_root):
   a = _figure1(tmp_path / "together", data_root, True)["runs"]["supervised"]["10"]

@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bilevel_jax import audio
 from bilevel_jax.models import wide_resnet
@@ -46,6 +47,7 @@ def _data(n=12, num_classes=3):
       jnp.float32(0.5), jnp.float32(0.2))
 
 
+@pytest.mark.slow
 def test_grouped_front_end_step_equals_two_call_step():
   tc = train_lib.TrainConfig(method="mixmatch", steps=10, batch_size=4, model="tiny_front_end_test",
                              rampup_steps=1, bn_momentum=0.5)

@@ -93,6 +93,7 @@ def resumed_and_uninterrupted(toy, tmp_path_factory):
   return full, resumed, seen, workdir
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(resumed_and_uninterrupted):
   full, resumed, seen, workdir = resumed_and_uninterrupted
   assert seen == [6]  # restarted from the step-4 checkpoint, not from scratch
@@ -107,6 +108,7 @@ def test_resume_after_kill_matches_uninterrupted(resumed_and_uninterrupted):
   assert np.isfinite(rows[-1]["train/loss"])
 
 
+@pytest.mark.slow
 def test_seeds_differ_and_predict_shapes(toy, resumed_and_uninterrupted):
   waves, labels = toy
   full = resumed_and_uninterrupted[0]
@@ -127,6 +129,7 @@ def test_seeds_differ_and_predict_shapes(toy, resumed_and_uninterrupted):
     eval_lib.predict(clf, waves, num_augmentations=2)
 
 
+@pytest.mark.slow
 def test_mixmatch_step_runs_and_ramps(toy):
   waves, labels = toy
   tc = _config(method="mixmatch", steps=4, log_every=1)
@@ -143,6 +146,7 @@ def _kernels(params):
   return {jax.tree_util.keystr(k): v for k, v in flat if "kernel" in jax.tree_util.keystr(k)}
 
 
+@pytest.mark.slow
 def test_host_seed_threads_change_nothing(toy):
   """Seeds stepped from 3 threads end bitwise where one thread (in seed order) ends (the
   threading is the same for every method; supervised_aug compiles fastest with augmentation)."""

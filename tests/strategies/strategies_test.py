@@ -306,8 +306,11 @@ class BilevelStrategyTest(parameterized.TestCase):
     picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, 10, bank_fn=bank_fn,
                                                      **opts)
     np.testing.assert_array_equal(picks, want.indices)
-    self.assertEqual(sorted(diag), ["cg_residual", "inner_loss", "outer_loss", "score"])
+    self.assertEqual(sorted(diag), ["cg_residual", "inner_loss", "outer_loss", "proxy_logits",
+                                    "score"])
     np.testing.assert_allclose(diag["cg_residual"], want.cg_residual, rtol=1e-6)
+    np.testing.assert_allclose(diag["proxy_logits"], ctx.features @ want.w, rtol=1e-5,
+                               atol=1e-6)
     np.testing.assert_allclose(diag["outer_loss"], want.outer_loss, rtol=1e-6)
     self.assertEqual(diag["score"].shape, (9,))
 

@@ -88,8 +88,8 @@ def test_two_row_writers_of_one_path_both_finish(tmp_path):
 
 def test_kernel_features_are_written_under_their_lock(tmp_path, monkeypatch):
   import fcntl  # pylint: disable=g-import-not-at-top
-  from bilevel_jax.al import kernel  # pylint: disable=g-import-not-at-top
-  from tests.al.kernel_test import _config  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.ntk import features as kernel  # pylint: disable=g-import-not-at-top
+  from tests.ntk.features_test import _config  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("BILEVEL_JAX_CACHE", str(tmp_path))
   real, held = io.atomic_savez, []
 
@@ -107,7 +107,7 @@ def test_kernel_features_are_written_under_their_lock(tmp_path, monkeypatch):
   rng = np.random.default_rng(1)
   waves = (0.1 * rng.normal(size=(6, 16000))).astype(np.float32)
   noise = (0.01 * rng.normal(size=(1, 20000))).astype(np.float32)
-  kernel.KernelFeatures(_config(m=3), waves, noise, tag="locked")
+  kernel.KernelFeatures(_config(m=3).bilevel, waves, noise, tag="locked")
   assert held == [True]
   names = sorted(p.name for p in (tmp_path / "al_kernel").iterdir())
   assert [n for n in names if not n.endswith((".npz", ".json", ".lock"))] == []

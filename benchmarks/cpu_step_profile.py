@@ -1,9 +1,9 @@
 """Profile of one cpu-scale MixMatch step (WRN-10-1, batch 64 + 2 x 64) on XLA:CPU, by pieces,
 and side-by-side step times of code variants (the previous step vs the current one).
 
-  .venv/bin/python scripts/probes/cpu_step_profile.py all --rounds=5 --compare_rounds=10 \
+  python -m benchmarks.cpu_step_profile all --rounds=5 --compare_rounds=10 \
       --reps=2 --variants=before,front_end_only,after,chunk32,chunk8,after_ynn_off,\
-after_concurrency_sched      # -> results/probes_cpu_step_profile.json (step_profile)
+after_concurrency_sched      # -> benchmarks/results/cpu_step_profile.json (step_profile)
 
 Variants (VARIANTS): "before" = make_step's previous front end (one augment_and_featurize call
 for the labeled and one for the unlabeled batch) and plain autodiff kernel gradients

@@ -7,8 +7,10 @@ does (same keys, same augmented-copy banks) with each setting, and we record how
 the picks cover and how many of them the initial model misclassifies (paper Fig. 2: 9 and 9),
 plus the selection time.
 
-  python scripts/probes/bilevel_settings_first_batch.py \
-      --workdir=results/active_learning/fsdd_cpu --out=results/probes_bilevel_settings.json
+  python -m experiments.first_batch_settings --workdir=runs/al_fsdd_cpu \
+      --out=runs/first_batch_settings.json
+  (committed: results/active_learning/first_batch_settings.json, made when this was
+  scripts/probes/bilevel_settings_first_batch.py reading results/active_learning/fsdd_cpu)
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ import jax
 import numpy as np
 
 from bilevel_jax import strategies
-from bilevel_jax.al import kernel as kernel_lib
 from bilevel_jax.al import loop
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
@@ -37,10 +38,10 @@ SETTINGS = {
 
 def main() -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--workdir", default="results/active_learning/fsdd_cpu")
+  ap.add_argument("--workdir", default="runs/al_fsdd_cpu")
   ap.add_argument("--strategy", default="uniform", help="whose round-0 npz to read")
   ap.add_argument("--seeds", default="0,1,2,3,4,5")
-  ap.add_argument("--out", default="results/probes_bilevel_settings.json")
+  ap.add_argument("--out", default="runs/first_batch_settings.json")
   args = ap.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
   files = {s: pathlib.Path(args.workdir) / f"fsdd_{args.strategy}_seed{s}_round0.npz"
@@ -59,9 +60,8 @@ def main() -> None:
     config.progress = True
     config.bilevel.update(overrides)
     t0 = time.perf_counter()
-    kern = kernel_lib.prepare(config, data)
+    prepared = strategies.inputs.prepare("bilevel", config, data, progress=True)
     kernel_seconds = time.perf_counter() - t0
-    options = loop.strategy_options(config, "bilevel", kern)
     rows = []
     for s in seeds:
       with np.load(files[s]) as f:
@@ -69,10 +69,10 @@ def main() -> None:
       outs = outputs_lib.ModelOutputs(probs=probs, embeddings=emb, aug_probs=None)
       st = pool_lib.streams(s)
       ctx = outputs_lib.round_context(outs, data.train_labels, labeled,
-                                      **kern.context_fields(s, labeled, st.bank))
+                                      **prepared.context(s, labeled, st.bank))
       t0 = time.perf_counter()
       picks = np.asarray(strategies.select("bilevel", pool_lib.round_key(st.select, 0), ctx,
-                                           config.al.batch, **options))
+                                           config.al.batch_size_per_round, **prepared.options))
       seconds = time.perf_counter() - t0
       pred = probs.argmax(-1)
       rows.append(dict(seed=s, picks=picks.tolist(),

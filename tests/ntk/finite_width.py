@@ -1,6 +1,7 @@
 """Finite-width WRN in NTK parameterization (Flax), and its empirical NNGP / NTK.
 
-The same architecture as `wrn_kernel` (no batch norm, no pooling, Flatten + Dense), with every
+The same architecture as `wrn_kernel` (no batch norm, no pooling, activation phi, optional phi
+before Flatten + Dense), with every
 weight and bias drawn from N(0, 1) and scaled in the forward pass:
   conv: W_std / sqrt(k * k * C_in) * conv(x, w) + b_std * b,   dense: the same with fan-in H*W*C.
 As the widths grow, the output covariance over inits tends to the NNGP and the empirical NTK
@@ -58,6 +59,7 @@ class WideResNetNTK(nn.Module):
     depth: 6n + 4.
     channels: widths of the stem and of the three groups (WRN-28-k: (16, 16k, 32k, 64k)).
     num_outputs: readout width.
+    activation, leaky_slope, final_activation: as in `wrn_kernel.WRNKernelConfig`.
   """
   depth: int = 28
   channels: Sequence[int] = (16, 32, 64, 128)
@@ -68,6 +70,17 @@ class WideResNetNTK(nn.Module):
   readout_b_std: float = 0.0
   shortcut_size: int = 1
   activate_shortcut: bool = False
+  activation: str = "leaky_relu"
+  leaky_slope: float = 0.1
+  final_activation: bool = True
+  readout: bool = True            # False: return the flattened features the readout reads
+
+  def phi(self, x: jax.Array) -> jax.Array:
+    if self.activation == "relu":
+      return nn.relu(x)
+    if self.activation == "leaky_relu":
+      return nn.leaky_relu(x, negative_slope=self.leaky_slope)
+    raise ValueError(f"activation={self.activation!r}; expected 'relu' or 'leaky_relu'.")
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -79,13 +92,17 @@ class WideResNetNTK(nn.Module):
     for group, ch in enumerate(self.channels[1:]):
       for i in range(n):
         stride = 2 if (group > 0 and i == 0) else 1
-        a = nn.relu(x)
+        a = self.phi(x)
         h = conv(ch, 3, stride)(a)
-        h = conv(ch)(nn.relu(h))
+        h = conv(ch)(self.phi(h))
         if i == 0:
           x = conv(ch, self.shortcut_size, stride)(a if self.activate_shortcut else x)
         x = x + h
+    if self.final_activation:
+      x = self.phi(x)
     x = x.reshape(x.shape[0], -1)
+    if not self.readout:
+      return x
     return NTKDense(self.num_outputs, self.readout_w_std, self.readout_b_std)(x)
 
 
@@ -125,3 +142,43 @@ def monte_carlo_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2:
     (nngp, ntk), _ = lax.scan(body, (zeros, zeros), keys)
     return nngp / num_inits, ntk / num_inits
   return run(jax.random.split(key, num_inits), x1, x2)
+
+
+def exact_readout_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2: jax.Array,
+                          num_readouts: int) -> tuple[jax.Array, jax.Array]:
+  """One init's kernels with the readout's randomness integrated out where it is exact.
+
+  With features g(x) (D,) (the flattened input of the readout) and readout weights v ~ N(0, I):
+  nngp = E_v[f(x1) f(x2)] = w^2 g(x1).g(x2) / D + b^2 (exact given the hidden weights); ntk =
+  that readout-parameter term (the same expression) + the hidden-parameter term
+  w^2 / D * E_v[(v^T dg(x1)) . (v^T dg(x2))], averaged over `num_readouts` draws of v (each one
+  backward pass per input). Much lower variance than `empirical_kernels`, whose nngp and ntk
+  carry the readout draw's sampling noise (relative SD sqrt(2 / num_outputs) for the nngp).
+
+  Args:
+    model: the network (its `readout` and `num_outputs` are ignored).
+    key: init key (hidden weights; the readout draws use fold_in(key, 1)).
+    x1: (N1, H, W, C); x2: (N2, H, W, C).
+    num_readouts: readout draws for the hidden-parameter term.
+
+  Returns:
+    nngp (N1, N2), ntk (N1, N2).
+  """
+  body = model.clone(readout=False)
+  params = body.init(key, x1[:1])
+  g1, g2 = body.apply(params, x1), body.apply(params, x2)
+  d = g1.shape[-1]
+  w_var, b_var = model.readout_w_std ** 2, model.readout_b_std ** 2
+  nngp = w_var * (g1 @ g2.T) / d + b_var
+  vs = jax.random.normal(jax.random.fold_in(key, 1), (num_readouts, d), g1.dtype)
+
+  def grads(v, x):  # per-input gradients of v . g(x) w.r.t. the hidden weights, flattened
+    one = lambda xi: jax.grad(lambda p: body.apply(p, xi[None])[0] @ v)(params)
+    leaves = jax.tree.leaves(jax.vmap(one)(x))
+    return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
+
+  def body_fn(acc, v):
+    return acc + grads(v, x1) @ grads(v, x2).T, None
+  hidden, _ = lax.scan(body_fn, jnp.zeros_like(nngp), vs)
+  ntk = nngp + w_var * hidden / (d * num_readouts)
+  return nngp, ntk

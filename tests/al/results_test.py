@@ -1,0 +1,32 @@
+"""Result files: renamed config entries keep old records resumable."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bilevel_jax.al import results
+from bilevel_jax.utils import io
+
+
+def _record(config):
+  return results.new_record(dataset="fsdd", strategy="uniform", seed=0, command="c",
+                            config=config, train_size=30, test_size=10, num_classes=3,
+                            schedule=[3, 5], initial_indices=np.arange(3))
+
+
+def test_upgrade_config_moves_renamed_entries():
+  old = {"al": {"initial": 3, "batch": 2}, "train": {"steps": 8}}
+  new = results.upgrade_config(old)
+  assert new == {"al": {"initial": 3, "batch_size_per_round": 2}, "train": {"steps": 8}}
+  assert old["al"]["batch"] == 2                         # the record itself is not changed
+  assert results.upgrade_config(new) == new              # current names pass through
+
+
+def test_old_record_resumes_under_the_new_name(tmp_path):
+  path = tmp_path / "fsdd_uniform_seed0.json"
+  io.atomic_write_json(path, _record({"al": {"initial": 3, "batch": 2}}))
+  expected = _record({"al": {"initial": 3, "batch_size_per_round": 2}})
+  assert results.load_for_resume(path, expected)["config"]["al"] == {"initial": 3, "batch": 2}
+  changed = _record({"al": {"initial": 3, "batch_size_per_round": 1}})
+  with pytest.raises(ValueError, match=r"config entries \['al'\] differ"):
+    results.load_for_resume(path, changed)
