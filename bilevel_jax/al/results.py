@@ -242,6 +242,10 @@ def labeled_after(record: dict[str, Any]) -> np.ndarray:
   return np.asarray(labeled, np.int32)
 
 
+# Per-round blocks of solver diagnostics, where a non-finite value is data, not a bug.
+_DIAGNOSTIC_KEYS = ("selection", "pick_diagnostics")
+
+
 def _append_journal(path: pathlib.Path, record: dict[str, Any]) -> None:
   """Brings the journal up to `record`: appends its new rounds, fsynced; rewrites the journal
   (atomically) if it belongs to another run or disagrees with the record."""
@@ -268,11 +272,15 @@ def _append_journal(path: pathlib.Path, record: dict[str, Any]) -> None:
 def save(path: pathlib.Path, record: dict[str, Any]) -> None:
   """Appends the record's new rounds to the journal, then rewrites the summary atomically.
 
-  Raises ValueError (before writing anything) if the record holds NaN or inf: JSON has no such
-  numbers.
+  Raises ValueError (before writing anything) if the record holds NaN or inf outside the
+  rounds' diagnostic blocks (where they are written as null): JSON has no such numbers.
   """
   path = pathlib.Path(path)
   record["updated_utc"] = now()
+  for entry in record["rounds"]:   # diagnostics may be inf (e.g. a CG residual of 0 / 0): null
+    for key in _DIAGNOSTIC_KEYS:
+      if key in entry:
+        entry[key] = io.nonfinite_to_null(io.jsonable(entry[key]))
   io.check_finite_json(record, str(path))
   _append_journal(path, record)
   io.atomic_write_json(path, record)

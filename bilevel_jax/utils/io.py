@@ -135,6 +135,17 @@ def _first_non_finite(obj: Any, where: str) -> str | None:
   return None
 
 
+def nonfinite_to_null(obj: Any) -> Any:
+  """`obj` (JSON types) with every NaN/inf float replaced by None (JSON null)."""
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: nonfinite_to_null(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return [nonfinite_to_null(v) for v in obj]
+  return obj
+
+
 def check_finite_json(obj: Any, name: str) -> None:
   """Raises ValueError naming the first NaN/inf in `obj` (JSON has no such numbers: Python
   would write a bare NaN that other readers reject)."""

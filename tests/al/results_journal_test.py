@@ -15,7 +15,7 @@ _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def _record():
   return results.new_record(
-      dataset="fsdd", strategy="uniform", seed=0, command="cmd", config={"al": {"batch": 2}},
+      dataset="fsdd", strategy="uniform", seed=0, command="cmd", config={"mode": "test"},
       train_size=20, test_size=5, num_classes=3, schedule=[3, 5, 7],
       initial_indices=np.array([0, 1, 2]))
 
@@ -103,6 +103,16 @@ def test_nan_is_refused_before_anything_is_written(tmp_path):
   with pytest.raises(ValueError, match=r"\['rounds'\]\[0\]\['test_accuracy'\] = nan"):
     results.save(path, rec)
   assert not path.exists() and not results.journal_path(path).exists()
+
+
+def test_non_finite_diagnostics_are_written_as_null(tmp_path):
+  path = tmp_path / "fsdd_uniform_seed0.json"
+  rec = _record()
+  rec["rounds"].append(dict(_round(0), pick_diagnostics={"cg_residual": [0.5, float("inf")]}))
+  results.save(path, rec)
+  text = path.read_text()
+  assert json.loads(text)["rounds"][0]["pick_diagnostics"] == {"cg_residual": [0.5, None]}
+  assert "Infinity" not in text and "Infinity" not in results.journal_path(path).read_text()
 
 
 def test_selection_entry_writes_non_finite_values_as_null():
