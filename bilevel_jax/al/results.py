@@ -35,7 +35,11 @@ FORMAT = "bilevel_jax.al/1"
 # algorithm, float-level differences), so a run may resume with another setting, e.g. on a
 # machine without an accelerator. Dotted names address nested entries.
 _RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
-                   "report", "train.seed_mode", "train.seed_threads")
+                   "report", "train.seed_mode", "train.seed_threads", "train.steps_per_call",
+                   "train.checkpoint_every")
+# Entries added to the config later, with the value every earlier run used: equal to it, they
+# compare as absent.
+_ADDED_LATER = {"train.precision": "float32"}
 # Config entries renamed since results were first written: {old dotted name: new name}. Records
 # written before a rename are read with the new names, so they stay resumable.
 RENAMED = {"al.batch": "al.batch_size_per_round"}
@@ -94,7 +98,8 @@ def now() -> str:
 def comparable_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   """`config` without the entries in _RESUME_IGNORED, at any nesting level."""
   return {k: comparable_config(v, f"{prefix}{k}.") if isinstance(v, dict) else v
-          for k, v in config.items() if f"{prefix}{k}" not in _RESUME_IGNORED}
+          for k, v in config.items() if f"{prefix}{k}" not in _RESUME_IGNORED
+          and _ADDED_LATER.get(f"{prefix}{k}", object()) != v}
 
 
 def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: dict,

@@ -30,3 +30,17 @@ def test_old_record_resumes_under_the_new_name(tmp_path):
   changed = _record({"al": {"initial": 3, "batch_size_per_round": 1}})
   with pytest.raises(ValueError, match=r"config entries \['al'\] differ"):
     results.load_for_resume(path, changed)
+
+
+def test_record_without_kernel_options_reads_as_the_legacy_kernel(tmp_path):
+  """Records written before bilevel.ntk_* existed used ReLU without a final activation."""
+  path = tmp_path / "fsdd_bilevel_seed0.json"
+  io.atomic_write_json(path, _record({"bilevel": {"ntk_depth": 10}}))
+  legacy = dict(ntk_depth=10, ntk_activation="relu", ntk_leaky_slope=0.0,
+                ntk_final_activation=False)
+  assert results.load_for_resume(path, _record({"bilevel": legacy}))["seed"] == 0
+  trained = dict(legacy, ntk_activation="leaky_relu", ntk_leaky_slope=0.1,
+                 ntk_final_activation=True)
+  with pytest.raises(ValueError, match=r"config entries \[.bilevel.\] differ"):
+    results.load_for_resume(path, _record({"bilevel": trained}))
+  assert results.upgrade_config({"al": {"initial": 3}}) == {"al": {"initial": 3}}  # no block

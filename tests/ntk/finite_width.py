@@ -73,7 +73,6 @@ class WideResNetNTK(nn.Module):
   activation: str = "leaky_relu"
   leaky_slope: float = 0.1
   final_activation: bool = True
-  readout: bool = True            # False: return the flattened features the readout reads
 
   def phi(self, x: jax.Array) -> jax.Array:
     if self.activation == "relu":
@@ -101,8 +100,6 @@ class WideResNetNTK(nn.Module):
     if self.final_activation:
       x = self.phi(x)
     x = x.reshape(x.shape[0], -1)
-    if not self.readout:
-      return x
     return NTKDense(self.num_outputs, self.readout_w_std, self.readout_b_std)(x)
 
 
@@ -142,43 +139,3 @@ def monte_carlo_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2:
     (nngp, ntk), _ = lax.scan(body, (zeros, zeros), keys)
     return nngp / num_inits, ntk / num_inits
   return run(jax.random.split(key, num_inits), x1, x2)
-
-
-def exact_readout_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2: jax.Array,
-                          num_readouts: int) -> tuple[jax.Array, jax.Array]:
-  """One init's kernels with the readout's randomness integrated out where it is exact.
-
-  With features g(x) (D,) (the flattened input of the readout) and readout weights v ~ N(0, I):
-  nngp = E_v[f(x1) f(x2)] = w^2 g(x1).g(x2) / D + b^2 (exact given the hidden weights); ntk =
-  that readout-parameter term (the same expression) + the hidden-parameter term
-  w^2 / D * E_v[(v^T dg(x1)) . (v^T dg(x2))], averaged over `num_readouts` draws of v (each one
-  backward pass per input). Much lower variance than `empirical_kernels`, whose nngp and ntk
-  carry the readout draw's sampling noise (relative SD sqrt(2 / num_outputs) for the nngp).
-
-  Args:
-    model: the network (its `readout` and `num_outputs` are ignored).
-    key: init key (hidden weights; the readout draws use fold_in(key, 1)).
-    x1: (N1, H, W, C); x2: (N2, H, W, C).
-    num_readouts: readout draws for the hidden-parameter term.
-
-  Returns:
-    nngp (N1, N2), ntk (N1, N2).
-  """
-  body = model.clone(readout=False)
-  params = body.init(key, x1[:1])
-  g1, g2 = body.apply(params, x1), body.apply(params, x2)
-  d = g1.shape[-1]
-  w_var, b_var = model.readout_w_std ** 2, model.readout_b_std ** 2
-  nngp = w_var * (g1 @ g2.T) / d + b_var
-  vs = jax.random.normal(jax.random.fold_in(key, 1), (num_readouts, d), g1.dtype)
-
-  def grads(v, x):  # per-input gradients of v . g(x) w.r.t. the hidden weights, flattened
-    one = lambda xi: jax.grad(lambda p: body.apply(p, xi[None])[0] @ v)(params)
-    leaves = jax.tree.leaves(jax.vmap(one)(x))
-    return jnp.concatenate([leaf.reshape(leaf.shape[0], -1) for leaf in leaves], axis=1)
-
-  def body_fn(acc, v):
-    return acc + grads(v, x1) @ grads(v, x2).T, None
-  hidden, _ = lax.scan(body_fn, jnp.zeros_like(nngp), vs)
-  ntk = nngp + w_var * hidden / (d * num_readouts)
-  return nngp, ntk

@@ -125,8 +125,10 @@ def test_jit_equals_no_jit_and_fences_change_nothing(fsdd_log_mels):
   jitted = wk.wrn_kernel(x, depth=10)                     # our compiled program (fast math)
   inside_jit = jax.jit(lambda a: wk.wrn_kernel(a, depth=10, jit=False))(x)  # how callers embed it
   unfenced = jax.jit(lambda a: wk._tile_kernels(a, a, cfg, fence=False))(x)
-  for other in (inside_jit, unfenced):          # float32: fusion / FMA choices differ slightly
-    np.testing.assert_allclose(jitted.ntk, other.ntk, rtol=2e-5)
+  # float32: fusion / FMA choices differ slightly; near rho = 1 (the diagonal) arccos amplifies
+  # rounding (sqrt(1 - rho)), one more time with the final activation: up to 2.7e-5 measured.
+  for other in (inside_jit, unfenced):
+    np.testing.assert_allclose(jitted.ntk, other.ntk, rtol=5e-5)
     np.testing.assert_allclose(jitted.nngp, other.nngp, rtol=2e-5)
 
 
@@ -173,7 +175,10 @@ def test_bad_inputs_raise_clear_errors(bad, match):
 
 @pytest.mark.slow
 def test_matches_monte_carlo_finite_width(fsdd_log_mels):
-  # Depth 10 on 16x16 inputs, width 128, mean of 4 inits: measured 1.5% (NTK) / 2.0% (NNGP).
+  # The default network (leaky ReLU 0.1, final activation): depth 10 on 16x16 inputs, width 128,
+  # mean of 4 inits. Whole-network Monte Carlo resolves only several % (finite-width
+  # fluctuations; the readout draw alone is sqrt(2 / 64) per init for the NNGP): the 1%-level
+  # checks of each term are in activation_maps_test.py and test_matches_slow_float64_reference.
   x = jnp.asarray(downsample(fsdd_log_mels(4), 2))
   model = finite_width.WideResNetNTK(depth=10, channels=(128,) * 4, num_outputs=64)
   nngp, ntk = finite_width.monte_carlo_kernels(model, jax.random.key(0), x, x, num_inits=4)

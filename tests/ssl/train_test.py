@@ -171,9 +171,9 @@ def test_host_threads_train_under_the_callers_config_context():
     return state + bump, {"loss": state.sum()}
 
   run = train_lib.make_run_steps(step, "host", seed_threads=3)
-  assert train_lib._config_reaches_threads()  # pylint: disable=protected-access
+  assert train_lib.config_reaches_threads()
   with jax.default_matmul_precision("highest"):
-    assert not train_lib._config_reaches_threads()  # pylint: disable=protected-access
+    assert not train_lib.config_reaches_threads()
     state, _ = run(jnp.zeros((3, 2)), None, jnp.zeros((3, 1), jnp.int32), 2)
   np.testing.assert_array_equal(state, np.full((3, 2), 4.0))
 

@@ -212,5 +212,39 @@ def test_valid_distinct_unlabeled_picks_with_the_paper_settings(name):
   picks = np.asarray(picks)
   assert len(set(picks.tolist())) == 10 and not set(picks) & set(prob.labeled_idx.tolist())
   assert diag["score"].shape == (9,) and np.all(np.isfinite(diag["score"]))
+  assert diag["proxy_logits"].shape == (30, 3)   # the proxy, for the loop's pick diagnostics
   again = strategies.select_with_diagnostics(name, jax.random.key(0), ctx, 10, **opts)[0]
   np.testing.assert_array_equal(picks, again)
+
+
+def test_options_follow_bilevel_and_configs_are_checked():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.strategies import inputs  # pylint: disable=g-import-not-at-top
+  from experiments.configs import fsdd  # pylint: disable=g-import-not-at-top
+  paper = set(strategies.get("bilevel").options)
+  assert paper | {"pseudo_temperature"} == set(strategies.get("bilevel_tempered").options)
+  assert (paper - {"bank_fn"}) | {"augmentations", "pseudo_temperature"} == \
+      set(strategies.get("bilevel_embed").options)
+  for mode in fsdd.MODES:
+    c = fsdd.get_config(mode)
+    for name in ("bilevel_tempered", "bilevel_ssl", "bilevel_embed"):
+      inputs.check_config(name, c)
+      # Every selection entry of the variant's block is one of its options.
+      block = set(c[name]) - {"landmarks", "landmark_seed", "kernel", "kernel_batch",
+                              "augmentations"}
+      assert {k for k in block if not k.startswith("ntk_")} <= \
+          set(strategies.get(name).options), name
+  c = fsdd.get_config("tiny")
+  for name, entry, value, message in (
+      ("bilevel_tempered", "pseudo_temperature", 0.0, "pseudo_temperature=0.0"),
+      ("bilevel_ssl", "ssl_threshold", 1.5, "ssl_threshold=1.5"),
+      ("bilevel_ssl", "ssl_weight", -1.0, "ssl_weight=-1.0"),
+      ("bilevel_embed", "augmentations", 5, "augmentations=5")):
+    bad = ml_collections.ConfigDict(c.to_dict())
+    bad[name][entry] = value
+    with pytest.raises(ValueError, match=message):
+      inputs.check_config(name, bad)
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.bilevel_ssl.solver = "exact"
+  with pytest.raises(ValueError, match="only solver='paper'"):
+    inputs.check_config("bilevel_ssl", bad)
