@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from bilevel_jax.al import loop
 from bilevel_jax.utils import budget
+from bilevel_jax.utils import locks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:MODE).",
                                           lock_config=True)
@@ -44,6 +45,13 @@ def main(argv):
   command = "python -m experiments.active_learning " + " ".join(
       shlex.quote(a) for a in sys.argv[1:])
   config = _CONFIG.value
+  loop.plan(config)  # a bad config fails before the workdir is created
+  # One run per workdir, report included (the loop's lock is re-entrant).
+  with locks.workdir_lock(_WORKDIR.value, command):
+    _run_and_report(config, command)
+
+
+def _run_and_report(config, command: str) -> None:
   deadline = budget.Deadline(_TIME_BUDGET.value)
   try:
     files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,

@@ -61,7 +61,7 @@ def plot_figure1(results: dict, path: str | pathlib.Path, title: str | None = No
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=130)
+  io.atomic_savefig(fig, path, dpi=130)
   plt.close(fig)
 
 

@@ -31,6 +31,7 @@ from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
 from bilevel_jax.al import diagnostics as pick_diagnostics
+from bilevel_jax.al import guards
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
@@ -40,6 +41,7 @@ from bilevel_jax.ssl import checkpoint as ssl_checkpoint
 from bilevel_jax.ssl import state as ssl_state
 from bilevel_jax.utils import budget as budget_lib
 from bilevel_jax.utils import io
+from bilevel_jax.utils import locks
 from bilevel_jax.utils.metrics import MetricWriter
 from bilevel_jax.utils.progress import Progress
 
@@ -152,11 +154,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume
   """Runs the AL experiment of `config`; returns the result JSON paths.
 
   Raises ValueError / FileExistsError before any training for invalid configs, a missing
-  dataset, or existing results without `resume`. Trainings checkpoint into
+  dataset, or existing results without `resume`; `locks.WorkdirBusyError` at once if another
+  process runs in `workdir` (the whole run holds the workdir's lock). Trainings checkpoint into
   `workdir/checkpoints/` every `config.train.checkpoint_every` steps; once `deadline` expires the
   training in progress checkpoints (or, between rounds, the finished round is written) and
   budget.TimeBudgetExceeded is raised: `resume=True` continues from there.
   """
+  plan(config)  # a bad config fails before the workdir is created
+  with locks.workdir_lock(workdir, command):
+    return _run_locked(config, workdir, resume=resume, command=command, on_error=on_error,
+                       deadline=deadline)
+
+
+def _run_locked(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                resume: bool = False, command: str | None = None, on_error: str = "raise",
+                deadline: budget_lib.Deadline | None = None) -> list[pathlib.Path]:
   deadline = deadline or budget_lib.NO_DEADLINE
   workdir = pathlib.Path(workdir)
   the_plan = plan(config)
@@ -356,10 +368,12 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
                                    batch_size=config.predict_batch)
   extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
+  guards.check_context(r, name, ctx)  # strategies are jitted: their value checks cannot run
   picks, diagnostics = strategies.select_with_diagnostics(
       name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round,
       **prepared.options)
   picks = np.asarray(picks)
+  guards.check_selection(r, name, picks, diagnostics, labeled)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
   entry["picks"] = [int(i) for i in picks]
@@ -373,11 +387,8 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
       outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy_logits,
       diagnostics=diagnostics)
   if r == 0:
-    path = results.figure2_path(workdir, config.dataset, name, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
-                        labels=data.train_labels, labeled_idx=np.asarray(labeled),
-                        picks=picks, test_accuracy=ev.accuracy)
-    os.replace(tmp, path)
+    io.atomic_savez(results.figure2_path(workdir, config.dataset, name, seed), compressed=True,
+                    embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
+                    labels=data.train_labels, labeled_idx=np.asarray(labeled),
+                    picks=picks, test_accuracy=ev.accuracy)
   return entry

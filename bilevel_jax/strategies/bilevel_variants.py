@@ -88,7 +88,8 @@ def _with_paper_options(drop: tuple[str, ...] = (), **extra: Any):
   """Gives `fn(key, ctx, b, **options)` the keyword options of the registered `bilevel`
   strategy (minus `drop`) plus `extra` {name: default} as its signature, so a variant that
   calls `bilevel` takes every option `bilevel` has (e.g. a solver choice) without listing it,
-  and `base.register` treats them all as static options. `fn` receives only the options
+  and `base.register` treats them as it treats `bilevel`'s (floats traced, the rest static,
+  `_STATIC_FLOATS` kept static). `fn` receives only the options
   passed; `bilevel` applies its own defaults."""
 
   def decorator(fn):
@@ -101,9 +102,15 @@ def _with_paper_options(drop: tuple[str, ...] = (), **extra: Any):
   return decorator
 
 
+# Float options that stay static: uniform_fraction decides the number of greedy picks, and
+# `tempered` skips T = 1 exactly (the paper's pseudo-labels, bit for bit).
+_STATIC_FLOATS = ("uniform_fraction", "pseudo_temperature")
+
+
 @base.register("bilevel_tempered", kernel=True, diagnostics=True,
                config_block="bilevel_tempered", prepare=_kernel_prepare("bilevel_tempered"),
-               check_config=_kernel_check("bilevel_tempered"))
+               check_config=_kernel_check("bilevel_tempered"),
+               static_options=_STATIC_FLOATS)
 @_with_paper_options(pseudo_temperature=1.0)
 def bilevel_tempered(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -155,7 +162,7 @@ def _embed_prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.P
 
 @base.register("bilevel_embed", augmentations=EMBED_AUGMENTATIONS, embeddings=True,
                diagnostics=True, config_block="bilevel_embed", prepare=_embed_prepare,
-               check_config=_embed_check)
+               check_config=_embed_check, static_options=_STATIC_FLOATS)
 @_with_paper_options(drop=("bank_fn",), augmentations=EMBED_AUGMENTATIONS,
                      pseudo_temperature=1.0)
 def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
@@ -183,7 +190,8 @@ def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
 
 
 @base.register("bilevel_ssl", kernel=True, diagnostics=True, config_block="bilevel_ssl",
-               prepare=_kernel_prepare("bilevel_ssl"), check_config=_kernel_check("bilevel_ssl"))
+               prepare=_kernel_prepare("bilevel_ssl"), check_config=_kernel_check("bilevel_ssl"),
+               static_options=_STATIC_FLOATS)
 def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
                 uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
                 inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
