@@ -79,4 +79,5 @@ def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.nda
       probs=jnp.asarray(outputs.probs, jnp.float32), labeled_mask=jnp.asarray(mask),
       labeled_idx=jnp.asarray(labeled_idx), labels=jnp.asarray(visible),
       aug_probs=opt(outputs.aug_probs), embeddings=opt(outputs.embeddings),
-      aug_embeddings=opt(outputs.aug_embeddings), features=opt(features), bank=opt(bank), bank_params=bank_params)
+      aug_embeddings=opt(outputs.aug_embeddings), features=opt(features), bank=opt(bank),
+      bank_params=bank_params)

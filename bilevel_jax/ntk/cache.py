@@ -155,6 +155,7 @@ def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder:
     folder.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(meta_path, meta)
     np.lib.format.open_memmap(kernel_path, mode="w+", dtype=np.float32, shape=(n, m)).flush()
+    io.fsync_dir(folder)  # kernel.npy's entry is on disk before any done.npy names its rows
     done = np.zeros(num_blocks, bool)
     io.atomic_save_npy(done_path, done)
   out = np.lib.format.open_memmap(kernel_path, mode="r+")

@@ -187,11 +187,11 @@ class KernelFeatures:
     k_uu = k_xu[self.landmark_idx]                                # (m, m)
     nys = nystrom_map(k_uu)
     features = (k_xu @ nys).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, features=features, nystrom=nys, landmark_x=landmark_x)
-    tmp.replace(path)
-    io.atomic_write_json(path.with_suffix(".json"), spec)
+    # Two processes (e.g. two lanes of one job) may finish together: each writes a unique
+    # temporary file; the lock orders the renames of the features and their spec.
+    with io.exclusive_lock(path.with_name(path.name + ".lock"), f"the kernel features {path}"):
+      io.atomic_savez(path, features=features, nystrom=nys, landmark_x=landmark_x)
+      io.atomic_write_json(path.with_suffix(".json"), spec)
     return features, nys, landmark_x
 
   def bank_params(self, stream: jax.Array) -> BankParams:

@@ -42,7 +42,8 @@ def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared
 
 
 @base.register("bilevel", kernel=True, diagnostics=True, config_block="bilevel",
-               prepare=prepare, check_config=check_config)
+               prepare=prepare, check_config=check_config,
+               static_options=("uniform_fraction",))   # it decides the number of greedy picks
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,

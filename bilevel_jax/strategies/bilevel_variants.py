@@ -11,11 +11,13 @@ name, config block (experiments/configs/fsdd.py) and docstring saying what diffe
   confident pseudo-labeled pool (`bilevel_jax.bilevel.semi_supervised`).
 
 All three take `pseudo_temperature` (default 1: the model's predictions, as in the paper).
-`bilevel_tempered` and `bilevel_embed` call the registered `bilevel` strategy itself, so they
-share its solver and options.
+`bilevel_tempered` and `bilevel_embed` call the registered `bilevel` strategy itself and take
+every keyword option it has (their signatures are built from its own), so they share its solver
+and options, including any added to `bilevel` later.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
@@ -68,6 +70,12 @@ def _kernel_check(name: str):
     paper.check_config(block)
     _check_temperature(name, block)
     if name == "bilevel_ssl":
+      # Its own greedy loop (bilevel/semi_supervised.py) has the paper's Adam + CG solver and
+      # the mean convention only; refuse a block that asks for more rather than ignore it.
+      if block.get("solver", "paper") != "paper" or block.get("loss_reduction", "mean") != "mean":
+        raise ValueError(f"config.bilevel_ssl asks for solver={block.get('solver')!r}, "
+                         f"loss_reduction={block.get('loss_reduction')!r}; bilevel_ssl supports "
+                         "only solver='paper' with loss_reduction='mean' so far.")
       if not 0.0 <= float(block.ssl_threshold) <= 1.0:
         raise ValueError(f"config.bilevel_ssl.ssl_threshold={block.ssl_threshold}; expected a "
                          "probability in [0, 1].")
@@ -76,29 +84,45 @@ def _kernel_check(name: str):
   return check
 
 
-def _paper_options(**options) -> dict[str, Any]:
-  return {k: v for k, v in options.items() if k in base.get("bilevel").options}
+def _with_paper_options(drop: tuple[str, ...] = (), **extra: Any):
+  """Gives `fn(key, ctx, b, **options)` the keyword options of the registered `bilevel`
+  strategy (minus `drop`) plus `extra` {name: default} as its signature, so a variant that
+  calls `bilevel` takes every option `bilevel` has (e.g. a solver choice) without listing it,
+  and `base.register` treats them as it treats `bilevel`'s (floats traced, the rest static,
+  `_STATIC_FLOATS` kept static). `fn` receives only the options
+  passed; `bilevel` applies its own defaults."""
+
+  def decorator(fn):
+    params = [p for p in inspect.signature(paper.bilevel).parameters.values()
+              if p.name not in drop]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
+               for k, v in extra.items()]
+    fn.__signature__ = inspect.Signature(params)
+    return fn
+  return decorator
+
+
+# Float options that stay static: uniform_fraction decides the number of greedy picks, and
+# `tempered` skips T = 1 exactly (the paper's pseudo-labels, bit for bit).
+_STATIC_FLOATS = ("uniform_fraction", "pseudo_temperature")
 
 
 @base.register("bilevel_tempered", kernel=True, diagnostics=True,
                config_block="bilevel_tempered", prepare=_kernel_prepare("bilevel_tempered"),
-               check_config=_kernel_check("bilevel_tempered"))
-def bilevel_tempered(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
-                     uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-                     inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                     pseudo_temperature: float = 1.0
+               check_config=_kernel_check("bilevel_tempered"),
+               static_options=_STATIC_FLOATS)
+@_with_paper_options(pseudo_temperature=1.0)
+def bilevel_tempered(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (f): `bilevel` on pseudo-labels y~ = tempered(ctx.probs, pseudo_temperature).
 
   Differs from the paper only in y~ (the targets of G on the pool, the labels picked points
   bring into the inner problem, and the p_x - y~_x of the scores); T = 1 is `bilevel` exactly.
-  Same inputs, options and diagnostics as `bilevel`.
+  Same inputs, options (all of `bilevel`'s, plus pseudo_temperature) and diagnostics.
   """
-  ctx = ctx._replace(probs=tempered(ctx.probs, pseudo_temperature))
-  return base.get("bilevel").select_with_diagnostics(
-      key, ctx, b, **_paper_options(bank_fn=bank_fn, uniform_fraction=uniform_fraction, lr=lr,
-                                    l2=l2, inner_steps=inner_steps, batch_size=batch_size,
-                                    cg_steps=cg_steps))
+  temperature = options.pop("pseudo_temperature", 1.0)
+  ctx = ctx._replace(probs=tempered(ctx.probs, temperature))
+  return base.get("bilevel").select_with_diagnostics(key, ctx, b, **options)
 
 
 def standardize(embeddings: jax.Array, *others: jax.Array) -> tuple[jax.Array, ...]:
@@ -138,34 +162,36 @@ def _embed_prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.P
 
 @base.register("bilevel_embed", augmentations=EMBED_AUGMENTATIONS, embeddings=True,
                diagnostics=True, config_block="bilevel_embed", prepare=_embed_prepare,
-               check_config=_embed_check)
-def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, *, augmentations: int = 4,
-                  uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-                  inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                  pseudo_temperature: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+               check_config=_embed_check, static_options=_STATIC_FLOATS)
+@_with_paper_options(drop=("bank_fn",), augmentations=EMBED_AUGMENTATIONS,
+                     pseudo_temperature=1.0)
+def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (d): `bilevel` with the SSL network's embeddings as the proxy's features.
 
   Differs from the paper only in the features of the linear proxy h_w(z) = softmax(w^T z):
   z_x is the round model's penultimate embedding of clip x (ctx.embeddings, the input of its
   dense head, the space k-center works in), standardized per dimension over the training set,
-  i.e. an exact linear kernel on them instead of the infinite-width NTK. The A augmented copies
-  of a labeled or picked point are the embeddings of the model applied to A augmented log-mels
-  (ctx.aug_embeddings, the same draws as the aug_probs of the consistency baseline), made
-  once per round. Greedy rule, solver, G, scores, uniform share and options: `bilevel`'s.
+  i.e. an exact linear kernel on them instead of the infinite-width NTK. The A = augmentations
+  (<= EMBED_AUGMENTATIONS) copies of a labeled or picked point are the model's embeddings of A
+  augmented log-mels (ctx.aug_embeddings, the same draws as the aug_probs of the consistency
+  baseline), made once per round. Greedy rule, solver, G, scores, uniform share, options (all
+  of `bilevel`'s but bank_fn, plus augmentations and pseudo_temperature) and diagnostics:
+  `bilevel`'s.
   """
+  augmentations = options.pop("augmentations", EMBED_AUGMENTATIONS)
+  temperature = options.pop("pseudo_temperature", 1.0)
   z, labeled_bank, pool_bank = embedding_inputs(ctx.embeddings, ctx.aug_embeddings,
                                                 ctx.labeled_idx, augmentations)
   bank_fn, bank_params = bilevel_select.precomputed_bank(pool_bank)
-  ctx = ctx._replace(probs=tempered(ctx.probs, pseudo_temperature), features=z,
+  ctx = ctx._replace(probs=tempered(ctx.probs, temperature), features=z,
                      bank=labeled_bank, bank_params=bank_params)
-  return base.get("bilevel").select_with_diagnostics(
-      key, ctx, b, **_paper_options(bank_fn=bank_fn, uniform_fraction=uniform_fraction, lr=lr,
-                                    l2=l2, inner_steps=inner_steps, batch_size=batch_size,
-                                    cg_steps=cg_steps))
+  return base.get("bilevel").select_with_diagnostics(key, ctx, b, bank_fn=bank_fn, **options)
 
 
 @base.register("bilevel_ssl", kernel=True, diagnostics=True, config_block="bilevel_ssl",
-               prepare=_kernel_prepare("bilevel_ssl"), check_config=_kernel_check("bilevel_ssl"))
+               prepare=_kernel_prepare("bilevel_ssl"), check_config=_kernel_check("bilevel_ssl"),
+               static_options=_STATIC_FLOATS)
 def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
                 uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
                 inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
@@ -178,8 +204,9 @@ def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any 
   any temperature) is >= ssl_threshold, with its clean NTK features and soft pseudo-label,
   the confident set weighing ssl_weight times the labeled set
   (`bilevel_jax.bilevel.semi_supervised`; ssl_weight = 0 is `bilevel`). Features, banks, G,
-  scores, Adam + CG solver and uniform share as in `bilevel`. Diagnostics: `bilevel`'s plus
-  `num_confident` (|Q| at the start of the selection, repeated per pick).
+  scores, Adam + CG solver and uniform share as in `bilevel`. Diagnostics: `bilevel`'s
+  (proxy_logits included) plus `num_confident` (|Q| at the start of the selection, repeated
+  per pick).
   """
   labeled_labels = ctx.labels[ctx.labeled_idx]
   if ctx.bank is None or bank_fn is None:
@@ -193,5 +220,7 @@ def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any 
       batch_size=batch_size, cg_steps=cg_steps)
   diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
                  "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
-                 "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32)}
+                 "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32),
+                 # The proxy of the last inner solve (N, C), for the loop's pick diagnostics.
+                 "proxy_logits": ctx.features @ selection.w}
   return selection.indices.astype(jnp.int32), diagnostics

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import configs
 from experiments.configs import fsdd as fsdd_config
 
 MODES = ("default", "tiny")
@@ -24,9 +25,7 @@ PARTS = ("kernel", "initial_banks", "lr_check", "first_batch", "al_curve", "timi
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode = arg or "default"
-  if mode not in MODES:
-    raise ValueError(f"Unknown bilevel_evidence config mode {mode!r}; expected one of {MODES}.")
+  mode = configs.check_mode("bilevel_evidence", arg, "default", MODES)
   c = ml_collections.ConfigDict()
   c.mode = mode
   c.data_root = ""            # "" -> $BILEVEL_JAX_DATA, else ../shared/data

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import configs
 from experiments.configs import mixmatch as mixmatch_config
 
 MODES = ("tiny", "quick", "cpu", "paper")
@@ -28,9 +29,7 @@ LEGACY_NTK = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activati
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode = arg or "cpu"
-  if mode not in MODES:
-    raise ValueError(f"Unknown fsdd config mode {mode!r}; expected one of {MODES}.")
+  mode = configs.check_mode("fsdd", arg, "cpu", MODES)
   c = ml_collections.ConfigDict()
   c.mode = mode
   c.dataset = "fsdd"
@@ -92,15 +91,19 @@ def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
   Overriding an entry of `bilevel` on the command line does not reach them: override
   `bilevel_ssl.<entry>` etc.
   """
-  selection = {k: c.bilevel[k] for k in ("uniform_fraction", "lr", "l2", "inner_steps",
-                                         "batch_size", "cg_steps")}
+  # bilevel_embed computes no kernel: every other `bilevel` entry (selection settings).
+  selection = {k: v for k, v in c.bilevel.to_dict().items()
+               if k not in ("landmarks", "landmark_seed", "kernel", "kernel_batch",
+                            "augmentations") and not k.startswith("ntk_")}
   # (f) pseudo-label temperature: < 1 sharpens, > 1 softens, 1 = the paper.
   c.bilevel_tempered = ml_collections.ConfigDict(
       dict(c.bilevel.to_dict(), pseudo_temperature=1.0))
   # (e) inner problem also fits pool points predicted with probability >= ssl_threshold; the
   # confident set weighs ssl_weight times the labeled set.
-  c.bilevel_ssl = ml_collections.ConfigDict(
-      dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0))
+  ssl = dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0)
+  if "solver" in ssl:   # its greedy loop has only these (bilevel/semi_supervised.py)
+    ssl.update(solver="paper", loss_reduction="mean")
+  c.bilevel_ssl = ml_collections.ConfigDict(ssl)
   # (d) proxy features: the SSL network's standardized embeddings; `augmentations` augmented
   # views per labeled/picked point (at most strategies.bilevel_variants.EMBED_AUGMENTATIONS).
   c.bilevel_embed = ml_collections.ConfigDict(

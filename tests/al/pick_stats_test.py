@@ -100,9 +100,9 @@ def test_tiny_run_is_the_loop_round_and_resumes(tmp_path, fsdd_root, monkeypatch
   assert loop._round0_path(c, data, 100, labeled, tmp_path).exists()
   real_train = loop._train
 
-  def round0_only(config, data, seeds, r, labeled, shared, workdir=None):
+  def round0_only(config, data, seeds, r, labeled, shared, *args, **kwargs):
     first = {s: idx[:config.al.initial] for s, idx in labeled.items()}
-    return real_train(config, data, seeds, 0, first, shared, workdir)
+    return real_train(config, data, seeds, 0, first, shared, *args, **kwargs)
   monkeypatch.setattr(loop, "_train", round0_only)
   al = _tiny(seed=100, strategy="uniform,kcenter", **{"al.budget": 15})
   monkeypatch.setattr(ssl_train, "train_many", lambda *a, **k: pytest.fail("retrained"))

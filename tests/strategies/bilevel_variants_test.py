@@ -1,4 +1,4 @@
-"""bilevel_tempered / bilevel_embed / bilevel_ssl against slow NumPy references on small problems."""
+"""bilevel_tempered / bilevel_embed / bilevel_ssl against slow NumPy references (small problems)."""
 from __future__ import annotations
 
 import jax
@@ -141,13 +141,15 @@ def _ssl_reference(prob, *, threshold, ssl_weight, b, l2):
     norm = len(labeled) + k
     all_rows = rows + [(pool_z[q], pseudo[q], alpha) for q in conf if q not in picks]
     for _ in range(100):   # damped Newton
-      g = sum(wt * reference.point_grad(w, z, y) for z, y, wt in all_rows) / norm + 2 * l2 * w.ravel()
+      g = sum(wt * reference.point_grad(w, z, y) for z, y, wt in all_rows) / norm + \
+          2 * l2 * w.ravel()
       h = sum(wt * reference.point_hessian(w, z) for z, _, wt in all_rows) / norm + \
           2 * l2 * np.eye(m * c)
       if np.linalg.norm(g) < 1e-12:
         break
       step, t, f0 = np.linalg.solve(h, g).reshape(w.shape), 1.0, objective(w, all_rows, norm)
-      while objective(w - t * step, all_rows, norm) > f0 - 0.25 * t * g @ step.ravel() and t > 1e-10:
+      while (objective(w - t * step, all_rows, norm) > f0 - 0.25 * t * g @ step.ravel()
+             and t > 1e-10):
         t *= 0.5
       w = w - t * step
     v = np.linalg.solve(h, reference.outer_grad(w, pool_z, targets))
@@ -212,5 +214,39 @@ def test_valid_distinct_unlabeled_picks_with_the_paper_settings(name):
   picks = np.asarray(picks)
   assert len(set(picks.tolist())) == 10 and not set(picks) & set(prob.labeled_idx.tolist())
   assert diag["score"].shape == (9,) and np.all(np.isfinite(diag["score"]))
+  assert diag["proxy_logits"].shape == (30, 3)   # the proxy, for the loop's pick diagnostics
   again = strategies.select_with_diagnostics(name, jax.random.key(0), ctx, 10, **opts)[0]
   np.testing.assert_array_equal(picks, again)
+
+
+def test_options_follow_bilevel_and_configs_are_checked():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.strategies import inputs  # pylint: disable=g-import-not-at-top
+  from experiments.configs import fsdd  # pylint: disable=g-import-not-at-top
+  paper = set(strategies.get("bilevel").options)
+  assert paper | {"pseudo_temperature"} == set(strategies.get("bilevel_tempered").options)
+  assert (paper - {"bank_fn"}) | {"augmentations", "pseudo_temperature"} == \
+      set(strategies.get("bilevel_embed").options)
+  for mode in fsdd.MODES:
+    c = fsdd.get_config(mode)
+    for name in ("bilevel_tempered", "bilevel_ssl", "bilevel_embed"):
+      inputs.check_config(name, c)
+      # Every selection entry of the variant's block is one of its options.
+      block = set(c[name]) - {"landmarks", "landmark_seed", "kernel", "kernel_batch",
+                              "augmentations"}
+      assert {k for k in block if not k.startswith("ntk_")} <= \
+          set(strategies.get(name).options), name
+  c = fsdd.get_config("tiny")
+  for name, entry, value, message in (
+      ("bilevel_tempered", "pseudo_temperature", 0.0, "pseudo_temperature=0.0"),
+      ("bilevel_ssl", "ssl_threshold", 1.5, "ssl_threshold=1.5"),
+      ("bilevel_ssl", "ssl_weight", -1.0, "ssl_weight=-1.0"),
+      ("bilevel_embed", "augmentations", 5, "augmentations=5")):
+    bad = ml_collections.ConfigDict(c.to_dict())
+    bad[name][entry] = value
+    with pytest.raises(ValueError, match=message):
+      inputs.check_config(name, bad)
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.bilevel_ssl.solver = "exact"
+  with pytest.raises(ValueError, match="only solver='paper'"):
+    inputs.check_config("bilevel_ssl", bad)
