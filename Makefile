@@ -52,6 +52,8 @@ test-all: setup
 ntk-oracle: setup
 	PY=$(PY) scripts/ntk_oracle/build_env.sh .venv-ntk-oracle
 	.venv-ntk-oracle/bin/python scripts/ntk_oracle/compare.py --ours_python=$(BIN)/python
+	.venv-ntk-oracle/bin/python scripts/ntk_oracle/compare.py --activations --n=64 \
+	  --ours_python=$(BIN)/python
 
 clean-venv:
 	rm -rf $(VENV)

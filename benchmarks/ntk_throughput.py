@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from bilevel_jax.ntk import inputs
+from bilevel_jax.testing import inputs
 from bilevel_jax.ntk import kernel_matrix as km
 from bilevel_jax.utils import io
 

@@ -14,8 +14,8 @@ L = 10 labeled, A = 16 cached augmented copies per point) to .npy files, then al
     SciPy CG capped at 30 iterations, kernel cached),
 so load from other processes hits both alike. Timing ratios are reported per round.
 
-  .venv/bin/python -m benchmarks.selection_anchor --authors_repo=/work/authors_bilevel_coresets \
-      --torch_python=/work/.venv-torch/bin/python --out=benchmarks/results/selection_anchor_cpu.json
+  .venv/bin/python -m benchmarks.selection_anchor --authors_repo=AUTHORS_REPO \
+      --torch_python=TORCH_VENV/bin/python --out=benchmarks/results/selection_anchor_cpu.json
 """
 from __future__ import annotations
 

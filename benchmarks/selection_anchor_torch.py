@@ -11,8 +11,8 @@ kernel + SVD) is skipped and `map_to_nystrom_features` is a table look-up; every
 by a second backward over per-point weights, presampling of the picked point's copies) is theirs,
 unchanged. The authors' dataset / loader plumbing is kept: items are (pool index, copy number).
 
-  /work/.venv-torch/bin/python benchmarks/selection_anchor_torch.py \
-      --authors_repo=/work/authors_bilevel_coresets --data=/tmp/anchor --out=/tmp/anchor/torch.json
+  TORCH_VENV/bin/python benchmarks/selection_anchor_torch.py \
+      --authors_repo=AUTHORS_REPO --data=ANCHOR_DIR --out=ANCHOR_DIR/torch.json
 """
 from __future__ import annotations
 

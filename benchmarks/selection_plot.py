@@ -74,6 +74,7 @@ def plot(results, png, names, anchors=()):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from bilevel_jax.utils import io
   fig, axes = plt.subplots(1, 3 if anchors else 2, figsize=(16 if anchors else 11, 4))
   for r, name in zip(results, names):
     lab = f"{name}: {_label(r)}"
@@ -119,7 +120,7 @@ def plot(results, png, names, anchors=()):
   for ax in axes:
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(png, dpi=120)
+  io.atomic_savefig(fig, png, dpi=120)
 
 
 def main(argv=None):

@@ -8,6 +8,10 @@ r"""Active learning with MixMatch: the paper's comparison of selection strategie
 Writes one result JSON per (dataset, strategy, seed) into the workdir after every round
 (`bilevel_jax.al.results`); with `config.report` it ends by printing Table 1 (final budget,
 every round, seed by seed) and saving Figure 3 into `<workdir>/report/`.
+
+`--time_budget=SECONDS`: after that wall time the training in progress saves a checkpoint (in
+`<workdir>/checkpoints/`) and the program exits with status 75 (EX_TEMPFAIL); rerun with
+`--resume` to continue from it. Status 0: finished; anything else: an error.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from bilevel_jax.al import loop
+from bilevel_jax.utils import budget
+from bilevel_jax.utils import locks
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:MODE).",
                                           lock_config=True)
@@ -28,6 +34,9 @@ _RESUME = flags.DEFINE_bool("resume", False, "Continue partial result files in t
 _ON_ERROR = flags.DEFINE_enum(
     "on_error", "raise", ["raise", "skip"],
     "Bad audio files: 'raise' one error naming them all, or 'skip' them (logged).")
+_TIME_BUDGET = flags.DEFINE_float(
+    "time_budget", None, "Wall seconds; then checkpoint and exit with status "
+    f"{budget.EXIT_TIME_BUDGET} (continue with --resume).")
 
 
 def main(argv):
@@ -36,8 +45,20 @@ def main(argv):
   command = "python -m experiments.active_learning " + " ".join(
       shlex.quote(a) for a in sys.argv[1:])
   config = _CONFIG.value
-  files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,
-                   on_error=_ON_ERROR.value)
+  loop.plan(config)  # a bad config fails before the workdir is created
+  # One run per workdir, report included (the loop's lock is re-entrant).
+  with locks.workdir_lock(_WORKDIR.value, command):
+    _run_and_report(config, command)
+
+
+def _run_and_report(config, command: str) -> None:
+  deadline = budget.Deadline(_TIME_BUDGET.value)
+  try:
+    files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,
+                     on_error=_ON_ERROR.value, deadline=deadline)
+  except budget.TimeBudgetExceeded as e:
+    print(f"Stopped: {e}. Continue with --resume.", flush=True)
+    sys.exit(budget.EXIT_TIME_BUDGET)
   if config.report:
     from bilevel_jax import reports  # pylint: disable=g-import-not-at-top
     out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)

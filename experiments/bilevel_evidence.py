@@ -56,6 +56,7 @@ from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.utils import io
+from experiments import proxy_model
 from experiments.configs import bilevel_evidence as evidence_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (bilevel_evidence.py).",
@@ -127,63 +128,6 @@ def _meta(run: Run) -> dict:
           "pipeline": "strategies 'bilevel' prepare (bilevel_jax.ntk.features)"}
 
 
-# ----------------------------------------------------------------------------------------------
-# The proxy model: L2 logistic regression on Nystrom features of augmented labeled copies.
-
-
-def fit_model(run: Run, feats: Inputs, labeled, key, clean: bool = False):
-  """Returns (w (m, c), loss): Adam (inner.fit_inner) with true labels on the labeled points'
-  banks of augmented copies, or on their clean features when `clean`."""
-  b, c = run.config.bilevel, run.num_classes
-  labels = run.classes[np.asarray(labeled)]
-  z = (feats.train_z[np.asarray(labeled)][:, None] if clean else feats.banks(labeled))
-  bank = inner.Bank(jnp.asarray(z), jax.nn.one_hot(jnp.asarray(labels), c),
-                    jnp.ones(len(labeled), bool))
-  state = inner.init_inner_state(jnp.zeros((feats.m, c), jnp.float32))
-  state, loss = inner.fit_inner(key, state, bank, b.lr, b.l2, steps=b.inner_steps,
-                                batch_size=b.batch_size or None, reduction=b.loss_reduction)
-  return state.w, float(loss)
-
-
-def lbfgs_objective(run: Run, feats: Inputs, labeled) -> float:
-  """Optimum of the model's objective (full batch, scipy L-BFGS, float64): a check that Adam
-  with the configured lr / inner_steps actually solves it."""
-  import scipy.optimize  # pylint: disable=g-import-not-at-top
-  m, c, l2 = feats.m, run.num_classes, run.config.bilevel.l2
-  if run.config.bilevel.loss_reduction != "mean":
-    raise ValueError("lbfgs_objective is written for bilevel.loss_reduction='mean', got "
-                     f"{run.config.bilevel.loss_reduction!r}.")
-  z = feats.banks(labeled).astype(np.float64)
-  y = np.eye(c)[run.classes[np.asarray(labeled)]]
-  a = z.shape[1]
-
-  def f(wf):
-    w = wf.reshape(m, c)
-    logits = np.einsum("sam,mc->sac", z, w)
-    logits -= logits.max(-1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(-1, keepdims=True)
-    val = -np.mean(np.sum(y[:, None] * np.log(np.maximum(p, 1e-300)), -1)) + l2 * wf @ wf
-    g = np.einsum("sam,sac->mc", z, p - y[:, None]) / (len(z) * a) + 2 * l2 * w
-    return val, g.ravel()
-
-  res = scipy.optimize.minimize(f, np.zeros(m * c), jac=True, method="L-BFGS-B",
-                                options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15})
-  return float(res.fun)
-
-
-def class_covering_labels(classes: np.ndarray, c: int, seed: int) -> np.ndarray:
-  """One random training index per class (the paper's class-covering initial pool)."""
-  rng = np.random.default_rng(1000 + seed)
-  return np.array([rng.choice(np.flatnonzero(classes == k)) for k in range(c)], np.int32)
-
-
-def _softmax(a):
-  a = a - a.max(axis=1, keepdims=True)
-  e = np.exp(a)
-  return e / e.sum(axis=1, keepdims=True)
-
-
 def _select(run: Run, method, key, feats: Inputs, pseudo, labeled, rng):
   """Indices of the next batch by `method`; returns (indices, diagnostics)."""
   b = run.config.batch_size_per_round
@@ -217,8 +161,8 @@ def run_lr_check(run: Run):
   banks, per learning rate: picks a usable lr."""
   m, b = run.config.m_first, run.config.bilevel
   feats = inputs_for(run, m)
-  labeled = class_covering_labels(run.classes, run.num_classes, 0)
-  opt = lbfgs_objective(run, feats, labeled)
+  labeled = proxy_model.class_covering_labels(run.classes, run.num_classes, 0)
+  opt = proxy_model.lbfgs_objective(run, feats, labeled)
   rows = []
   for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
     bank = inner.Bank(jnp.asarray(feats.banks(labeled)),
@@ -246,13 +190,13 @@ def run_first_batch(run: Run):
       rows.append(io.read_json(path))
       continue
     key = jax.random.fold_in(jax.random.key(seed), 1)
-    labeled = class_covering_labels(run.classes, c, seed)
-    w, model_loss = fit_model(run, feats, labeled, jax.random.fold_in(key, 0))
-    pseudo = _softmax(feats.train_z @ np.asarray(w))
+    labeled = proxy_model.class_covering_labels(run.classes, c, seed)
+    w, model_loss = proxy_model.fit_model(run, feats, labeled, jax.random.fold_in(key, 0))
+    pseudo = proxy_model.softmax(feats.train_z @ np.asarray(w))
     pred = pseudo.argmax(axis=1)
     row = {"seed": seed, "m": m, "n_aug": feats.n_aug, "labeled": labeled,
            "model_train_loss": model_loss,
-           "model_train_loss_optimum_lbfgs": lbfgs_objective(run, feats, labeled),
+           "model_train_loss_optimum_lbfgs": proxy_model.lbfgs_objective(run, feats, labeled),
            "model_pool_accuracy": float(np.mean(np.delete(pred == run.classes, labeled))),
            "methods": {}}
     for method in methods:
@@ -298,10 +242,11 @@ def run_al_curve(run: Run):
         continue
       key = jax.random.fold_in(jax.random.key(seed), 2)
       rng = np.random.default_rng(seed)
-      labeled = class_covering_labels(run.classes, c, seed)
+      labeled = proxy_model.class_covering_labels(run.classes, c, seed)
       accs, n_labels, diags, t_sel = [], [], [], []
       for r in range(rounds + 1):
-        w, _ = fit_model(run, feats, labeled, jax.random.fold_in(key, 2 * r), clean=True)
+        w, _ = proxy_model.fit_model(run, feats, labeled, jax.random.fold_in(key, 2 * r),
+                                     clean=True)
         w = np.asarray(w)
         accs.append(float(np.mean((test_z @ w).argmax(axis=1) == run.test_classes)))
         n_labels.append(len(labeled))
@@ -309,7 +254,7 @@ def run_al_curve(run: Run):
           break
         t0 = time.time()
         idx, diag = _select(run, method, jax.random.fold_in(key, 2 * r + 1), feats,
-                            _softmax(pool_z @ w), labeled, rng)
+                            proxy_model.softmax(pool_z @ w), labeled, rng)
         t_sel.append(time.time() - t0)
         diags.append(diag)
         labeled = np.concatenate([labeled, np.asarray(idx, np.int32)])
@@ -335,7 +280,7 @@ def run_al_curve(run: Run):
 def run_timing(run: Run):
   """The bilevel strategy's selection from the whole pool: first call and repeats."""
   m, c, b = run.config.m_timing, run.num_classes, run.config.bilevel
-  labeled = class_covering_labels(run.classes, c, 0)
+  labeled = proxy_model.class_covering_labels(run.classes, c, 0)
   synthetic = run.config.timing_features == "synthetic"
   feats = inputs_for(run, m)
   if synthetic:       # values do not change the work: loop counts are fixed
@@ -345,8 +290,8 @@ def run_timing(run: Run):
     pseudo = rng.dirichlet(np.ones(c), len(pool_z)).astype(np.float32)
   else:
     pool_z = feats.train_z
-    w, _ = fit_model(run, feats, labeled, jax.random.key(0))
-    pseudo = _softmax(pool_z @ np.asarray(w)).astype(np.float32)
+    w, _ = proxy_model.fit_model(run, feats, labeled, jax.random.key(0))
+    pseudo = proxy_model.softmax(pool_z @ np.asarray(w)).astype(np.float32)
   ctx = feats.context(labeled)
   args = (jnp.asarray(pool_z), jnp.asarray(pseudo), jnp.asarray(labeled),
           jnp.asarray(run.classes[labeled], jnp.int32), jnp.asarray(ctx["bank"]))
@@ -408,7 +353,7 @@ def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
       inputs_for(run, m).test_z()
   if "initial_banks" in parts:   # banks of every seed's initial labels, ahead of time
     for seed in range(config.seeds):
-      labeled = class_covering_labels(run.classes, run.num_classes, seed)
+      labeled = proxy_model.class_covering_labels(run.classes, run.num_classes, seed)
       for m in sorted({config.m_first, config.m_curve}):
         inputs_for(run, m).banks(labeled)
   if "lr_check" in parts:

@@ -84,6 +84,7 @@ def plot_examples(path, dataset, noise, seed: int, num: int) -> dict:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   from bilevel_jax import audio  # pylint: disable=import-outside-toplevel
+  from bilevel_jax.utils import io  # pylint: disable=import-outside-toplevel
 
   split = dataset.train if len(dataset.train.files) else dataset.test
   rng = np.random.default_rng(seed)
@@ -118,11 +119,8 @@ def plot_examples(path, dataset, noise, seed: int, num: int) -> dict:
   fig.colorbar(im, ax=axes, shrink=0.6, label="(dB + 100) / 100")
   fig.suptitle(f"{dataset.name}: log-mel features (32 x 32), clean and two augmentation draws "
                f"(seed {seed})", fontsize=10)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp.png")
-  fig.savefig(tmp, dpi=110)
+  io.atomic_savefig(fig, path, dpi=110)  # unique temporary name: two runs may meet here
   plt.close(fig)
-  tmp.replace(path)
   return {"files": [split.files[i] for i in idx]}
 
 

@@ -1,4 +1,5 @@
-r"""Table 1 (markdown + LaTeX) and Figures 2-3 from AL result JSON files.
+r"""Table 1 (markdown + LaTeX), Figures 2-3 and the pick-rate figure (misclassified-pick rate
+vs pool error rate per round, `bilevel_jax.reports.pick_rates`) from AL result JSON files.
 
   python -m experiments.report --results=results/active_learning/fsdd_cpu \
       --out=results/active_learning/fsdd_cpu/report
@@ -40,7 +41,8 @@ def main(argv):
     print()
     print(out["paired_markdown"])
   print(f"\nwritten: {out['table1']}, {out['figure3']}" +
-        (f", {out['figure2']}" if "figure2" in out else ""))
+        (f", {out['figure2']}" if "figure2" in out else "") +
+        (f", {out['pick_rates']}" if "pick_rates" in out else ""))
   if "figure2_counts" in out:
     c = out["figure2_counts"]
     print(f"Figure 2: first-round picks cover {c['classes_covered']} classes, "

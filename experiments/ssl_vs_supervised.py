@@ -6,7 +6,10 @@
 For every (label count, method) the seeds are trained together (`config.seeds_together`; in
 sequence at paper scale) on the same labeled sets across methods; `<workdir>/results.json` is
 rewritten atomically after every pair, and a re-run skips finished pairs (and resumes a killed
-pair from its Orbax checkpoint). `<workdir>/figure1.png` is drawn from the JSON by `plot_figure1`.
+pair from its Orbax checkpoint, saved every `train.checkpoint_every` steps).
+`<workdir>/figure1.png` is drawn from the JSON by `plot_figure1`. `--time_budget=SECONDS`: after
+that wall time the training in progress checkpoints and the program exits with status 75
+(EX_TEMPFAIL); the same command continues it.
 """
 from __future__ import annotations
 
@@ -22,10 +25,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bilevel_jax.ssl.labels import labeled_sets
-from bilevel_jax.utils import io
+from bilevel_jax.ssl.state import comparable_train_config
+from bilevel_jax.utils import budget, io
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
+_TIME_BUDGET = flags.DEFINE_float(
+    "time_budget", None, "Wall seconds; then checkpoint and exit with status "
+    f"{budget.EXIT_TIME_BUDGET} (rerun the same command to continue).")
 
 METHOD_LABELS = {"mixmatch": "MixMatch", "supervised_aug": "supervised + augmentation",
                  "supervised": "supervised"}
@@ -54,7 +61,7 @@ def plot_figure1(results: dict, path: str | pathlib.Path, title: str | None = No
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=130)
+  io.atomic_savefig(fig, path, dpi=130)
   plt.close(fig)
 
 
@@ -71,8 +78,12 @@ def _check_config(config: Any, num_train: int, num_classes: int) -> None:
     raise ValueError(f"config.num_seeds={config.num_seeds}; expected >= 1.")
 
 
-def run(config: Any, workdir: str | pathlib.Path) -> dict:
-  """Trains every (label count, method) not yet in `<workdir>/results.json`; returns results."""
+def run(config: Any, workdir: str | pathlib.Path,
+        deadline: budget.Deadline | None = None) -> dict:
+  """Trains every (label count, method) not yet in `<workdir>/results.json`; returns results.
+
+  Raises budget.TimeBudgetExceeded once `deadline` expires (the training in progress saved).
+  """
   from bilevel_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from bilevel_jax.ssl import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
   from bilevel_jax.ssl import train as train_lib  # pylint: disable=g-import-not-at-top
@@ -95,7 +106,8 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
   command = " ".join(["python -m experiments.ssl_vs_supervised"] + sys.argv[1:])
   if results_path.exists():
     results = io.read_json(results_path)
-    if results.get("train") != json.loads(config.train.to_json()):
+    if (comparable_train_config(results.get("train", {}))
+        != comparable_train_config(json.loads(config.train.to_json()))):
       raise ValueError(f"{results_path} was written with different training settings; use a "
                        "new --workdir.")
   else:
@@ -119,7 +131,7 @@ def run(config: Any, workdir: str | pathlib.Path) -> dict:
       res = train_lib.train_many(
           tc, ds.train.waveforms, ds.train.labels, lab, keys, num_classes=num_classes,
           noise=noise, workdir=workdir / "train" / f"{method}_{n}", require_all_classes=True,
-          progress=config.progress, vmapped=config.seeds_together)
+          progress=config.progress, vmapped=config.seeds_together, deadline=deadline)
       evals = [eval_lib.evaluate(c, ds.test.waveforms, ds.test.labels, num_classes,
                                  config.eval_batch_size) for c in res.classifiers]
       accs = [e.accuracy for e in evals]
@@ -147,7 +159,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO
   if _CONFIG.value is None:
     raise app.UsageError("--config is required, e.g. experiments/configs/mixmatch.py:cpu")
-  run(_CONFIG.value, _WORKDIR.value)
+  try:
+    run(_CONFIG.value, _WORKDIR.value, budget.Deadline(_TIME_BUDGET.value))
+  except budget.TimeBudgetExceeded as e:
+    print(f"Stopped: {e}. Rerun the same command to continue.", flush=True)
+    sys.exit(budget.EXIT_TIME_BUDGET)
 
 
 if __name__ == "__main__":

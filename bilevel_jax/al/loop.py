@@ -30,13 +30,20 @@ from bilevel_jax import data as data_lib
 from bilevel_jax.ssl import evaluate as ssl_evaluate
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax import strategies
+from bilevel_jax.al import diagnostics as pick_diagnostics
+from bilevel_jax.al import guards
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.al import model_cache
 from bilevel_jax.al import outputs as outputs_lib
 from bilevel_jax.al import pool as pool_lib
 from bilevel_jax.al import results
+from bilevel_jax.ssl import checkpoint as ssl_checkpoint
+from bilevel_jax.ssl import state as ssl_state
+from bilevel_jax.utils import budget as budget_lib
 from bilevel_jax.utils import io
+from bilevel_jax.utils import locks
 from bilevel_jax.utils.metrics import MetricWriter
+from bilevel_jax.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +139,8 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
                      f"{data.num_classes} classes of {data.name}.")
   if config.al.budget > n:
     raise ValueError(f"config.al.budget={config.al.budget} is larger than the training set "
-                     f"({n} clips), so the last batch of b={config.al.batch_size_per_round} would not fit in "
+                     f"({n} clips), so the last batch of "
+                     f"b={config.al.batch_size_per_round} would not fit in "
                      "the pool.")
   missing = sorted(set(range(data.num_classes)) - set(np.unique(data.train_labels).tolist()))
   if missing:
@@ -141,12 +149,27 @@ def check_data(config: ml_collections.ConfigDict, data: Data) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume: bool = False,
-        command: str | None = None, on_error: str = "raise") -> list[pathlib.Path]:
+        command: str | None = None, on_error: str = "raise",
+        deadline: budget_lib.Deadline | None = None) -> list[pathlib.Path]:
   """Runs the AL experiment of `config`; returns the result JSON paths.
 
   Raises ValueError / FileExistsError before any training for invalid configs, a missing
-  dataset, or existing results without `resume`.
+  dataset, or existing results without `resume`; `locks.WorkdirBusyError` at once if another
+  process runs in `workdir` (the whole run holds the workdir's lock). Trainings checkpoint into
+  `workdir/checkpoints/` every `config.train.checkpoint_every` steps; once `deadline` expires the
+  training in progress checkpoints (or, between rounds, the finished round is written) and
+  budget.TimeBudgetExceeded is raised: `resume=True` continues from there.
   """
+  plan(config)  # a bad config fails before the workdir is created
+  with locks.workdir_lock(workdir, command):
+    return _run_locked(config, workdir, resume=resume, command=command, on_error=on_error,
+                       deadline=deadline)
+
+
+def _run_locked(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+                resume: bool = False, command: str | None = None, on_error: str = "raise",
+                deadline: budget_lib.Deadline | None = None) -> list[pathlib.Path]:
+  deadline = deadline or budget_lib.NO_DEADLINE
   workdir = pathlib.Path(workdir)
   the_plan = plan(config)
   command = command or " ".join([sys.executable] + sys.argv)
@@ -169,12 +192,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *, resume
     shared_models: dict = {}  # round-0 models, identical for every strategy of a seed
     for name in the_plan.strategies:
       _run_group(config, name, group, the_plan, data, prepared[name], paths, resume, command,
-                 config_dict, workdir, shared_models)
+                 config_dict, workdir, shared_models, deadline)
   return list(paths.values())
 
 
 def _run_group(config, name, group, the_plan, data, prepared, paths, resume, command,
-               config_dict, workdir, shared_models) -> None:
+               config_dict, workdir, shared_models, deadline) -> None:
   """All rounds of one strategy for a group of seeds (trained together when vmapped)."""
   strategy = strategies.get(name)
   records, writers = {}, {}
@@ -192,10 +215,9 @@ def _run_group(config, name, group, the_plan, data, prepared, paths, resume, com
   if not active:
     return
   n_rounds = len(the_plan.schedule)
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm(total=n_rounds * len(active), disable=not config.progress,
-             initial=sum(len(records[s]["rounds"]) for s in active),
-             desc=f"{config.dataset} {name} seeds {active}")
+  bar = Progress(n_rounds * len(active), enabled=config.progress, logger=log,
+                 initial=sum(len(records[s]["rounds"]) for s in active),
+                 desc=f"{config.dataset} {name} seeds {active}")
   for seed in active:
     writers[seed] = MetricWriter(workdir / "logs" / f"{config.dataset}_{name}_seed{seed}",
                                  tensorboard=config.tensorboard)
@@ -204,10 +226,13 @@ def _run_group(config, name, group, the_plan, data, prepared, paths, resume, com
       r = min(len(records[s]["rounds"]) for s in active)
       now = [s for s in active if len(records[s]["rounds"]) == r]
       labeled = {s: results.labeled_after(records[s]) for s in now}
-      models, train_seconds = _train(config, data, now, r, labeled, shared_models, workdir)
+      if deadline.expired():
+        raise budget_lib.TimeBudgetExceeded(f"time budget spent before round {r} of {name}")
+      models, train_seconds = _train(config, data, now, r, labeled, shared_models, workdir,
+                                     deadline)
       for s in now:
         entry = _finish_round(config, name, strategy, prepared, s, r, labeled[s], models[s],
-                              train_seconds[s], data, workdir)
+                              train_seconds[s], data, workdir, bar)
         rec = records[s]
         rec["rounds"].append(entry)
         rec["complete"] = entry["num_labeled"] >= the_plan.schedule[-1]
@@ -215,10 +240,11 @@ def _run_group(config, name, group, the_plan, data, prepared, paths, resume, com
         writers[s].write_scalars(entry["num_labeled"], {
             "al/test_acc": entry["test_accuracy"], "al/train_seconds": entry["train_seconds"],
             "al/select_seconds": entry["select_seconds"]})
-        bar.update(1)
-        bar.set_postfix(labels=entry["num_labeled"], acc=f"{entry['test_accuracy']:.3f}")
+        bar.update(1, labels=entry["num_labeled"], acc=f"{entry['test_accuracy']:.3f}")
         log.info("%s %s seed %d: %d labels -> test accuracy %.4f", config.dataset, name, s,
                  entry["num_labeled"], entry["test_accuracy"])
+      if r > 0 and workdir is not None:  # the round is written: its checkpoints can go
+        ssl_checkpoint.remove(_checkpoint_dir(config, data, now, r, labeled, workdir))
       active = [s for s in active if not records[s]["complete"]]
   finally:
     bar.close()
@@ -240,7 +266,17 @@ def _round0_path(config, data, seed, labeled, workdir):
                                 train_subset=_train_subset(config))
 
 
-def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
+def _checkpoint_dir(config, data, seeds, r, labeled, workdir) -> pathlib.Path:
+  """workdir/checkpoints/train_<hash>: one folder per training, named by what it depends on."""
+  return ssl_checkpoint.run_dir(
+      pathlib.Path(workdir) / "checkpoints", train=ssl_state.comparable_train_config(
+          config.train.to_dict()), round=r, seeds=list(seeds),
+      labeled=[labeled[s] for s in seeds], num_train=len(data.train_labels),
+      subset=_train_subset(config))
+
+
+def _train(config, data, seeds, r, labeled, shared_models, workdir=None,
+           deadline=budget_lib.NO_DEADLINE):
   """Trains (or reuses) the round-r models of `seeds`.
 
   Round-0 models are shared by all strategies of a seed: in memory within a process and, with
@@ -271,9 +307,10 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
       result = ssl_train.train_many(
           config.train, data.train_waveforms, data.train_labels,
           np.stack([labeled[s] for s in todo]), keys, num_classes=data.num_classes,
-          noise=data.noise, progress=config.progress,
-          callback=lambda step, _: log.info("  round %d, seeds %s: training step %d", r, todo,
-                                            step))
+          noise=data.noise, progress=config.progress, deadline=deadline,
+          workdir=None if workdir is None else _checkpoint_dir(config, data, todo, r, labeled,
+                                                               workdir),
+          desc=f"round {r} seeds {todo} training")
       per_seed = (time.perf_counter() - t0) / len(todo)
       for s, clf in zip(todo, result.classifiers):
         models[s] = clf
@@ -282,6 +319,8 @@ def _train(config, data, seeds, r, labeled, shared_models, workdir=None):
           shared_models[(s, r, labeled[s].tobytes())] = clf
           if workdir is not None:
             model_cache.save(_round0_path(config, data, s, labeled[s], workdir), clf)
+      if r == 0 and workdir is not None:  # the models are on disk: the checkpoints can go
+        ssl_checkpoint.remove(_checkpoint_dir(config, data, todo, r, labeled, workdir))
   return models, seconds
 
 
@@ -304,8 +343,10 @@ def _reuse(config, data, seeds, r, labeled, shared_models, workdir, models) -> l
 
 
 def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier, train_seconds,
-                  data, workdir) -> dict[str, Any]:
+                  data, workdir, bar=None) -> dict[str, Any]:
   """Evaluates the round's model and, unless the budget is reached, selects the next batch."""
+  say = bar.log if bar is not None else log.info
+  say("round %d seed %d: evaluating on %d test clips", r, seed, len(data.test_labels))
   t0 = time.perf_counter()
   ev = ssl_evaluate.evaluate(classifier, data.test_waveforms, data.test_labels, data.num_classes,
                     batch_size=config.predict_batch)
@@ -317,6 +358,8 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
            "picks": None, "pick_labels": None, "picks_misclassified": None}
   if len(labeled) >= config.al.budget:
     return entry
+  say("round %d seed %d: selecting %d of %d clips (%s)", r, seed, config.al.batch_size_per_round,
+      len(data.train_labels) - len(labeled), name)
   t0 = time.perf_counter()
   st = pool_lib.streams(seed)
   outs = outputs_lib.model_outputs(classifier, data.train_waveforms,
@@ -325,23 +368,27 @@ def _finish_round(config, name, strategy, prepared, seed, r, labeled, classifier
                                    batch_size=config.predict_batch)
   extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
+  guards.check_context(r, name, ctx)  # strategies are jitted: their value checks cannot run
   picks, diagnostics = strategies.select_with_diagnostics(
-      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round, **prepared.options)
+      name, pool_lib.round_key(st.select, r), ctx, config.al.batch_size_per_round,
+      **prepared.options)
   picks = np.asarray(picks)
+  guards.check_selection(r, name, picks, diagnostics, labeled)
   entry["select_seconds"] = time.perf_counter() - t0
   pred = outs.probs.argmax(-1)
   entry["picks"] = [int(i) for i in picks]
   entry["pick_labels"] = [int(data.train_labels[i]) for i in picks]
   entry["picks_misclassified"] = int(np.sum(pred[picks] != data.train_labels[picks]))
   entry["pool_accuracy"] = float(np.mean(pred == data.train_labels))
+  diagnostics, proxy_logits = pick_diagnostics.split_proxy(diagnostics)
   if diagnostics:  # e.g. bilevel: per greedy pick score, F, G and CG residual
     entry["selection"] = results.selection_entry(diagnostics)
+  entry["pick_diagnostics"] = pick_diagnostics.round_entry(
+      outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy_logits,
+      diagnostics=diagnostics)
   if r == 0:
-    path = results.figure2_path(workdir, config.dataset, name, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
-                        labels=data.train_labels, labeled_idx=np.asarray(labeled),
-                        picks=picks, test_accuracy=ev.accuracy)
-    os.replace(tmp, path)
+    io.atomic_savez(results.figure2_path(workdir, config.dataset, name, seed), compressed=True,
+                    embeddings=outs.embeddings.astype(np.float32), probs=outs.probs,
+                    labels=data.train_labels, labeled_idx=np.asarray(labeled),
+                    picks=picks, test_accuracy=ev.accuracy)
   return entry

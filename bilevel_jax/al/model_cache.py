@@ -17,6 +17,7 @@ import jax
 import numpy as np
 from flax import serialization
 
+from bilevel_jax.ssl import state as ssl_state
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
 
@@ -29,8 +30,7 @@ def model_path(workdir: str | pathlib.Path, dataset: str, seed: int, train_confi
   `train_subset` ({train: clips, seed}) names a random training subset; None (all clips) keeps
   the names of files written before subsets were part of the key.
   """
-  # seed_threads only schedules the seeds' steps; leaving it out keeps earlier names valid.
-  train_config = {k: v for k, v in train_config.items() if k != "seed_threads"}
+  train_config = ssl_state.comparable_train_config(train_config)
   spec = {"train": train_config, "labeled": np.asarray(labeled).tolist(),
           "key": np.asarray(jax.random.key_data(key)).tolist(),
           "num_train": int(num_train), "num_classes": int(num_classes)}

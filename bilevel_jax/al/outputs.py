@@ -18,6 +18,7 @@ class ModelOutputs(NamedTuple):
   probs: np.ndarray             # (N, C) clean soft predictions
   embeddings: np.ndarray        # (N, E) last-layer embeddings
   aug_probs: np.ndarray | None  # (K, N, C) or None
+  aug_embeddings: np.ndarray | None = None  # (K, N, E) embeddings of the same K draws, or None
 
 
 def model_outputs(classifier: ssl_train.Classifier, waveforms: np.ndarray, *, key: jax.Array,
@@ -32,11 +33,12 @@ def model_outputs(classifier: ssl_train.Classifier, waveforms: np.ndarray, *, ke
     batch_size: clips per forward pass.
   """
   clean = ssl_evaluate.predict(classifier, waveforms, batch_size=batch_size)
-  aug = None
+  aug = aug_emb = None
   if num_augmentations:
-    aug = ssl_evaluate.predict(classifier, waveforms, key=key, num_augmentations=num_augmentations,
-                      batch_size=batch_size).probs
-  return ModelOutputs(clean.probs, clean.embeddings, aug)
+    pred = ssl_evaluate.predict(classifier, waveforms, key=key, num_augmentations=num_augmentations,
+                      batch_size=batch_size)
+    aug, aug_emb = pred.probs, pred.aug_embeddings
+  return ModelOutputs(clean.probs, clean.embeddings, aug, aug_emb)
 
 
 def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.ndarray, *,
@@ -59,6 +61,8 @@ def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.nda
   chex.assert_shape(outputs.embeddings, (n, None))
   if outputs.aug_probs is not None:
     chex.assert_shape(outputs.aug_probs, (None,) + outputs.probs.shape)
+  if outputs.aug_embeddings is not None:
+    chex.assert_shape(outputs.aug_embeddings, (None,) + outputs.embeddings.shape)
   if features is not None:
     chex.assert_shape(features, (n, None))
   if bank is not None:
@@ -75,4 +79,5 @@ def round_context(outputs: ModelOutputs, labels: np.ndarray, labeled_idx: np.nda
       probs=jnp.asarray(outputs.probs, jnp.float32), labeled_mask=jnp.asarray(mask),
       labeled_idx=jnp.asarray(labeled_idx), labels=jnp.asarray(visible),
       aug_probs=opt(outputs.aug_probs), embeddings=opt(outputs.embeddings),
-      features=opt(features), bank=opt(bank), bank_params=bank_params)
+      aug_embeddings=opt(outputs.aug_embeddings), features=opt(features), bank=opt(bank),
+      bank_params=bank_params)

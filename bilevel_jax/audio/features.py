@@ -18,9 +18,11 @@ anywhere. In float64 (jax_enable_x64) the error is below 1e-8 dB.
 
 Normalization for the network: `featurize` returns (log_mel + 100) / 100, i.e. dB above the
 -100 dB floor in units of 100 dB. Digital silence (the zero padding of short clips) maps to
-exactly 0 and full-scale speech to about 1. This is a fixed affine map (no dataset
-statistics), so it keeps amplitude augmentation meaningful and is identical for every
-dataset and every seed.
+exactly 0 and full-scale speech to about 1. This map is fixed (no dataset statistics), so
+it keeps amplitude augmentation meaningful and is identical for every dataset and seed. The
+networks then see these features standardized once more by two scalars of the training set
+(mean and std of the un-augmented features of its first 512 clips): `ssl.state.feature_stats`,
+stored with each trained classifier and applied alike to augmented and clean clips.
 
 Image layout: features[b, m, t, 0] is mel band m (low to high) at frame t, the same
 orientation as librosa's (n_mels, n_frames) output.

@@ -51,6 +51,7 @@ from bilevel_jax.bilevel import exact
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
+from bilevel_jax.utils import device_checks
 from bilevel_jax.utils import tracing
 
 BankFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -137,11 +138,11 @@ def uniform_picks(key: jax.Array, available: jax.Array, n_uniform: int, dtype) -
 
 
 def _check_finite(name: str, x) -> None:
-  a = tracing.concrete(x)
-  if a is not None and not np.all(np.isfinite(a)):
-    bad = np.argwhere(~np.isfinite(a))[0].tolist()
-    raise ValueError(f"{name} has {int(np.sum(~np.isfinite(a)))} NaN/inf entries "
-                     f"(first at index {bad}); expected finite values.")
+  # Reduced where x lives: a device-resident pool is not copied to the host.
+  bad = device_checks.nonfinite(x)
+  if bad is not None and bad.count:
+    raise ValueError(f"{name} has {bad.count} NaN/inf entries (first at index "
+                     f"{list(bad.first)}); expected finite values.")
 
 
 def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: int = 0) -> None:
@@ -159,6 +160,19 @@ def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: in
     row = int(np.argmax(bad))
     raise ValueError(f"{name} rows must sum to 1 (tol {tol}); {int(bad.sum())} rows do not, "
                      f"e.g. row {row + row_offset} sums to {sums[row]:.6g}.")
+
+
+def _check_label_rows_on_device(name: str, y, tol: float) -> None:
+  """check_label_rows for a device array: reduced on the device, a few scalars fetched."""
+  r = device_checks.row_sums(y, tol)
+  if r is None:
+    return
+  if r.min_value < 0:
+    raise ValueError(f"{name} must be probability distributions; row {r.min_row} has a "
+                     f"negative entry {r.min_value:.3g}.")
+  if r.bad_rows:
+    raise ValueError(f"{name} rows must sum to 1 (tol {tol}); {r.bad_rows} rows do not, "
+                     f"e.g. row {r.first_bad} sums to {r.first_bad_sum:.6g}.")
 
 
 def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
@@ -266,24 +280,27 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   _check_finite("pseudo_labels", pseudo_labels)
   if w0 is not None:
     _check_finite("w0", w0)   # a NaN start gives NaN scores, and argmax then picks by index
-  y = tracing.concrete(pseudo_labels)
-  if y is not None:
-    check_label_rows("pseudo_labels", y, label_tol)
+  if isinstance(pseudo_labels, np.ndarray):
+    check_label_rows("pseudo_labels", pseudo_labels, label_tol)
+  else:
+    _check_label_rows_on_device("pseudo_labels", pseudo_labels, label_tol)
   check_labeled(labeled_idx, labeled_labels, p, c)
   if pool_valid is not None:
     if np.shape(pool_valid) != (p,):
       raise ValueError(f"pool_valid must be (P={p},) bool, got shape {np.shape(pool_valid)}.")
     if not jnp.issubdtype(jnp.asarray(pool_valid).dtype, jnp.bool_):
       raise ValueError(f"pool_valid must be bool, got dtype {jnp.asarray(pool_valid).dtype}.")
-    pv = tracing.concrete(pool_valid)
-    if pv is not None:
-      idx = tracing.concrete(labeled_idx)
-      if idx is not None and not np.all(pv[idx]):
-        raise ValueError(f"labeled_idx {idx[~pv[idx]].tolist()} are marked invalid in "
+    idx = tracing.concrete(labeled_idx)   # (L,): small
+    if not device_checks.is_traced(pool_valid) and idx is not None:
+      # Reduced where the mask lives: a count and the L labeled entries reach the host.
+      lab_valid = np.asarray(jnp.asarray(pool_valid)[jnp.asarray(idx)])
+      num_valid = int(jnp.sum(jnp.asarray(pool_valid)))
+      if not np.all(lab_valid):
+        raise ValueError(f"labeled_idx {idx[~lab_valid].tolist()} are marked invalid in "
                          "pool_valid; labeled points must be valid pool rows.")
-      if b > int(pv.sum()) - n_lab:
-        raise ValueError(f"b={b} is larger than the {int(pv.sum()) - n_lab} valid pool points "
-                         f"available ({int(pv.sum())} valid in pool_valid minus L={n_lab}).")
+      if b > num_valid - n_lab:
+        raise ValueError(f"b={b} is larger than the {num_valid - n_lab} valid pool points "
+                         f"available ({num_valid} valid in pool_valid minus L={n_lab}).")
 
   out = jax.eval_shape(bank_fn, bank_params, jax.random.key(0), jnp.zeros((), jnp.int32))
   if tuple(out.shape) != (n_aug, m):
@@ -402,8 +419,10 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     cg_steps: CG iterations for H^-1 grad G (static).
     w0: (m, c) initial inner weights, zeros by default (Algorithm 1 starts from a random w;
       the inner problem is strongly convex, so only the finite-step iterates depend on it).
-    validate: run `validate_inputs` first (cheap; host-side), and afterwards check that every
-      greedy score is finite (`check_scores`: one host sync; skipped under an outer jit/vmap).
+    validate: run `validate_inputs` first (shapes on the host; finiteness and label rows of
+      device arrays reduced on the device, only a few scalars fetched), and afterwards check
+      that every greedy score is finite (`check_scores`: one host sync of the (n,) scores;
+      skipped under an outer jit/vmap).
     inner_solver: static `solver(key, state, bank, lr, l2, *, steps, batch_size[, reduction])
       -> (InnerState, losses)` replacing the Adam of solver="paper" (`reduction` is passed
       unless it is "mean"); None (default) is `inner.fit_inner_steps`. `inner.LBFGSSolver(k)`

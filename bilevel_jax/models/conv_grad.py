@@ -2,8 +2,8 @@
 
 Why: XLA:CPU (jax 0.10.2) lowers the kernel gradient of a small-channel convolution to a
 convolution with an (H, W, batch)-sized window, which is slow; summing per-slice kernel
-gradients is the same sum in another order (results/probes_cpu_step_profile.json for WRN-10-1,
-results/probes_small_cnn_grad_chunk.json for small_cnn).
+gradients is the same sum in another order (benchmarks/results/cpu_step_profile.json for WRN-10-1,
+benchmarks/results/small_cnn_grad_chunk.json for small_cnn).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def chunked_weight_grad_conv(chunk: int) -> Callable[..., jax.Array]:
   the same sum in another order. Why: XLA:CPU (jax 0.10.2) lowers the kernel gradient of a
   small-channel convolution to a convolution with an (H, W, batch)-sized window; summed over
   slices of 16 it took 1.45-2.2x less CPU time than on the whole batch of 192 for each
-  WRN-10-1 layer (results/probes_cpu_step_profile.json, kernel_grad). chunk <= 0, or a batch
+  WRN-10-1 layer (benchmarks/results/cpu_step_profile.json, kernel_grad). chunk <= 0, or a batch
   of at most `chunk` examples, gives the plain convolution (no custom VJP).
   """
   def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

@@ -76,7 +76,7 @@ def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk
   if idx.min() < 0 or idx.max() >= x.shape[0]:
     raise ValueError(f"landmark_idx must lie in [0, {x.shape[0]}), got range [{idx.min()}, {idx.max()}].")
   cfg = km.make_config(**arch)
-  key = cache_key(x, idx, cfg._asdict(), kind)
+  key = cache_key(x, idx, km.arch_key(cfg), kind)
   return _cached_rows(x, x[idx], key, cfg, kind, block_rows, tile, progress, cache_dir, callback)
 
 
@@ -108,7 +108,7 @@ def cross_kernel(x: np.ndarray, u: np.ndarray, *, kind: str = "ntk", block_rows:
   if x.shape[1:] != u.shape[1:]:
     raise ValueError(f"x and u must share (H, W, C), got {x.shape[1:]} and {u.shape[1:]}.")
   cfg = km.make_config(**arch)
-  key = cross_key(x, u, cfg._asdict(), kind)
+  key = cross_key(x, u, km.arch_key(cfg), kind)
   return _cached_rows(x, u, key, cfg, kind, block_rows, tile, progress, cache_dir, callback)
 
 
@@ -155,6 +155,7 @@ def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder:
     folder.mkdir(parents=True, exist_ok=True)
     io.atomic_write_json(meta_path, meta)
     np.lib.format.open_memmap(kernel_path, mode="w+", dtype=np.float32, shape=(n, m)).flush()
+    io.fsync_dir(folder)  # kernel.npy's entry is on disk before any done.npy names its rows
     done = np.zeros(num_blocks, bool)
     io.atomic_save_npy(done_path, done)
   out = np.lib.format.open_memmap(kernel_path, mode="r+")

@@ -32,6 +32,7 @@ import numpy as np
 
 from bilevel_jax import audio
 from bilevel_jax.ntk import cache as ntk_cache
+from bilevel_jax.ntk import kernel_matrix as km
 from bilevel_jax.ntk import nystrom
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
@@ -45,6 +46,7 @@ def check_config(b: Any, num_train: int | None = None) -> None:
   augmentations, ntk_depth, kernel, kernel_batch); `landmarks` also against the training set
   size once it is known. Called before any data is decoded."""
   _check_kind(b.kernel)
+  ntk_arch(b)
   for name in ("augmentations", "kernel_batch", "landmarks"):
     if int(b[name]) < 1:
       raise ValueError(f"config.bilevel.{name}={b[name]}; expected >= 1.")
@@ -58,13 +60,27 @@ def _check_kind(kind: str) -> None:
     raise ValueError(f"config.bilevel.kernel={kind!r}; expected 'ntk' or 'nngp'.")
 
 
-def _kernel_fn(depth: int, kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+def ntk_arch(b: Any) -> dict[str, Any]:
+  """WRN-kernel keywords (`ntk.kernel_matrix.make_config`) of `config.bilevel`; a block without
+  the ntk_activation entries (configs before issue 13) gets the legacy kernel."""
+  activation = str(b.get("ntk_activation", "relu"))
+  slope = float(b.get("ntk_leaky_slope", 0.1)) if activation != "relu" else 0.0
+  arch = dict(depth=int(b.ntk_depth), activation=activation, leaky_slope=slope,
+              final_activation=bool(b.get("ntk_final_activation", False)))
+  try:
+    km.make_config(**arch)
+  except ValueError as e:
+    raise ValueError(f"config.bilevel: {e}") from e
+  return arch
+
+
+def _kernel_fn(arch: dict[str, Any], kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
   from bilevel_jax.ntk import wrn_kernel  # pylint: disable=g-import-not-at-top
   _check_kind(kind)
 
   @jax.jit
   def fn(x1, x2):
-    k = wrn_kernel.wrn_kernel(x1, x2, depth=depth, jit=False)
+    k = wrn_kernel.wrn_kernel(x1, x2, **arch, jit=False)
     return k.ntk if kind == "ntk" else k.nngp
   return fn
 
@@ -88,8 +104,10 @@ class BankParams(NamedTuple):
   stream: jax.Array       # (2,) uint32 key data of the seed's bank stream
 
 
-def make_bank_fn(n_aug: int, depth: int, kind: str) -> Callable[..., jax.Array]:
+def make_bank_fn(n_aug: int, arch: dict[str, Any], kind: str) -> Callable[..., jax.Array]:
   """bank_fn(params, key, index) -> (A, m) Nystrom features of A augmented copies.
+
+  arch: WRN-kernel keywords (`ntk_arch`).
 
   The copies of point i are drawn with fold_in(params.stream, i) (the `key` argument is
   ignored), so they are identical whether made for the labeled bank or for a greedy pick.
@@ -102,7 +120,7 @@ def make_bank_fn(n_aug: int, depth: int, kind: str) -> Callable[..., jax.Array]:
     k = jax.random.fold_in(jax.random.wrap_key_data(params.stream), index)
     w = jnp.repeat(params.waveforms[index][None], n_aug, axis=0)       # (A, 16000)
     x = (audio.augment_and_featurize(k, w, params.noise) - params.mean) / params.std
-    kern = wrn_kernel.wrn_kernel(x, params.landmark_x, depth=depth, jit=False)
+    kern = wrn_kernel.wrn_kernel(x, params.landmark_x, **arch, jit=False)
     return (kern.ntk if kind == "ntk" else kern.nngp) @ params.nystrom   # (A, m)
 
   return bank_fn
@@ -128,11 +146,12 @@ class KernelFeatures:
     mean, std = ssl_train.feature_stats(audio.featurize, waveforms)
     self._featurize = jax.jit(lambda w: (audio.featurize(w) - mean) / std)
     self.depth, self.kind = int(b.ntk_depth), str(b.kernel)
+    self.arch = ntk_arch(b)                                       # WRN-kernel keywords
     self.batch = int(b.kernel_batch)                              # rows per resumable block
     m = int(b.landmarks)
     self.landmark_idx = nystrom.draw_landmarks(jax.random.key(int(b.landmark_seed)), n, m)
     self.features, nys_map, landmark_x = self._load_or_compute(b, tag, progress)
-    self.bank_fn = make_bank_fn(self.n_aug, int(b.ntk_depth), b.kernel)
+    self.bank_fn = make_bank_fn(self.n_aug, self.arch, b.kernel)
     self._bank_many = jax.jit(jax.vmap(self.bank_fn, in_axes=(None, None, 0)))
     self._params = BankParams(jnp.asarray(waveforms), jnp.asarray(noise), jnp.asarray(landmark_x),
                               jnp.asarray(nys_map), jnp.float32(mean), jnp.float32(std),
@@ -151,6 +170,9 @@ class KernelFeatures:
                 landmark_seed=int(b.landmark_seed), depth=int(b.ntk_depth), kernel=b.kernel,
                 checksum=float(np.asarray(self.waveforms[:, ::97], np.float64).sum()),
                 version=1)
+    if not km.make_config(**self.arch).is_legacy():   # legacy: the key from before issue 13
+      spec.update(activation=self.arch["activation"], leaky_slope=self.arch["leaky_slope"],
+                  final_activation=self.arch["final_activation"])
     digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = paths.cache_root() / "al_kernel" / f"{tag}_{digest}.npz"
     if path.exists():
@@ -160,16 +182,16 @@ class KernelFeatures:
     x = self._clean_x(np.arange(self.waveforms.shape[0]))        # (N, 32, 32, 1)
     landmark_x = x[self.landmark_idx]                             # (m, 32, 32, 1)
     k_xu = np.asarray(ntk_cache.landmark_kernel(                  # (N, m)
-        x, self.landmark_idx, kind=b.kernel, depth=int(b.ntk_depth), block_rows=self.batch,
+        x, self.landmark_idx, kind=b.kernel, **self.arch, block_rows=self.batch,
         tile=(min(self.batch, 16), 16), progress=bool(progress)).matrix)
     k_uu = k_xu[self.landmark_idx]                                # (m, m)
     nys = nystrom_map(k_uu)
     features = (k_xu @ nys).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, features=features, nystrom=nys, landmark_x=landmark_x)
-    tmp.replace(path)
-    io.atomic_write_json(path.with_suffix(".json"), spec)
+    # Two processes (e.g. two lanes of one job) may finish together: each writes a unique
+    # temporary file; the lock orders the renames of the features and their spec.
+    with io.exclusive_lock(path.with_name(path.name + ".lock"), f"the kernel features {path}"):
+      io.atomic_savez(path, features=features, nystrom=nys, landmark_x=landmark_x)
+      io.atomic_write_json(path.with_suffix(".json"), spec)
     return features, nys, landmark_x
 
   def bank_params(self, stream: jax.Array) -> BankParams:
@@ -199,7 +221,7 @@ class KernelFeatures:
     by `ntk.cache.cross_kernel`."""
     x = self._clean_x_of(np.asarray(waveforms, np.float32))
     k_xu = np.asarray(ntk_cache.cross_kernel(
-        x, np.asarray(self._params.landmark_x), kind=self.kind, depth=self.depth,
+        x, np.asarray(self._params.landmark_x), kind=self.kind, **self.arch,
         block_rows=self.batch, tile=(min(self.batch, 16), 16), progress=progress).matrix)
     return (k_xu @ np.asarray(self._params.nystrom)).astype(np.float32)
 

@@ -27,14 +27,30 @@ ROW_BLOCK = 256   # rows whose input statistics are held at once (~23 MB at 32x3
 
 def make_config(depth: int = 28, w_std: float = 1.0, b_std: float = 0.0, readout_w_std: float = 1.0,
                 readout_b_std: float = 0.0, shortcut_size: int = 1,
-                activate_shortcut: bool = False) -> wk.WRNKernelConfig:
+                activate_shortcut: bool = False, activation: str = "leaky_relu",
+                leaky_slope: float = wk.TRAINED_LEAKY_SLOPE,
+                final_activation: bool = True) -> wk.WRNKernelConfig:
   """A validated `WRNKernelConfig` (raises ValueError naming the bad value)."""
   cfg = wk.WRNKernelConfig(int(depth), float(w_std), float(b_std), float(readout_w_std),
-                           float(readout_b_std), int(shortcut_size), bool(activate_shortcut))
-  cfg.blocks_per_group()
+                           float(readout_b_std), int(shortcut_size), bool(activate_shortcut),
+                           str(activation), float(leaky_slope), bool(final_activation))
+  cfg.validate()
   if cfg.shortcut_size not in (1, 3):
     raise ValueError(f"shortcut_size={shortcut_size}; expected 1 or 3.")
   return cfg
+
+
+def arch_key(cfg: wk.WRNKernelConfig) -> dict:
+  """The architecture fields a cache key hashes: all of them, except that the legacy kernel
+  (ReLU, no final activation) omits the activation fields, so caches written before these
+  options existed stay valid, and ReLU omits the (unused) leaky slope."""
+  arch = cfg._asdict()
+  if cfg.is_legacy():
+    for name in ("activation", "leaky_slope", "final_activation"):
+      del arch[name]
+  elif cfg.activation == "relu":
+    del arch["leaky_slope"]
+  return arch
 
 
 def _check_images(x: np.ndarray, name: str) -> np.ndarray:

@@ -1,12 +1,31 @@
-"""Infinite-width NNGP and NTK of a Wide ResNet without batch norm and pooling, in JAX.
+"""Infinite-width NNGP and NTK of a Wide ResNet without batch norm, in JAX.
 
-Architecture (pre-activation WRN-d, as in MixMatch and in the neural-tangents WideResnet example,
-minus batch norm and the average pool):
-  conv3x3 stem -> 3 groups of n = (depth - 4) / 6 blocks -> Flatten -> Dense.
-  block(x) = conv3x3(relu(conv3x3_s(relu(x)))) + shortcut(x), where shortcut is the identity
+Architecture (pre-activation WRN-d, the layout of MixMatch's WRN and of the neural-tangents
+WideResnet example):
+  conv3x3 stem -> 3 groups of n = (depth - 4) / 6 blocks -> [phi] -> Flatten -> Dense.
+  block(x) = conv3x3(phi(conv3x3_s(phi(x)))) + shortcut(x), where shortcut is the identity
   except in the first block of every group, where it is a conv with the block's stride
   (kernel size `shortcut_size`: 1 as in WRN, 3 as in the neural-tangents example).
-  Groups 2 and 3 stride 2 in their first block; every conv pads SAME.
+  Groups 2 and 3 stride 2 in their first block; every conv pads SAME. phi is the activation
+  (`activation`: leaky ReLU with slope 0.1 as in the trained WRN by default, or ReLU); the
+  final phi before the readout (`final_activation`, default on) is the trained WRN's last
+  BN -> leaky ReLU without the BN.
+
+What differs from the trained WRN (`models/wide_resnet.py`): no batch norm; Flatten + Dense
+instead of global average pool + Dense (a Flatten readout needs only same-position covariances,
+an average pool needs all position pairs); the NTK parameterization below instead of He/Glorot
+initialisation; no conv biases by default (b_std = 0; the trained convs' biases start at 0 but
+are trained); the shortcut conv sees phi(x) in every group's first block or in none
+(`activate_shortcut`), the trained WRN only in the first group's. The legacy kernel (before
+issue 13: ReLU, no final activation) is `activation="relu", final_activation=False`.
+
+Leaky ReLU phi(u) = max(u, a u) = a u + (1 - a) relu(u), 0 <= a < 1. For centred Gaussians
+(u, v) with variances q1, q2 and covariance q12 = rho sqrt(q1 q2), using E[u relu(v)] = q12 / 2
+and E[relu'(v)] = 1 / 2, its maps follow from ReLU's arc-cosine kernels in closed form:
+  E[phi(u) phi(v)]   = a q12 + (1 - a)^2 sqrt(q1 q2) J1(rho) / (2 pi),
+  E[phi'(u) phi'(v)] = a + (1 - a)^2 (pi - arccos rho) / (2 pi),
+  J1(rho) = sqrt(1 - rho^2) + (pi - arccos rho) rho;  on the diagonal both give (1 + a^2) / 2
+  (times q1 for the first). a = 0 is ReLU.
 
 Parameterization: standard NTK (neural-tangents' stax): a conv computes
   W_std / sqrt(k * k * C_in) * conv(x, w) + b_std * b, with w, b ~ N(0, 1);
@@ -15,7 +34,7 @@ defaults, so kernels agree with `stax.Conv(...)` / `stax.Dense(...)` built with 
 
 Why this is cheap: a Flatten readout only needs same-position covariances (distinct filter taps
 have independent weights), so a pair's kernel is two (H, W) maps (NNGP q and NTK t) pushed through
-3x3 box filters, strides, the ReLU arc-cosine update and residual sums. The per-input variance
+3x3 box filters, strides, the activation's arc-cosine update and residual sums. The per-input variance
 maps depend on one input only: `input_stats` computes their normalizers (1 / sqrt(q) and
 sqrt(q)) for every ReLU once per input, and `kernel_matrix` reuses them for every tile an input
 is part of. The pair maps of a T1 x T2 tile are one packed array (2, H + 2, W + 2, T1, T2)
@@ -48,6 +67,8 @@ import numpy as np
 # Fast math keeps the kernels' float32 agreement with neural-tangents (see ntk_oracle.json):
 # no NaN/inf reaches these programs (inputs are checked, zero variances are guarded).
 COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_enable_fast_math": True}
+ACTIVATIONS = ("relu", "leaky_relu")
+TRAINED_LEAKY_SLOPE = 0.1      # models/wide_resnet.py: nn.leaky_relu(x, negative_slope=0.1)
 
 
 class WRNKernelConfig(NamedTuple):
@@ -60,8 +81,11 @@ class WRNKernelConfig(NamedTuple):
     readout_w_std: weight std of the Dense readout.
     readout_b_std: bias std of the Dense readout.
     shortcut_size: kernel size of the convolutional shortcuts (1 = WRN, 3 = stax example).
-    activate_shortcut: if True the shortcut conv sees relu(x) (MixMatch's
+    activate_shortcut: if True the shortcut conv sees phi(x) (MixMatch's
       `activate_before_residual`), else the raw block input x (stax example).
+    activation: "leaky_relu" (phi(u) = max(u, leaky_slope * u), the trained WRN's) or "relu".
+    leaky_slope: slope a of the leaky ReLU for u < 0, 0 <= a < 1 (ignored for "relu").
+    final_activation: phi before the readout, as the trained WRN (False: the legacy kernel).
   """
   depth: int = 28
   w_std: float = 1.0
@@ -70,11 +94,33 @@ class WRNKernelConfig(NamedTuple):
   readout_b_std: float = 0.0
   shortcut_size: int = 1
   activate_shortcut: bool = False
+  activation: str = "leaky_relu"
+  leaky_slope: float = TRAINED_LEAKY_SLOPE
+  final_activation: bool = True
 
   def blocks_per_group(self) -> int:
     if self.depth < 10 or (self.depth - 4) % 6:
       raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}.")
     return (self.depth - 4) // 6
+
+  def slope(self) -> float:
+    """Slope a of phi for u < 0 (0 for ReLU); raises ValueError on a bad activation or slope."""
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation={self.activation!r}; expected one of {ACTIVATIONS}.")
+    if self.activation == "relu":
+      return 0.0
+    if not 0.0 <= self.leaky_slope < 1.0:
+      raise ValueError(f"leaky_slope={self.leaky_slope}; expected 0 <= slope < 1.")
+    return float(self.leaky_slope)
+
+  def validate(self) -> "WRNKernelConfig":
+    self.blocks_per_group()
+    self.slope()
+    return self
+
+  def is_legacy(self) -> bool:
+    """The kernel before issue 13: ReLU and no final activation."""
+    return self.activation == "relu" and not self.final_activation
 
 
 class Kernels(NamedTuple):
@@ -83,10 +129,12 @@ class Kernels(NamedTuple):
 
 
 class InputStats(NamedTuple):
-  """Per-input normalizers of every ReLU, in network order (2 per block).
+  """Per-input normalizers of every activation, in network order (2 per block, then 1 if
+  `final_activation`).
 
   rsqrt[l], sqrt[l]: (H_l + 2, W_l + 2, T) maps 1 / sqrt(q) (0 where q = 0) and
-  sqrt(q / (2 pi)) of the pre-activation variance q of ReLU l, with a zero border.
+  (1 - a) sqrt(q / (2 pi)) of the pre-activation variance q of activation l (a: leaky slope,
+  0 for ReLU), with a zero border.
   """
   rsqrt: tuple[jax.Array, ...]
   sqrt: tuple[jax.Array, ...]
@@ -115,10 +163,30 @@ def relu_kernel(rho: jax.Array) -> tuple[jax.Array, jax.Array]:
   rho = jnp.clip(rho, -1.0, 1.0)
   a = jnp.abs(rho)
   s_minus = jnp.sqrt(1.0 - a)
-  acos_a = _acos_nonneg(a, s_minus)                            # arccos(|rho|)
+  if a.dtype == jnp.float64:                                   # float64 references: exact
+    acos_a = jnp.arccos(a)
+  else:
+    acos_a = _acos_nonneg(a, s_minus)                          # arccos(|rho|)
   jdot = jnp.where(rho >= 0, math.pi - acos_a, acos_a)          # pi - arccos(rho)
   j = s_minus * jnp.sqrt(1.0 + a) + jdot * rho                  # sqrt(1 - rho^2) + ...
   return j, jdot
+
+
+def _scaled_sqrt(q: jax.Array, slope: float) -> jax.Array:
+  """(1 - a) sqrt(q / (2 pi)): the per-input factor of the arc-cosine term."""
+  return jnp.sqrt(q * ((1.0 - slope) ** 2 * 0.5 / math.pi))
+
+
+def activation_maps(q11: jax.Array, q22: jax.Array, q12: jax.Array, slope: float = 0.0
+                    ) -> tuple[jax.Array, jax.Array]:
+  """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] for centred Gaussians with variances q11, q22 > 0
+  and covariance q12 (elementwise, same shapes), phi(u) = max(u, slope * u); the code path of
+  the kernel (normalizers of `input_stats`, update of `_pair_kernels`). For tests."""
+  ones = jnp.ones_like(q12)
+  out = _relu_pair(q12[..., None, None], ones[..., None, None],
+                   _safe_rsqrt(q11)[..., None], _safe_rsqrt(q22)[..., None],
+                   _scaled_sqrt(q11, slope)[..., None], _scaled_sqrt(q22, slope)[..., None], slope)
+  return out[0][..., 0, 0], out[1][..., 0, 0]
 
 
 def _safe_rsqrt(q: jax.Array) -> jax.Array:
@@ -192,22 +260,27 @@ def _strides(cfg: WRNKernelConfig):
 
 
 def input_stats(x: jax.Array, cfg: WRNKernelConfig) -> InputStats:
-  """ReLU normalizers of each input. x: (T, H, W, C) -> InputStats of (H_l + 2, W_l + 2, T) maps."""
+  """Normalizers of each input. x: (T, H, W, C) -> InputStats of (H_l + 2, W_l + 2, T) maps."""
   w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
+  slope = cfg.slope()
+  gain = 0.5 * (1.0 + slope * slope)                              # E[phi(u)^2] / E[u^2]
   x = jnp.moveaxis(x, 0, -2)                                      # (H, W, T, C)
   conv = lambda q, k, s: _pad1(w_var / (k * k) * box_filter(q, k, s) + b_var)
   q = conv(_pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)        # stem; / C as in stax
   rs, ss = [], []
   for stride, first in _strides(cfg):
-    a = 0.5 * q                                                   # E[relu(u)^2] = q / 2
+    a = gain * q
     h = conv(a, 3, stride)
     for v in (q, h):
       rs.append(_safe_rsqrt(v))
-      ss.append(jnp.sqrt(v * (0.5 / math.pi)))
+      ss.append(_scaled_sqrt(v, slope))
     if first:
-      q = conv(0.5 * h, 3, 1) + conv(a if cfg.activate_shortcut else q, cfg.shortcut_size, stride)
+      q = conv(gain * h, 3, 1) + conv(a if cfg.activate_shortcut else q, cfg.shortcut_size, stride)
     else:
-      q = conv(0.5 * h, 3, 1) + q
+      q = conv(gain * h, 3, 1) + q
+  if cfg.final_activation:
+    rs.append(_safe_rsqrt(q))
+    ss.append(_scaled_sqrt(q, slope))
   return InputStats(tuple(rs), tuple(ss))
 
 
@@ -223,11 +296,17 @@ def _conv_pair(s: jax.Array, k: int, stride: int, w_var: float, b_var: float):
   return q, scale * box[..., 1] + q
 
 
-def _relu_pair(q, t, r1, r2, n1, n2):
-  """ReLU update of pair maps (..., T1, T2) given per-input normalizers (..., T1) / (..., T2)."""
+def _relu_pair(q, t, r1, r2, n1, n2, slope: float = 0.0):
+  """Activation update of pair maps (..., T1, T2) given per-input normalizers (..., T1) /
+  (..., T2) (`InputStats`; n includes the (1 - a) factor); slope a (static): see the module
+  docstring (a = 0: ReLU, computed without the extra terms)."""
   rho = q * r1[..., :, None] * r2[..., None, :]
   j, jdot = relu_kernel(rho)
-  return jnp.stack([(n1[..., :, None] * n2[..., None, :]) * j, t * (jdot * (0.5 / math.pi))])
+  nngp = (n1[..., :, None] * n2[..., None, :]) * j
+  if slope == 0.0:
+    return jnp.stack([nngp, t * (jdot * (0.5 / math.pi))])
+  dot = slope + (1.0 - slope) ** 2 * (0.5 / math.pi) * jdot
+  return jnp.stack([slope * q + nngp, t * dot])
 
 
 def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
@@ -239,6 +318,7 @@ def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
   """
   one = _always_true(x1) if fence else None
   w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
+  slope = cfg.slope()
   unpad = lambda m: m[1:-1, 1:-1]
 
   def stem(x1, x2):
@@ -247,12 +327,12 @@ def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
     return _pad12(jnp.stack([q, q]))                              # no NTK term before the stem
 
   def relu(s, l):
-    return _relu_pair(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l])
+    return _relu_pair(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l], slope)
 
   def conv_relu(a, l, stride):
     q, t = _conv_pair(a, 3, stride, w_var, b_var)
     return _pad12(_relu_pair(q, t, unpad(s1.rsqrt[l]), unpad(s2.rsqrt[l]),
-                             unpad(s1.sqrt[l]), unpad(s2.sqrt[l])))
+                             unpad(s1.sqrt[l]), unpad(s2.sqrt[l]), slope))
 
   def residual(h, shortcut, conv_shortcut):
     q, t = _conv_pair(h, 3, 1, w_var, b_var)
@@ -270,6 +350,8 @@ def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
       s = _fenced(lambda h, sc: residual(h, sc, (cfg.shortcut_size, stride)), one)(h, sc)
     else:
       s = _fenced(lambda h, sc: residual(h, sc, None), one)(h, s)
+  if cfg.final_activation:
+    s = _fenced(lambda s: relu(s, len(s1.rsqrt) - 1), one)(s)
   w_var, b_var = cfg.readout_w_std ** 2, cfg.readout_b_std ** 2
   hw = (s.shape[1] - 2) * (s.shape[2] - 2)
   nngp = w_var * jnp.sum(s[0], axis=(0, 1)) / hw + b_var         # the border is zero
@@ -300,14 +382,16 @@ _tile_kernels_jit = _jit(_tile_kernels, static_argnames=("cfg", "fence"))
 
 def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w_std: float = 1.0,
                b_std: float = 0.0, readout_w_std: float = 1.0, readout_b_std: float = 0.0,
-               shortcut_size: int = 1, activate_shortcut: bool = False, jit: bool = True) -> Kernels:
+               shortcut_size: int = 1, activate_shortcut: bool = False,
+               activation: str = "leaky_relu", leaky_slope: float = TRAINED_LEAKY_SLOPE,
+               final_activation: bool = True, jit: bool = True) -> Kernels:
   """NNGP and NTK of the WRN for all pairs, in one shot (use `kernel_matrix` for large N).
 
   Args:
     x1: (N1, H, W, C) images, e.g. log-mels (N, 32, 32, 1) float32.
     x2: (N2, H, W, C) images; None means x1.
-    depth, w_std, b_std, readout_w_std, readout_b_std, shortcut_size, activate_shortcut: see
-      `WRNKernelConfig`.
+    depth, w_std, b_std, readout_w_std, readout_b_std, shortcut_size, activate_shortcut,
+      activation, leaky_slope, final_activation: see `WRNKernelConfig`.
     jit: compile (default) or run op by op (for tests, or to trace inside a caller's jit).
 
   Returns:
@@ -318,7 +402,7 @@ def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w
   _check_inputs(x2, "x2")
   chex.assert_equal_shape_suffix([x1, x2], 3)
   cfg = WRNKernelConfig(depth, float(w_std), float(b_std), float(readout_w_std),
-                        float(readout_b_std), int(shortcut_size), bool(activate_shortcut))
-  cfg.blocks_per_group()
+                        float(readout_b_std), int(shortcut_size), bool(activate_shortcut),
+                        str(activation), float(leaky_slope), bool(final_activation)).validate()
   fn = _tile_kernels_jit if jit else _tile_kernels
   return fn(jnp.asarray(x1), jnp.asarray(x2), cfg)

@@ -7,17 +7,19 @@ from typing import Any, Iterable
 
 from bilevel_jax.al import results as results_lib
 from bilevel_jax.reports import figures
+from bilevel_jax.reports import pick_rates
 from bilevel_jax.reports import tables
 from bilevel_jax.utils import io
 
-__all__ = ["figures", "tables", "write_report"]
+__all__ = ["figures", "pick_rates", "tables", "write_report"]
 
 
 def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
                  command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
                  with_figure2: bool = True, reference: str = "bilevel") -> dict[str, Any]:
   """Writes table1.{md,tex}, table_rounds.tex, paired.md (`reference` against each other
-  strategy, seed by seed), figure3.png, table1.json and, when the
+  strategy, seed by seed), figure3.png, table1.json, pick_rates.{png,json} (misclassified-pick
+  vs pool error rate per round, when rounds record them) and, when the
   round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
   were written earlier (to outdir or to `report/` next to the JSON), figure2.png with
   figure2_counts.json and figure2_points.json. Returns the paths and the markdown tables.
@@ -56,6 +58,11 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
                          f"{figures.spread_description(table)}")
   out = {"table_markdown": md, "rounds_markdown": rounds_md, "paired_markdown": paired_md,
          "figure3": str(fig3), "table1": str(outdir / "table1.md")}
+  rates = pick_rates.collect(records)
+  if rates:  # rounds without pick statistics are skipped; no file when none has them
+    io.atomic_write_json(outdir / "pick_rates.json", {"command": command, "strategies": rates})
+    out["pick_rates"] = str(pick_rates.plot(
+        rates, outdir / "pick_rates.png", title=f"{dataset}: where the picks go"))
   if with_figure2:
     fig2 = _figure2(records, outdir, figure2_strategy, figure2_seed, command)
     if fig2 is not None:

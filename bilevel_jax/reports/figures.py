@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from bilevel_jax.reports import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bilevel_jax.utils import io  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 MAX_XTICKS = 12
@@ -62,7 +63,7 @@ def figure3(table: dict[str, dict[int, tables.Cell]], path: str | pathlib.Path, 
   fig.tight_layout()
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=150)
+  io.atomic_savefig(fig, path, dpi=150)
   plt.close(fig)
   return path
 
@@ -183,6 +184,6 @@ def plot_figure2(points: dict[str, Any], path: str | pathlib.Path, *, title: str
   fig.subplots_adjust(left=0.03, right=0.86, top=0.94, bottom=0.13)
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=150)
+  io.atomic_savefig(fig, path, dpi=150)
   plt.close(fig)
 

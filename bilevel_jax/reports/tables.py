@@ -69,7 +69,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[int, Cell]]:
   # Seeds of one table must come from one experiment (the entries a resume may change aside).
   configs = {}
   for rec in records:
-    configs.setdefault(json.dumps(results_lib.comparable_config(rec.get("config", {})),
+    config = results_lib.upgrade_config(rec.get("config", {}))  # older records: current names
+    configs.setdefault(json.dumps(results_lib.comparable_config(config),
                                   sort_keys=True), rec.get("_path", rec["strategy"]))
   if len(configs) > 1:
     raise ValueError(f"Results come from {len(configs)} different configs (e.g. "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import time
 from typing import Callable, Iterator, NamedTuple
 
@@ -23,6 +24,7 @@ import numpy as np
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select as nystrom_select
+from bilevel_jax.utils import io
 
 
 class RowFile:
@@ -71,8 +73,11 @@ class RowWriter:
 
   def __init__(self, path: str | os.PathLike, shape: tuple, dtype=np.float32):
     self.path, self.shape, self.dtype, self.rows = os.fspath(path), tuple(shape), np.dtype(dtype), 0
-    self._tmp = self.path + ".partial"
-    self._f = open(self._tmp, "wb")
+    # A unique temporary name: two writers of one path never share a partial file.
+    fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(self.path) or ".",
+                                     prefix=f".{os.path.basename(self.path)}.", suffix=".partial")
+    os.chmod(self._tmp, io.default_file_mode())
+    self._f = os.fdopen(fd, "wb")
     np.lib.format.write_array_header_1_0(
         self._f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                   "shape": self.shape})
@@ -86,10 +91,14 @@ class RowWriter:
     self.rows += rows.shape[0]
 
   def close(self) -> None:
+    self._f.flush()
+    os.fsync(self._f.fileno())
     self._f.close()
     if self.rows != self.shape[0]:
+      os.unlink(self._tmp)
       raise ValueError(f"{self.path}: wrote {self.rows} of {self.shape[0]} rows.")
     os.replace(self._tmp, self.path)
+    io.fsync_dir(os.path.dirname(self.path) or ".")
 
 
 def chunks(n: int, rows: int) -> Iterator[tuple[int, int]]:

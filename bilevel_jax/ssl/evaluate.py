@@ -15,6 +15,7 @@ class Predictions(NamedTuple):
   probs: np.ndarray        # (N, C) or (A, N, C) with A = num_augmentations > 0
   logits: np.ndarray       # same shape as probs
   embeddings: np.ndarray   # (N, D) last-layer embeddings of the un-augmented clips
+  aug_embeddings: np.ndarray | None = None  # (A, N, D) embeddings of the augmented draws
 
 
 class EvalResult(NamedTuple):
@@ -40,7 +41,7 @@ def predict(classifier: Classifier, waveforms: np.ndarray, *, key: jax.Array | N
 
   With num_augmentations = A > 0 (needs `key`), probs/logits are (A, N, C): one row per
   independent augmentation draw (max-entropy uses A=2, consistency A=5); embeddings always
-  come from the clean clips.
+  come from the clean clips, and aug_embeddings (A, N, D) from the same augmented draws.
   """
   waveforms = np.asarray(waveforms, np.float32)
   if waveforms.ndim != 2:
@@ -68,11 +69,13 @@ def predict(classifier: Classifier, waveforms: np.ndarray, *, key: jax.Array | N
     return np.concatenate(logits)[:n], np.concatenate(embs)[:n]
 
   logits, embeddings = run(False, dummy)
+  aug_embeddings = None
   if num_augmentations:
-    logits = np.stack([run(True, jax.random.fold_in(key, a))[0]
-                       for a in range(num_augmentations)])
+    draws = [run(True, jax.random.fold_in(key, a)) for a in range(num_augmentations)]
+    logits = np.stack([d[0] for d in draws])
+    aug_embeddings = np.stack([d[1] for d in draws])
   probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
-  return Predictions(probs, logits, embeddings)
+  return Predictions(probs, logits, embeddings, aug_embeddings)
 
 
 def evaluate(classifier: Classifier, waveforms: np.ndarray, labels: np.ndarray,

@@ -12,9 +12,13 @@ A new strategy takes a few lines (e.g. in a notebook):
     top2 = jax.lax.top_k(ctx.probs, 2)[0]
     return strategies.top_b_in_pool(top2[:, 1] - top2[:, 0], ctx.labeled_mask, b)
 
-`register` jit-compiles the function (`b` and the options are static) and records what it
-needs from the loop: predictions under `augmentations` random augmentations, last-layer
-`embeddings`, or Nystrom `kernel` features for the bilevel rule. A strategy registered with
+`register` jit-compiles the function and records what it needs from the loop. `b` and the
+options are static, except float options (`lr`, `l2`, tolerances...: keyword-only parameters
+with a float default), which are traced, so changing them reuses the compiled program; a
+float option that decides shapes (e.g. bilevel's `uniform_fraction`) is named in
+`register(static_options=...)`. What the strategy needs from the loop: predictions under
+`augmentations` random augmentations, last-layer `embeddings`, or Nystrom `kernel` features for
+the bilevel rule. A strategy registered with
 `diagnostics=True` returns `(indices, {name: array})` instead; `select` still gives the indices
 and `select_with_diagnostics` both (the AL loop records them with each round).
 
@@ -52,6 +56,8 @@ class RoundContext(NamedTuple):
       with labeled_idx), or None.
     bank_params: pytree of arrays read by the bilevel `bank_fn` option to make the copies of a
       newly picked point (see bilevel_jax.bilevel.select), or None.
+    aug_embeddings: (K, N, E) last-layer embeddings under the K augmentations of aug_probs
+      (for strategies registered with both `augmentations` and `embeddings`), or None.
   """
   probs: jax.Array
   labeled_mask: jax.Array
@@ -62,6 +68,7 @@ class RoundContext(NamedTuple):
   features: jax.Array | None = None
   bank: jax.Array | None = None
   bank_params: Any = None
+  aug_embeddings: jax.Array | None = None
 
 
 class Strategy(NamedTuple):
@@ -77,6 +84,8 @@ class Strategy(NamedTuple):
   config_block: str | None = None         # config entry holding its options and input settings
   prepare: Callable[..., Any] | None = None       # (block, data, *, progress) -> inputs.Prepared
   check_config: Callable[[Any], None] | None = None  # (block) -> None, raises ValueError
+  # Float options traced under jit (changing them does not recompile).
+  traced_options: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Strategy] = {}
@@ -86,11 +95,14 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
              kernel: bool = False, diagnostics: bool = False,
              overwrite: bool = True, config_block: str | None = None,
              prepare: Callable[..., Any] | None = None,
-             check_config: Callable[[Any], None] | None = None) -> Callable[[Callable], Callable]:
+             check_config: Callable[[Any], None] | None = None,
+             static_options: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
   """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
 
-  Keyword-only parameters of `fn` are options: static under jit (hashable values such as
-  numbers, strings, module-level functions), passed through `select(..., **options)`.
+  Keyword-only parameters of `fn` are options, passed through `select(..., **options)`. Those
+  with a float default are traced (any value, one compilation; `select` checks that they are
+  finite numbers); the others are static under jit (hashable values such as ints, strings,
+  module-level functions), as are the float options named in `static_options`.
 
   Args:
     name: registry key (used by `--config.strategy`).
@@ -98,6 +110,7 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     embeddings: whether it reads `ctx.embeddings`.
     kernel: whether it reads `ctx.features` / `ctx.bank` (Nystrom features).
     diagnostics: `fn` returns (indices, {name: array}) (e.g. per-pick solver residuals).
+    static_options: float options that must stay static (they decide shapes or loop lengths).
     overwrite: re-registering a name replaces it (convenient when editing a notebook cell).
     config_block: name of the experiment config's block with this strategy's settings; its
       entries named like options are passed as options (`strategies.inputs.prepare`).
@@ -116,9 +129,10 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
   def decorator(fn: Callable) -> Callable:
     if name in _REGISTRY and not overwrite:
       raise ValueError(f"Strategy {name!r} is already registered.")
-    options = [p.name for p in inspect.signature(fn).parameters.values()
-               if p.kind == inspect.Parameter.KEYWORD_ONLY]
-    jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *options))
+    options = tuple(p.name for p in inspect.signature(fn).parameters.values()
+                    if p.kind == inspect.Parameter.KEYWORD_ONLY)
+    static, traced = _split_options(name, fn, static_options)
+    jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *static))
 
     @functools.wraps(fn)  # keeps fn's signature, so the option names stay static
     def checked(*args, **kwargs):
@@ -136,10 +150,24 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
     else:
       jitted = jit(checked)
     _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics,
-                               tuple(options), config_block, prepare, check_config)
+                               options, config_block, prepare, check_config, traced)
     return jitted
 
   return decorator
+
+
+def _split_options(name: str, fn: Callable, static_options: tuple[str, ...]
+                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(static, traced) keyword-only option names of `fn`: float defaults are traced."""
+  params = [p for p in inspect.signature(fn).parameters.values()
+            if p.kind == inspect.Parameter.KEYWORD_ONLY]
+  unknown = set(static_options) - {p.name for p in params}
+  if unknown:
+    raise ValueError(f"Strategy {name!r}: static_options {sorted(unknown)} are not keyword-only "
+                     "parameters of the function.")
+  traced = tuple(p.name for p in params
+                 if isinstance(p.default, float) and p.name not in static_options)
+  return tuple(p.name for p in params if p.name not in traced), traced
 
 
 def _check_output(name: str, diagnostics: bool, out: Any) -> Any:
@@ -189,6 +217,7 @@ def _run(name: str, key: jax.Array, ctx: RoundContext, b: int, options: dict[str
          want_diagnostics: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
   strategy = get(name)
   _check_context(strategy, ctx)
+  _check_traced_options(strategy, options)
   num_pool = ctx.labeled_mask.shape[-1] - ctx.labeled_idx.shape[-1]
   if not 0 < b <= num_pool:
     raise ValueError(f"Batch size b={b} must be in [1, pool size {num_pool}].")
@@ -207,7 +236,7 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
     raise ValueError(f"RoundContext.probs must be (N, C), got shape {ctx.probs.shape}.")
   n, c = ctx.probs.shape
   want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
-          "embeddings": (n, None), "features": (n, None),
+          "embeddings": (n, None), "features": (n, None), "aug_embeddings": (None, n, None),
           "bank": (ctx.labeled_idx.shape[0], None, None)}
   if ctx.labeled_mask.dtype != jnp.bool_:
     raise ValueError(f"RoundContext.labeled_mask must be bool, got dtype {ctx.labeled_mask.dtype}.")
@@ -221,12 +250,15 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       raise ValueError(f"RoundContext.{field} has shape {x.shape}; expected "
                        f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
                        f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled).")
-  mask, idx = tracing.concrete(ctx.labeled_mask), tracing.concrete(ctx.labeled_idx)
-  if mask is not None and idx is not None:
+  # (L,) indices come to the host; the (N,) mask is reduced where it lives (count, L entries).
+  idx = tracing.concrete(ctx.labeled_idx)
+  if idx is not None and not isinstance(ctx.labeled_mask, jax.core.Tracer):
     in_range = np.all((idx >= 0) & (idx < n))
-    if not in_range or np.unique(idx).size != idx.size or mask.sum() != idx.size or \
-        not np.all(mask[idx]):
-      raise ValueError(f"RoundContext.labeled_mask ({int(mask.sum())} True) and labeled_idx "
+    mask_sum = int(jnp.sum(ctx.labeled_mask))
+    marked = np.asarray(jnp.asarray(ctx.labeled_mask)[jnp.asarray(np.clip(idx, 0, n - 1))])
+    if not in_range or np.unique(idx).size != idx.size or mask_sum != idx.size or \
+        not np.all(marked):
+      raise ValueError(f"RoundContext.labeled_mask ({mask_sum} True) and labeled_idx "
                        f"({idx.size} indices) disagree; expected labeled_idx to list the True "
                        f"rows of labeled_mask, each once, in [0, N={n}).")
   missing = []
@@ -235,25 +267,41 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
       missing.append(f"aug_probs with K >= {strategy.augmentations} augmentations")
   if strategy.embeddings and ctx.embeddings is None:
     missing.append("embeddings")
+  if strategy.embeddings and strategy.augmentations and (
+      ctx.aug_embeddings is None or ctx.aug_embeddings.shape[-3] < strategy.augmentations):
+    missing.append(f"aug_embeddings with K >= {strategy.augmentations} augmentations")
   if strategy.kernel and ctx.features is None:
     missing.append("features (Nystrom)")
   if missing:
     raise ValueError(f"Strategy {strategy.name!r} needs {', '.join(missing)} in the RoundContext.")
 
 
+def _check_traced_options(strategy: Strategy, options: dict[str, Any]) -> None:
+  """Traced float options are not seen by checks inside the jitted strategy: check them here."""
+  for k in strategy.traced_options:
+    if k not in options:
+      continue
+    v = tracing.concrete(options[k])
+    if v is not None and (v.shape != () or not np.issubdtype(v.dtype, np.number) or
+                          not np.isfinite(v)):
+      raise ValueError(f"Strategy {strategy.name!r}: option {k}={options[k]!r}; expected a "
+                       "finite number.")
+
+
 def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -> None:
   if picks.shape != (b,) or not jnp.issubdtype(picks.dtype, jnp.integer):
     raise ValueError(f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
                      f"expected ({b},) integer indices.")
-  got, mask = tracing.concrete(picks), tracing.concrete(labeled_mask)
-  if got is None or mask is None:
+  got = tracing.concrete(picks)   # (b,): small
+  if got is None or isinstance(labeled_mask, jax.core.Tracer):
     return
-  if np.any((got < 0) | (got >= mask.shape[0])):
-    raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, "
-                     f"N={mask.shape[0]}).")
-  if np.unique(got).size != b or np.any(mask[got]):
+  n = labeled_mask.shape[0]
+  if np.any((got < 0) | (got >= n)):
+    raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, N={n}).")
+  labeled = np.asarray(jnp.asarray(labeled_mask)[jnp.asarray(got)])   # (b,) entries of the mask
+  if np.unique(got).size != b or np.any(labeled):
     raise ValueError(f"Strategy {name!r} returned {got.tolist()}: expected {b} distinct "
-                     f"unlabeled indices (labeled among them: {got[mask[got]].tolist()}).")
+                     f"unlabeled indices (labeled among them: {got[labeled].tolist()}).")
 
 
 # Helpers shared by strategies (all jit-friendly, no loops over pool points).

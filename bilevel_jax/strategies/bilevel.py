@@ -42,7 +42,8 @@ def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared
 
 
 @base.register("bilevel", kernel=True, diagnostics=True, config_block="bilevel",
-               prepare=prepare, check_config=check_config)
+               prepare=prepare, check_config=check_config,
+               static_options=("uniform_fraction",))   # it decides the number of greedy picks
 def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
             uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
             inner_steps: int = 1000, batch_size: int | None = 64,
@@ -54,8 +55,9 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
 
   Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
   `outer_loss` G after its inner solve, the relative `cg_residual` of its inverse-HVP, the
-  `inner_grad_norm` ||grad F|| it was scored at, the `inner_iterations` (Adam or Newton steps)
-  and the `ihvp_iterations` (CG). solver / loss_reduction / tolerances: see
+  `inner_grad_norm` ||grad F|| it was scored at, the `inner_iterations` (Adam or Newton steps),
+  the `ihvp_iterations` (CG), and `proxy_logits` (N, C): the features times the weights of the
+  last inner solve. solver / loss_reduction / tolerances: see
   `bilevel_jax.bilevel.select.select_batch`.
 
   Uses ctx.features (N, m), ctx.probs (N, C) as pseudo-labels, the labeled bank ctx.bank
@@ -86,5 +88,8 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
                  "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
                  "inner_grad_norm": selection.inner_grad_norm,
                  "inner_iterations": selection.inner_iterations,
-                 "ihvp_iterations": selection.ihvp_iterations}
+                 "ihvp_iterations": selection.ihvp_iterations,
+                 # The proxy of the last inner solve on the training set (N, C), for the
+                 # loop's pick diagnostics (al/diagnostics.py; not stored per pick).
+                 "proxy_logits": ctx.features @ selection.w}
   return selection.indices.astype(jnp.int32), diagnostics

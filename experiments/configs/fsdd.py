@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import configs
 from experiments.configs import mixmatch as mixmatch_config
 
 MODES = ("tiny", "quick", "cpu", "paper")
 # Which MixMatch training scale each mode reuses.
 _TRAIN_MODE = {"tiny": "tiny", "quick": "cpu", "cpu": "cpu", "paper": "paper"}
+# The kernel before issue 13 (ReLU, no final activation): what committed results used.
+LEGACY_NTK = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode = arg or "cpu"
-  if mode not in MODES:
-    raise ValueError(f"Unknown fsdd config mode {mode!r}; expected one of {MODES}.")
+  mode = configs.check_mode("fsdd", arg, "cpu", MODES)
   c = ml_collections.ConfigDict()
   c.mode = mode
   c.dataset = "fsdd"
@@ -52,6 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       landmarks=2000, landmark_seed=0, augmentations=4, uniform_fraction=0.1, lr=1e-3,
       l2=1e-4, inner_steps=1000, batch_size=64, cg_steps=30, ntk_depth=28, kernel="ntk",
       kernel_batch=64))
+  # The WRN kernel's activation (issue 13): the trained WRN's leaky ReLU (0.1) and its final
+  # activation before the readout. Modes with committed results keep the legacy kernel.
+  c.bilevel.update(ntk_activation="leaky_relu", ntk_leaky_slope=0.1, ntk_final_activation=True)
+  if mode in ("tiny", "quick", "cpu"):
+    c.bilevel.update(**LEGACY_NTK)
   # Selection solver and loss convention (bilevel_jax/bilevel/select.py): solver "paper"
   # (fixed-step Adam + cg_steps CG) or "exact" (Newton-CG to inner_tol, preconditioned CG to
   # ihvp_rtol); loss_reduction "sum" (the paper's Eq. 3) or "mean" (the committed runs').
@@ -88,4 +94,32 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
   elif mode == "cpu":
     c.bilevel.update(landmarks=256, inner_steps=300, ntk_depth=10)
+  _add_variant_blocks(c)
   return c
+
+
+def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
+  """Blocks of the bilevel variants beyond the paper (strategies/bilevel_variants.py), built
+  from the mode's `bilevel` block so that each variant differs from it only as named; they are
+  not read by the paper's five strategies (and a result written before they existed resumes).
+  Overriding an entry of `bilevel` on the command line does not reach them: override
+  `bilevel_ssl.<entry>` etc.
+  """
+  # bilevel_embed computes no kernel: every other `bilevel` entry (selection settings).
+  selection = {k: v for k, v in c.bilevel.to_dict().items()
+               if k not in ("landmarks", "landmark_seed", "kernel", "kernel_batch",
+                            "augmentations") and not k.startswith("ntk_")}
+  # (f) pseudo-label temperature: < 1 sharpens, > 1 softens, 1 = the paper.
+  c.bilevel_tempered = ml_collections.ConfigDict(
+      dict(c.bilevel.to_dict(), pseudo_temperature=1.0))
+  # (e) inner problem also fits pool points predicted with probability >= ssl_threshold; the
+  # confident set weighs ssl_weight times the labeled set.
+  ssl = dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0)
+  if "solver" in ssl:   # its greedy loop has only these (bilevel/semi_supervised.py)
+    ssl.update(solver="paper", loss_reduction="mean")
+  c.bilevel_ssl = ml_collections.ConfigDict(ssl)
+  # (d) proxy features: the SSL network's standardized embeddings; `augmentations` augmented
+  # views per labeled/picked point (at most strategies.bilevel_variants.EMBED_AUGMENTATIONS).
+  c.bilevel_embed = ml_collections.ConfigDict(
+      dict(selection, augmentations=min(int(c.bilevel.augmentations), 4),
+           pseudo_temperature=1.0))

@@ -62,6 +62,8 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.checkpoint_every = 5000
   t.seed_mode = "auto"  # host loop over seeds and steps on CPU, vmap on accelerators
   t.seed_threads = 0    # host loop: seeds stepped at the same time (0: min(seeds, CPU cores))
+  t.precision = "float32"  # or "bfloat16": bf16 convolutions, float32 params/optimizer state
+  t.steps_per_call = 1  # host loop: steps per jitted call (lax.scan); vmap runs log_every
   c.train = t
 
   if arg in ("cpu", "tiny"):

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import ml_collections
 
+from experiments import configs
 from experiments.configs import fsdd
 
 MODES = ("tiny", "cpu", "paper")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  mode = arg or "paper"
-  if mode not in MODES:
-    raise ValueError(f"Unknown speech_commands config mode {mode!r}; expected one of {MODES}.")
+  mode = configs.check_mode("speech_commands", arg, "paper", MODES)
   c = fsdd.get_config(mode)
   c.dataset = "speech_commands"
   c.al.update(initial=50, budget=200, batch_size_per_round=10)

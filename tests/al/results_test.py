@@ -37,7 +37,9 @@ def test_record_before_solver_keys_resumes_as_the_old_conventions(tmp_path):
   loss_reduction="mean": a config naming those resumes it, one naming "sum" does not."""
   path = tmp_path / "fsdd_uniform_seed0.json"
   io.atomic_write_json(path, _record({"bilevel": {"l2": 1e-4}}))
-  tols = {"inner_tol": 1e-6, "ihvp_rtol": 1e-4}
+  tols = {"inner_tol": 1e-6, "ihvp_rtol": 1e-4, **results.upgrade_config(
+      {"bilevel": {"l2": 1e-4}})["bilevel"]}
+  tols.pop("l2")
   old = _record({"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols}})
   assert results.load_for_resume(path, old)["config"]["bilevel"] == {"l2": 1e-4}
   for change in ({"loss_reduction": "sum"}, {"solver": "exact"}):
@@ -45,3 +47,17 @@ def test_record_before_solver_keys_resumes_as_the_old_conventions(tmp_path):
                                **change}})
     with pytest.raises(ValueError, match=r"config entries \['bilevel'\] differ"):
       results.load_for_resume(path, new)
+
+
+def test_record_without_kernel_options_reads_as_the_legacy_kernel(tmp_path):
+  """Records written before bilevel.ntk_* existed used ReLU without a final activation."""
+  path = tmp_path / "fsdd_bilevel_seed0.json"
+  io.atomic_write_json(path, _record({"bilevel": {"ntk_depth": 10}}))
+  legacy = dict(ntk_depth=10, ntk_activation="relu", ntk_leaky_slope=0.0,
+                ntk_final_activation=False)
+  assert results.load_for_resume(path, _record({"bilevel": legacy}))["seed"] == 0
+  trained = dict(legacy, ntk_activation="leaky_relu", ntk_leaky_slope=0.1,
+                 ntk_final_activation=True)
+  with pytest.raises(ValueError, match=r"config entries \[.bilevel.\] differ"):
+    results.load_for_resume(path, _record({"bilevel": trained}))
+  assert results.upgrade_config({"al": {"initial": 3}}) == {"al": {"initial": 3}}  # no block

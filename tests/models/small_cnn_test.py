@@ -59,7 +59,7 @@ def test_small_cnn_chunked_kernel_gradients_equal_plain_float64(x64):
 
 
 def test_small_cnn_chunk_default_plain_and_none_means_backend_default():
-  # as ssl.train.create_model builds it: plain autodiff (results/probes_small_cnn_grad_chunk.json)
+  # as ssl.train.create_model builds it: plain autodiff (benchmarks/results/small_cnn_grad_chunk.json)
   model = models.get_model("small_cnn", num_classes=10, depth=0, width=1, bn_momentum=0.99)
   assert model.weight_grad_chunk == 0
   x = jnp.zeros((17, 8, 8, 1))  # one more than the CPU default slice of 16

@@ -4,7 +4,7 @@ import functools
 import numpy as np
 import pytest
 
-from bilevel_jax.ntk import inputs
+from bilevel_jax.testing import inputs
 
 
 @functools.lru_cache(maxsize=None)

@@ -23,12 +23,12 @@ def test_nystrom_map_is_pinv_sqrt(x64):
   np.testing.assert_allclose(z @ z.T, k, rtol=1e-4, atol=1e-4)
 
 
-def _config(m=4, n_aug=2):
+def _config(m=4, n_aug=2, **ntk):
   c = ml_collections.ConfigDict()
   c.bilevel = ml_collections.ConfigDict(dict(
       landmarks=m, landmark_seed=0, augmentations=n_aug, ntk_depth=10, kernel="ntk",
       kernel_batch=4, uniform_fraction=0.1, lr=1e-3, l2=1e-4, inner_steps=5, batch_size=0,
-      cg_steps=3))
+      cg_steps=3, **ntk))
   return c
 
 
@@ -41,7 +41,8 @@ def test_features_and_banks(tmp_path, monkeypatch):
   assert kf.features.shape == (10, 4)
   # Nystrom reproduces the kernel between landmarks: z_u . z_v = k(u, v).
   x = kf._clean_x(kf.landmark_idx)
-  k_uu = np.asarray(kernel._kernel_fn(10, "ntk")(jnp.asarray(x), jnp.asarray(x)))
+  assert kf.arch == dict(depth=10, activation="relu", leaky_slope=0.0, final_activation=False)
+  k_uu = np.asarray(kernel._kernel_fn(kf.arch, "ntk")(jnp.asarray(x), jnp.asarray(x)))
   z = kf.features[kf.landmark_idx]
   np.testing.assert_allclose(z @ z.T, k_uu, rtol=2e-3, atol=2e-3 * np.abs(k_uu).max())
 
@@ -60,6 +61,21 @@ def test_features_and_banks(tmp_path, monkeypatch):
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
   # k(X, U) went through the shared, resumable landmark-kernel cache.
   assert len(list((tmp_path / "ntk").glob("*/meta.json"))) == 1
+  # The legacy kernel named explicitly is the same cache entry as a config without the keys
+  # (committed results); the trained WRN's kernel is another entry, in both caches.
+  legacy = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False)
+  kernel.KernelFeatures(_config(**legacy).bilevel, waves, noise, tag="synthetic")
+  assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
+  leaky = kernel.KernelFeatures(_config(ntk_activation="leaky_relu", ntk_leaky_slope=0.1,
+                                        ntk_final_activation=True).bilevel, waves, noise,
+                                tag="synthetic")
+  assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 2
+  assert len(list((tmp_path / "ntk").glob("*/meta.json"))) == 2
+  x = leaky._clean_x(leaky.landmark_idx)
+  k_leaky = np.asarray(kernel._kernel_fn(leaky.arch, "ntk")(jnp.asarray(x), jnp.asarray(x)))
+  z = leaky.features[leaky.landmark_idx]
+  np.testing.assert_allclose(z @ z.T, k_leaky, rtol=2e-3, atol=2e-3 * np.abs(k_leaky).max())
+  assert not np.allclose(k_leaky, k_uu, rtol=0.05)
 
 
 def test_check_config_names_the_entry():
@@ -73,6 +89,10 @@ def test_check_config_names_the_entry():
   bad.bilevel.kernel = "rbf"
   with pytest.raises(ValueError, match=r"config.bilevel.kernel='rbf'; expected 'ntk' or 'nngp'"):
     kernel.check_config(bad.bilevel)
+  with pytest.raises(ValueError, match=r"config.bilevel: activation='tanh'"):
+    kernel.check_config(_config(ntk_activation="tanh").bilevel)
+  with pytest.raises(ValueError, match=r"config.bilevel: leaky_slope=1.5"):
+    kernel.check_config(_config(ntk_activation="leaky_relu", ntk_leaky_slope=1.5).bilevel)
   with pytest.raises(ValueError, match="landmarks=11"):
     kernel.KernelFeatures(_config(m=11).bilevel, np.zeros((10, 16000), np.float32),
                           np.zeros((1, 20000), np.float32), tag="x")

@@ -122,6 +122,11 @@ def test_seeds_differ_and_predict_shapes(toy, resumed_and_uninterrupted):
   assert pa.probs.shape == (3, 40, NUM_CLASSES)
   assert not np.allclose(pa.probs[0], pa.probs[1])  # independent augmentation draws
   np.testing.assert_allclose(pa.embeddings, p.embeddings, rtol=1e-5, atol=1e-6)
+  # aug_embeddings come from the same draws as the augmented logits: the head maps one to the other.
+  assert p.aug_embeddings is None and pa.aug_embeddings.shape == (3, 40, 64)
+  head = clf.variables["params"]["head"]
+  np.testing.assert_allclose(pa.aug_embeddings @ head["kernel"] + head["bias"], pa.logits,
+                             rtol=1e-4, atol=1e-4)
   ev = eval_lib.evaluate(clf, waves, labels, NUM_CLASSES)
   assert ev.per_class_accuracy.shape == (NUM_CLASSES,)
   np.testing.assert_allclose(ev.accuracy, np.mean(p.probs.argmax(-1) == labels))
@@ -171,9 +176,9 @@ def test_host_threads_train_under_the_callers_config_context():
     return state + bump, {"loss": state.sum()}
 
   run = train_lib.make_run_steps(step, "host", seed_threads=3)
-  assert train_lib._config_reaches_threads()  # pylint: disable=protected-access
+  assert train_lib.config_reaches_threads()
   with jax.default_matmul_precision("highest"):
-    assert not train_lib._config_reaches_threads()  # pylint: disable=protected-access
+    assert not train_lib.config_reaches_threads()
     state, _ = run(jnp.zeros((3, 2)), None, jnp.zeros((3, 1), jnp.int32), 2)
   np.testing.assert_array_equal(state, np.full((3, 2), 4.0))
 

@@ -307,8 +307,11 @@ class BilevelStrategyTest(parameterized.TestCase):
                                                      **opts)
     np.testing.assert_array_equal(picks, want.indices)
     self.assertEqual(sorted(diag), ["cg_residual", "ihvp_iterations", "inner_grad_norm",
-                                    "inner_iterations", "inner_loss", "outer_loss", "score"])
+                                    "inner_iterations", "inner_loss", "outer_loss",
+                                    "proxy_logits", "score"])
     np.testing.assert_allclose(diag["cg_residual"], want.cg_residual, rtol=1e-6)
+    np.testing.assert_allclose(diag["proxy_logits"], ctx.features @ want.w, rtol=1e-5,
+                               atol=1e-6)
     np.testing.assert_allclose(diag["inner_grad_norm"], want.inner_grad_norm, rtol=1e-5)
     # solver / loss_reduction reach select_batch
     exact_opts = dict(solver="exact", loss_reduction="mean")

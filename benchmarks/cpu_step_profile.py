@@ -1,9 +1,9 @@
 """Profile of one cpu-scale MixMatch step (WRN-10-1, batch 64 + 2 x 64) on XLA:CPU, by pieces,
 and side-by-side step times of code variants (the previous step vs the current one).
 
-  .venv/bin/python scripts/probes/cpu_step_profile.py all --rounds=5 --compare_rounds=10 \
+  python -m benchmarks.cpu_step_profile all --rounds=5 --compare_rounds=10 \
       --reps=2 --variants=before,front_end_only,after,chunk32,chunk8,after_ynn_off,\
-after_concurrency_sched      # -> results/probes_cpu_step_profile.json (step_profile)
+after_concurrency_sched      # -> benchmarks/results/cpu_step_profile.json (step_profile)
 
 Variants (VARIANTS): "before" = make_step's previous front end (one augment_and_featurize call
 for the labeled and one for the unlabeled batch) and plain autodiff kernel gradients
@@ -30,6 +30,7 @@ from bilevel_jax import audio
 from bilevel_jax import data as D
 from bilevel_jax.audio import augmentations
 from bilevel_jax.ssl import mixmatch
+from bilevel_jax.ssl import step as step_lib
 from bilevel_jax.ssl import train as T
 from experiments.configs import mixmatch as mm_config
 
@@ -115,7 +116,7 @@ def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
   def update(st, grads):
     updates, opt_state = optimizer.update(grads, st.opt_state, st.params)
     params = optax.apply_updates(st.params, updates)
-    params = T._decay_kernels(params, 1.0 - tc.weight_decay * T.lr_schedule(tc)(st.step))
+    params = step_lib._decay_kernels(params, 1.0 - tc.weight_decay * T.lr_schedule(tc)(st.step))
     t = st.step.astype(jnp.float32)
     decay = jnp.minimum(tc.ema_decay, (1.0 + t) / (10.0 + t))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, st.ema_params, params)

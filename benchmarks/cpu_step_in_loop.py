@@ -1,4 +1,4 @@
-"""Probe (committed for its numbers in results/probes_cpu_training.json): see that file."""
+"""Probe (committed for its numbers in benchmarks/results/cpu_training.json): see that file."""
 import time, sys, jax, jax.numpy as jnp, numpy as np
 from bilevel_jax import data as D, audio
 from bilevel_jax.ssl import train as T

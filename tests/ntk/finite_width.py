@@ -1,6 +1,7 @@
 """Finite-width WRN in NTK parameterization (Flax), and its empirical NNGP / NTK.
 
-The same architecture as `wrn_kernel` (no batch norm, no pooling, Flatten + Dense), with every
+The same architecture as `wrn_kernel` (no batch norm, no pooling, activation phi, optional phi
+before Flatten + Dense), with every
 weight and bias drawn from N(0, 1) and scaled in the forward pass:
   conv: W_std / sqrt(k * k * C_in) * conv(x, w) + b_std * b,   dense: the same with fan-in H*W*C.
 As the widths grow, the output covariance over inits tends to the NNGP and the empirical NTK
@@ -58,6 +59,7 @@ class WideResNetNTK(nn.Module):
     depth: 6n + 4.
     channels: widths of the stem and of the three groups (WRN-28-k: (16, 16k, 32k, 64k)).
     num_outputs: readout width.
+    activation, leaky_slope, final_activation: as in `wrn_kernel.WRNKernelConfig`.
   """
   depth: int = 28
   channels: Sequence[int] = (16, 32, 64, 128)
@@ -68,6 +70,16 @@ class WideResNetNTK(nn.Module):
   readout_b_std: float = 0.0
   shortcut_size: int = 1
   activate_shortcut: bool = False
+  activation: str = "leaky_relu"
+  leaky_slope: float = 0.1
+  final_activation: bool = True
+
+  def phi(self, x: jax.Array) -> jax.Array:
+    if self.activation == "relu":
+      return nn.relu(x)
+    if self.activation == "leaky_relu":
+      return nn.leaky_relu(x, negative_slope=self.leaky_slope)
+    raise ValueError(f"activation={self.activation!r}; expected 'relu' or 'leaky_relu'.")
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -79,12 +91,14 @@ class WideResNetNTK(nn.Module):
     for group, ch in enumerate(self.channels[1:]):
       for i in range(n):
         stride = 2 if (group > 0 and i == 0) else 1
-        a = nn.relu(x)
+        a = self.phi(x)
         h = conv(ch, 3, stride)(a)
-        h = conv(ch)(nn.relu(h))
+        h = conv(ch)(self.phi(h))
         if i == 0:
           x = conv(ch, self.shortcut_size, stride)(a if self.activate_shortcut else x)
         x = x + h
+    if self.final_activation:
+      x = self.phi(x)
     x = x.reshape(x.shape[0], -1)
     return NTKDense(self.num_outputs, self.readout_w_std, self.readout_b_std)(x)
 

@@ -2,7 +2,7 @@
 seed 0 of experiments.ssl_vs_supervised: same labeled set and key) through train_many's host
 loop, test accuracy with EMA weights, and train_many's own s/step and CPU s/step.
 
-  .venv/bin/python scripts/probes/cpu_training_check.py
+  python -m benchmarks.cpu_training_check
 
 Compare the accuracy with seed 0 of results/ssl_vs_supervised/fsdd_cpu_scale_h100.json (same
 algorithm on an H100; float-level differences make single runs differ by a few points).

@@ -1,8 +1,8 @@
 """Side-by-side CPU cost of the quick config's small_cnn MixMatch step (batch 64 + 2 x 64) with
 plain autodiff kernel gradients (weight_grad_chunk=0) vs gradients summed over batch slices.
 
-  .venv/bin/python scripts/probes/small_cnn_grad_chunk.py --chunks=0,8,16,32 --rounds=25 \
-      --reps=5 --out=results/probes_small_cnn_grad_chunk.json
+  python -m benchmarks.small_cnn_grad_chunk --chunks=0,8,16,32 --rounds=25 \
+      --reps=5 --out=benchmarks/results/small_cnn_grad_chunk.json
 
 All variants are jitted in one process and interleaved in rounds (each round times every
 variant `reps` calls in a row, with block_until_ready), so the background jobs sharing the 2
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> dict:
   ratio = lambda v, k: float(np.median(ratios(v, k)))
   quartiles = lambda v, k: np.percentile(ratios(v, k), [25, 75]).tolist()
   result = {
-      "command": ".venv/bin/python scripts/probes/small_cnn_grad_chunk.py " + " ".join(argv),
+      "command": "python -m benchmarks.small_cnn_grad_chunk " + " ".join(argv),
       "what": "quick config (experiments/configs/fsdd.py:quick) small_cnn MixMatch step, batch "
               f"{tc.batch_size} + {tc.num_augmentations} x {tc.batch_size}, jitted, not donated",
       "backend": jax.default_backend(), "jax": jax.__version__,

@@ -1,0 +1,1 @@
+"""Inputs for tests, benchmarks and the oracle comparison (not used by the library itself)."""
