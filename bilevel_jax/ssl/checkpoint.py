@@ -15,8 +15,24 @@ import pathlib
 import shutil
 from typing import Any
 
+import logging
+
 import jax
 import numpy as np
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops orbax's INFO/DEBUG records (~30 lines per save through absl's logger) so a
+  training's progress and the run's own log stay readable; its warnings and errors pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def _quiet_orbax() -> None:
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+    logger.addFilter(_QuietOrbax())
 
 
 class Checkpoints:
@@ -26,6 +42,7 @@ class Checkpoints:
     self._manager = None
     if workdir is not None:
       import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+      _quiet_orbax()
       options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
       self._manager = ocp.CheckpointManager(
           (pathlib.Path(workdir) / "checkpoints").absolute(), options=options)

@@ -161,3 +161,25 @@ def test_bfloat16_short_training_accuracy_matches_float32():
     accs[precision] = [eval_lib.evaluate(c, waves, labels, 4).accuracy for c in res.classifiers]
   assert min(accs["float32"]) > 0.8 and min(accs["bfloat16"]) > 0.8, accs
   assert abs(np.mean(accs["float32"]) - np.mean(accs["bfloat16"])) <= 0.1, accs
+
+
+def test_saving_writes_no_orbax_info_lines(tmp_path):
+  """Orbax logs ~30 INFO lines per save through absl; they would bury the run's own log."""
+  import io as _io  # pylint: disable=g-import-not-at-top
+  import logging as _logging  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.ssl import checkpoint  # pylint: disable=g-import-not-at-top
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  buf = _io.StringIO()
+  handler = _logging.StreamHandler(buf)
+  _logging.getLogger("absl").addHandler(handler)
+  try:
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    ckpt.save(1, {"w": np.ones(3, np.float32)})
+    ckpt.close()
+    _logging.getLogger("absl").warning("kept")
+  finally:
+    _logging.getLogger("absl").removeHandler(handler)
+    absl_logging.set_verbosity(verbosity)
+  assert buf.getvalue().splitlines() == ["kept"]
