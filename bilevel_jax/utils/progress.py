@@ -47,7 +47,9 @@ def _console_handlers() -> Iterator[logging.StreamHandler]:
     for h in (handler, inner):
       if (
         isinstance(h, logging.StreamHandler)
-        and h.stream in (sys.stdout, sys.stderr)
+        # The process's own streams too: a handler made before sys.stderr was replaced (e.g.
+        # absl's, under pytest's capture or a redirect) still writes to the terminal.
+        and h.stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
         and id(h) not in seen
       ):
         seen.add(id(h))
