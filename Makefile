@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup run prepare-data test test-slow test-all ntk-oracle bench clean-venv
+.PHONY: lint setup run prepare-data test test-slow test-all ntk-oracle bench clean-venv
 
 # Python >= 3.11 (the pinned numpy, scipy and jax need it): checked before anything is installed.
 $(STAMP): pyproject.toml
@@ -38,8 +38,13 @@ prepare-data: setup
 
 # Fast suite (README's second command; .ci/run calls exactly this): every module, no test over
 # ~30 s on 2 cores (the README gives the suite's measured time). -rs prints each skip's reason.
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q -rs -n $(PYTEST_WORKERS) -m "not slow" --durations=15
+
+# ruff: bug-class lint errors and the house format (2-space indent, 100 columns).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Tests marked slow (over ~30 s each on 2 cores).
 test-slow: setup

@@ -1,6 +1,6 @@
 """Probe (committed for its numbers in benchmarks/results/cpu_training.json): see that file."""
 import time, sys, jax, jax.numpy as jnp, numpy as np
-from bilevel_jax import data as D, audio
+from bilevel_jax import data as D
 from bilevel_jax.ssl import train as T
 from experiments.configs import mixmatch
 ds = D.load_dataset("fsdd", progress=False); noise = D.load_background_noise()

@@ -239,7 +239,7 @@ def _single(args, p, m, c):
                     "picks_agree": int(np.sum(rp[:n_bil] == picks[:n_bil])),
                     "picks_same_set": int(len(set(rp[:n_bil]) & set(picks[:n_bil])))})
       res[name] = entry
-      del kp
+      kp = None  # frees the P x P kernel before the next arm
     except Exception as e:  # pylint: disable=broad-except
       res[name] = {"error": repr(e)[-500:]}
   res["rss_gib_peak"] = _rss_gib()

@@ -1,5 +1,5 @@
 """Probe (committed for its numbers in benchmarks/results/cpu_training.json): see that file."""
-import time, sys, jax, numpy as np
+import time, sys, jax
 from bilevel_jax import data as D
 from bilevel_jax.ssl import train as T, evaluate as E
 from bilevel_jax.ssl.labels import labeled_sets

@@ -15,7 +15,6 @@ plus the selection time.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import sys
 import time

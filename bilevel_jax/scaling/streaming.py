@@ -263,8 +263,8 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
 
   def passes():
     for s, e in chunks(p, chunk_rows):
-      z = features.read(s, e, zbuf)
-      y = pseudo_labels.read(s, e, ybuf)
+      features.read(s, e, zbuf)   # fills zbuf in place
+      pseudo_labels.read(s, e, ybuf)
       valid = np.zeros(chunk_rows, np.float32)
       valid[: e - s] = 1.0
       if e - s < chunk_rows:

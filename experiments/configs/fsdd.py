@@ -117,6 +117,8 @@ def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
   ssl = dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0)
   if "solver" in ssl:   # its greedy loop has only these (bilevel/semi_supervised.py)
     ssl.update(solver="paper", loss_reduction="mean")
+    for key in ("inner_tol", "ihvp_rtol", "inner_max_iter", "ihvp_max_iter", "newton_cg_max_iter"):
+      ssl.pop(key, None)   # the exact solver's settings
   c.bilevel_ssl = ml_collections.ConfigDict(ssl)
   # (d) proxy features: the SSL network's standardized embeddings; `augmentations` augmented
   # views per labeled/picked point (at most strategies.bilevel_variants.EMBED_AUGMENTATIONS).

@@ -18,28 +18,15 @@ from bilevel_jax.al import results
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
 from experiments.configs import fsdd as fsdd_config
+from tests.al import configs
 
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-  """Any training call fails the test: validation must happen before compute."""
-  def boom(*args, **kwargs):
-    raise AssertionError("training started before the config was validated")
-  monkeypatch.setattr(ssl_train, "train_many", boom)
 
 
 def _tiny(**overrides):
-  c = fsdd_config.get_config("tiny")
-  c.progress = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return configs.with_overrides(fsdd_config.get_config("tiny"), overrides)
 
 
 @pytest.mark.parametrize("overrides, message", [

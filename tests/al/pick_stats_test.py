@@ -12,25 +12,13 @@ from bilevel_jax.al import pick_stats
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
 from experiments.configs import pick_stats as pick_stats_config
+from tests.al import configs
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-  def boom(*args, **kwargs):
-    raise AssertionError("training started")
-  monkeypatch.setattr(ssl_train, "train_many", boom)
 
 
 def _tiny(**overrides):
-  c = pick_stats_config.get_config("tiny")
-  c.progress = False
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return configs.with_overrides(pick_stats_config.get_config("tiny"), overrides)
 
 
 def test_parse_seeds():

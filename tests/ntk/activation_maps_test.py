@@ -7,7 +7,6 @@ resolve 1% (finite-width fluctuations of a depth-10 residual net are several % p
 """
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -63,7 +63,9 @@ def test_picks_match_when_both_inner_solves_converge(x64):
   lab = np.array([0, 1, 2, 3], np.int32)
   bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
   kw = dict(b=5, lr=0.02, l2=5e-2, inner_steps=6000, batch_size=None, cg_steps=60)
-  a = S.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
+  # The representer formulation weighs the inner loss as a mean over the bank rows.
+  a = S.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
+                     loss_reduction="mean", **kw)
   b = R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
                      k_pool=R.pool_kernel(jnp.asarray(z)), **kw)
   np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
