@@ -12,6 +12,7 @@ and steps are jitted, timed with block_until_ready and interleaved in rounds, so
 background jobs sharing the 2 cores hit all variants alike; medians over rounds, wall and
 process-CPU seconds, and ratios. Prints one JSON object (with the command).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,12 +42,18 @@ def setup(num_labels: int = 60):
   w = np.asarray(ds.train.waveforms, np.float32)
   y = np.asarray(ds.train.labels)
   rng = np.random.default_rng(0)
-  lab = np.concatenate([rng.choice(np.flatnonzero(y == c), num_labels // 10, replace=False)
-                        for c in range(10)])
+  lab = np.concatenate(
+    [rng.choice(np.flatnonzero(y == c), num_labels // 10, replace=False) for c in range(10)]
+  )
   tc = T.TrainConfig.from_config(mm_config.get_config("cpu").train)
   model = T.create_model(tc, 10)
-  data = T.TrainData(jnp.asarray(w), jnp.asarray(y, jnp.int32), jnp.asarray(noise),
-                     jnp.float32(0.5), jnp.float32(0.2))
+  data = T.TrainData(
+    jnp.asarray(w),
+    jnp.asarray(y, jnp.int32),
+    jnp.asarray(noise),
+    jnp.float32(0.5),
+    jnp.float32(0.2),
+  )
   return tc, model, data, jnp.asarray(lab, jnp.int32)
 
 
@@ -85,16 +92,16 @@ def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
   def front_end(data, lab):
     wx, wu, yl = gather(data, lab)
     if grouped:
-      x, u = augmentations.augment_and_featurize_groups([k_auglab, k_augunl], [wx, wu],
-                                                        data.noise)
+      x, u = augmentations.augment_and_featurize_groups([k_auglab, k_augunl], [wx, wu], data.noise)
     else:
       x = audio.augment_and_featurize(k_auglab, wx, data.noise)
       u = audio.augment_and_featurize(k_augunl, wu, data.noise)
     return norm(x), norm(u), jax.nn.one_hot(yl, nc)
 
   def forward(params, batch_stats, inputs):
-    (logits, _), upd = model.apply({"params": params, "batch_stats": batch_stats}, inputs,
-                                   train=True, mutable=["batch_stats"])
+    (logits, _), upd = model.apply(
+      {"params": params, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
+    )
     return logits, upd["batch_stats"]
 
   def guess(params, batch_stats, u):
@@ -109,6 +116,7 @@ def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
       logits, stats = forward(p, batch_stats, inputs)
       loss, _ = mixmatch.mixmatch_loss(logits, targets, b, jnp.float32(5.0))
       return loss, stats
+
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
   optimizer = T.make_optimizer(tc)
@@ -124,10 +132,19 @@ def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
 
   aug = audio.augment_and_featurize if grouped else _two_call_front_end
   step = jax.jit(T.make_step(tc, model, nc, audio.featurize, aug))
-  jf = {n: jax.jit(f) for n, f in dict(gather=gather, augment=augment_only,
-                                         featurize=featurize_only, front_end=front_end,
-                                         guess=guess, mix=mix, fwd_bwd=fwd_bwd,
-                                         update=update).items()}
+  jf = {
+    n: jax.jit(f)
+    for n, f in dict(
+      gather=gather,
+      augment=augment_only,
+      featurize=featurize_only,
+      front_end=front_end,
+      guess=guess,
+      mix=mix,
+      fwd_bwd=fwd_bwd,
+      update=update,
+    ).items()
+  }
   wx, wu, _ = jf["gather"](data, lab)
   augmented = jf["augment"](wx, wu, data.noise)
   x, u, y1 = jf["front_end"](data, lab)
@@ -135,15 +152,17 @@ def _pieces(tc, model, data, lab, state, grouped: bool) -> dict:
   inputs, targets = jf["mix"](x, y1, u, q)
   (_, _), grads = jf["fwd_bwd"](state.params, state.batch_stats, inputs, targets)
   return {
-      "step": (step, (state, data, lab)),
-      "front_end (gather+augment+log-mel, 192 clips)": (jf["front_end"], (data, lab)),
-      "  augment only": (jf["augment"], (wx, wu, data.noise)),
-      "  log-mel only": (jf["featurize"], (augmented,)),
-      "label-guess forward (128)": (jf["guess"], (state.params, state.batch_stats, u)),
-      "mixup": (jf["mix"], (x, y1, u, q)),
-      "train forward+backward (192)": (jf["fwd_bwd"], (state.params, state.batch_stats,
-                                                       inputs, targets)),
-      "adam+decay+ema update": (jf["update"], (state, grads)),
+    "step": (step, (state, data, lab)),
+    "front_end (gather+augment+log-mel, 192 clips)": (jf["front_end"], (data, lab)),
+    "  augment only": (jf["augment"], (wx, wu, data.noise)),
+    "  log-mel only": (jf["featurize"], (augmented,)),
+    "label-guess forward (128)": (jf["guess"], (state.params, state.batch_stats, u)),
+    "mixup": (jf["mix"], (x, y1, u, q)),
+    "train forward+backward (192)": (
+      jf["fwd_bwd"],
+      (state.params, state.batch_stats, inputs, targets),
+    ),
+    "adam+decay+ema update": (jf["update"], (state, grads)),
   }
 
 
@@ -172,19 +191,34 @@ def profile(names: list[str], rounds: int) -> dict:
   for name in names:
     step_w = statistics.median(wall[(name, "step")])
     step_c = statistics.median(cpu[(name, "step")])
-    out[name] = {piece: {"wall_s": statistics.median(wall[k]), "cpu_s": statistics.median(cpu[k]),
-                         "wall_ratio_to_step": statistics.median(wall[k]) / step_w,
-                         "cpu_ratio_to_step": statistics.median(cpu[k]) / step_c}
-                 for k in calls if k[0] == name for piece in [k[1]]}
+    out[name] = {
+      piece: {
+        "wall_s": statistics.median(wall[k]),
+        "cpu_s": statistics.median(cpu[k]),
+        "wall_ratio_to_step": statistics.median(wall[k]) / step_w,
+        "cpu_ratio_to_step": statistics.median(cpu[k]) / step_c,
+      }
+      for k in calls
+      if k[0] == name
+      for piece in [k[1]]
+    }
   return out
 
 
 def kernel_grad(rounds: int) -> dict:
   """CPU ms of one WRN-10-1 layer's kernel gradient (batch 192): plain autodiff vs slices."""
   from bilevel_jax.models import wide_resnet  # pylint: disable=import-outside-toplevel
+
   dn = ("NHWC", "HWIO", "NHWC")
-  layers = [(32, 1, 16, 1, 3), (32, 16, 16, 1, 3), (32, 16, 32, 2, 3), (16, 32, 32, 1, 3),
-            (16, 32, 64, 2, 3), (8, 64, 64, 1, 3), (32, 16, 32, 2, 1)]  # (H, Cin, Cout, s, k)
+  layers = [
+    (32, 1, 16, 1, 3),
+    (32, 16, 16, 1, 3),
+    (32, 16, 32, 2, 3),
+    (16, 32, 32, 1, 3),
+    (16, 32, 64, 2, 3),
+    (8, 64, 64, 1, 3),
+    (32, 16, 32, 2, 1),
+  ]  # (H, Cin, Cout, s, k)
   rng = np.random.default_rng(0)
   calls = {}
   for h, ci, co, st, k in layers:
@@ -193,8 +227,11 @@ def kernel_grad(rounds: int) -> dict:
     dy = jnp.asarray(rng.standard_normal((192, -(-h // st), -(-h // st), co)), jnp.float32)
     for chunk in (0, 48, 16, 8):
       conv = wide_resnet.chunked_weight_grad_conv(chunk)
-      f = jax.jit(lambda x, w, dy, conv=conv, st=st: jax.vjp(
-          lambda w_: conv(x, w_, (st, st), "SAME", dimension_numbers=dn), w)[1](dy)[0])
+      f = jax.jit(
+        lambda x, w, dy, conv=conv, st=st: jax.vjp(
+          lambda w_: conv(x, w_, (st, st), "SAME", dimension_numbers=dn), w
+        )[1](dy)[0]
+      )
       calls[f"{ci}->{co} {h}x{h} k{k} s{st} chunk{chunk}"] = (f, (x, w, dy))
   for fn, args in calls.values():
     timed(fn, *args, reps=1)
@@ -209,8 +246,9 @@ def step_time(reps: int) -> dict:
   """Median seconds of the current jitted, donated step (for XLA flag comparisons)."""
   tc, model, data, lab = setup()
   state = T.init_state(tc, model, jax.random.key(0))
-  step = jax.jit(T.make_step(tc, model, 10, audio.featurize, audio.augment_and_featurize),
-                 donate_argnums=0)
+  step = jax.jit(
+    T.make_step(tc, model, 10, audio.featurize, audio.augment_and_featurize), donate_argnums=0
+  )
   for _ in range(2):
     state, _ = step(state, data, lab)
   jax.block_until_ready(state)
@@ -229,22 +267,28 @@ def _two_call_front_end(key, waveforms, noise):
 
 
 VARIANTS = {
-    # name: (batched front end, WideResNet.weight_grad_chunk, XLA compile options)
-    "before": (False, 0, {}),
-    "front_end_only": (True, 0, {}),
-    "after": (True, None, {}),  # the defaults: batched front end, slices of 16 on CPU
-    "chunk48": (True, 48, {}),
-    "chunk32": (True, 32, {}),
-    "chunk16": (True, 16, {}),
-    "chunk8": (True, 8, {}),
-    "after_ynn_off": (True, None, {"xla_cpu_experimental_ynn_fusion_type": ""}),
-    "after_concurrency_sched": (True, None,
-                                {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
-    "after_ynn_conv_only": (True, None, {
-        "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}),
-    "after_ynn_conv_dot": (True, None, {
-        "xla_cpu_experimental_ynn_fusion_type":
-            "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}),
+  # name: (batched front end, WideResNet.weight_grad_chunk, XLA compile options)
+  "before": (False, 0, {}),
+  "front_end_only": (True, 0, {}),
+  "after": (True, None, {}),  # the defaults: batched front end, slices of 16 on CPU
+  "chunk48": (True, 48, {}),
+  "chunk32": (True, 32, {}),
+  "chunk16": (True, 16, {}),
+  "chunk8": (True, 8, {}),
+  "after_ynn_off": (True, None, {"xla_cpu_experimental_ynn_fusion_type": ""}),
+  "after_concurrency_sched": (True, None, {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
+  "after_ynn_conv_only": (
+    True,
+    None,
+    {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
+  ),
+  "after_ynn_conv_dot": (
+    True,
+    None,
+    {
+      "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+    },
+  ),
 }
 
 
@@ -257,8 +301,7 @@ def compare(names: list[str], rounds: int, reps: int) -> dict:
     aug = audio.augment_and_featurize if grouped else _two_call_front_end
     step = T.make_step(tc, model.clone(weight_grad_chunk=chunk), 10, audio.featurize, aug)
     state = T.init_state(tc, model, jax.random.key(0))
-    fn = jax.jit(step, donate_argnums=0).lower(state, data, lab).compile(
-        compiler_options=options)
+    fn = jax.jit(step, donate_argnums=0).lower(state, data, lab).compile(compiler_options=options)
     state, metrics = fn(state, data, lab)
     first[name] = (jax.device_get(metrics), jax.device_get(state.batch_stats))
     state, _ = fn(state, data, lab)
@@ -281,16 +324,26 @@ def compare(names: list[str], rounds: int, reps: int) -> dict:
   # Same keys, data and init: the first step's losses and batch-norm statistics (functions of
   # the features and activations of the MixMatch batch) must agree across variants.
   m0, s0 = first[names[0]]
-  first_step = {n: {"loss": float(first[n][0]["loss"]),
-                    "max_abs_loss_diff": float(abs(first[n][0]["loss"] - m0["loss"])),
-                    "max_abs_batch_stats_diff": float(max(jax.tree.leaves(jax.tree.map(
-                        lambda a, b: np.max(np.abs(a - b)), first[n][1], s0))))}
-                for n in names}
-  return {"wall_s_per_step": med_w, "cpu_s_per_step": med_c,
-          "wall_ratio_to_first": {n: med_w[n] / med_w[names[0]] for n in names},
-          "cpu_ratio_to_first": {n: med_c[n] / med_c[names[0]] for n in names},
-          "first_step_vs_first_variant": first_step, "steps_each": 2 + rounds * reps,
-          "wall_all_s": wall, "cpu_all_s": cpu}
+  first_step = {
+    n: {
+      "loss": float(first[n][0]["loss"]),
+      "max_abs_loss_diff": float(abs(first[n][0]["loss"] - m0["loss"])),
+      "max_abs_batch_stats_diff": float(
+        max(jax.tree.leaves(jax.tree.map(lambda a, b: np.max(np.abs(a - b)), first[n][1], s0)))
+      ),
+    }
+    for n in names
+  }
+  return {
+    "wall_s_per_step": med_w,
+    "cpu_s_per_step": med_c,
+    "wall_ratio_to_first": {n: med_w[n] / med_w[names[0]] for n in names},
+    "cpu_ratio_to_first": {n: med_c[n] / med_c[names[0]] for n in names},
+    "first_step_vs_first_variant": first_step,
+    "steps_each": 2 + rounds * reps,
+    "wall_all_s": wall,
+    "cpu_all_s": cpu,
+  }
 
 
 def main(argv):

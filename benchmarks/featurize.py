@@ -9,6 +9,7 @@ librosa: the per-file loop a straightforward implementation would run: librosa.l
 soxr_hq resample to 16 kHz), centred pad/crop, the same four augmentations in numpy (np.interp
 for speed), librosa.feature.melspectrogram + power_to_db. Both in one run; ratio = librosa / JAX.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,20 +25,22 @@ _OUT = flags.DEFINE_string("out", None, "Result JSON path.", required=True)
 _DATA_ROOT = flags.DEFINE_string("data_root", None, "Data root (default: the usual one).")
 _BATCH = flags.DEFINE_integer("batch_size", 300, "JAX batch size (2700 = 9 x 300).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats of the JAX pass.")
-_NUM_LIBROSA = flags.DEFINE_integer("num_librosa", 0,
-                                    "Clips in the librosa loop (0 = all; else per-clip scaled).")
+_NUM_LIBROSA = flags.DEFINE_integer(
+  "num_librosa", 0, "Clips in the librosa loop (0 = all; else per-clip scaled)."
+)
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed.")
 
 
 def librosa_augment_featurize(path, noise: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """One clip the straightforward way; returns (32, 32) dB."""
   import librosa  # pylint: disable=import-outside-toplevel
+
   y, _ = librosa.load(path, sr=16000, res_type="soxr_hq")
   n = len(y)  # centred pad/crop to 16000 samples
   if n < 16000:
     y = np.pad(y, ((16000 - n) // 2, 16000 - n - (16000 - n) // 2))
   else:
-    y = y[(n - 16000) // 2:(n - 16000) // 2 + 16000]
+    y = y[(n - 16000) // 2 : (n - 16000) // 2 + 16000]
   t = np.arange(16000, dtype=np.float64)
   flags_ = rng.random(4) < 0.5
   if flags_[1]:  # speed about the centre
@@ -55,9 +58,9 @@ def librosa_augment_featurize(path, noise: np.ndarray, rng: np.random.Generator)
   if flags_[3]:
     k = int(rng.integers(noise.shape[0]))
     o = int(rng.integers(noise.shape[1] - 16000 + 1))
-    seg = noise[k, o:o + 16000]
+    seg = noise[k, o : o + 16000]
     snr = rng.uniform(0.0, 40.0)
-    p_sig, p_noise = np.mean(y ** 2), np.mean(seg ** 2)
+    p_sig, p_noise = np.mean(y**2), np.mean(seg**2)
     if p_sig > 0:
       y = y + np.sqrt(p_sig / (p_noise * 10 ** (snr / 10))) * seg
   mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=2048, hop_length=512, n_mels=32)
@@ -87,8 +90,10 @@ def main(argv):
   compile_s = time.perf_counter() - t0
 
   def jax_pass(pass_key):
-    outs = [compiled(jax.random.fold_in(pass_key, i), jax.device_put(np.asarray(wav[i:i + b])),
-                     noise) for i in range(0, n, b)]
+    outs = [
+      compiled(jax.random.fold_in(pass_key, i), jax.device_put(np.asarray(wav[i : i + b])), noise)
+      for i in range(0, n, b)
+    ]
     return jax.block_until_ready(outs)
 
   first = jax_pass(jax.random.fold_in(key, 10_000))  # warm-up (allocations, page cache)
@@ -101,7 +106,7 @@ def main(argv):
   jax_s = statistics.median(times)
 
   root = ds.root
-  files = ds.train.files if not _NUM_LIBROSA.value else ds.train.files[:_NUM_LIBROSA.value]
+  files = ds.train.files if not _NUM_LIBROSA.value else ds.train.files[: _NUM_LIBROSA.value]
   rng = np.random.default_rng(_SEED.value)
   librosa_augment_featurize(os.path.join(root, files[0]), noise_np, rng)  # warm-up imports
   t0 = time.perf_counter()
@@ -111,28 +116,38 @@ def main(argv):
   librosa_s = librosa_measured_s * n / len(files)
 
   result = {
-      "command": " ".join(["python -m benchmarks.featurize"] + sys.argv[1:]),
-      "task": "augment + log-mel of the 2700 FSDD training clips",
-      "num_clips": n, "batch_size": b,
-      "jax_compile_s": compile_s,
-      "jax_s_median": jax_s, "jax_s_all_repeats": times,
-      "jax_clips_per_s": n / jax_s,
-      "librosa_clips_timed": len(files), "librosa_measured_s": librosa_measured_s,
-      "librosa_s_for_all_clips": librosa_s, "librosa_clips_per_s": n / librosa_s,
-      "ratio_librosa_over_jax": librosa_s / jax_s,
-      "machine": {
-          "nproc": os.cpu_count(), "platform": platform.platform(),
-          "processor": platform.processor(), "python": platform.python_version(),
-          "jax": jax.__version__, "jax_backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()], "librosa": librosa.__version__,
-          "numpy": np.__version__,
-          "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-      },
+    "command": " ".join(["python -m benchmarks.featurize"] + sys.argv[1:]),
+    "task": "augment + log-mel of the 2700 FSDD training clips",
+    "num_clips": n,
+    "batch_size": b,
+    "jax_compile_s": compile_s,
+    "jax_s_median": jax_s,
+    "jax_s_all_repeats": times,
+    "jax_clips_per_s": n / jax_s,
+    "librosa_clips_timed": len(files),
+    "librosa_measured_s": librosa_measured_s,
+    "librosa_s_for_all_clips": librosa_s,
+    "librosa_clips_per_s": n / librosa_s,
+    "ratio_librosa_over_jax": librosa_s / jax_s,
+    "machine": {
+      "nproc": os.cpu_count(),
+      "platform": platform.platform(),
+      "processor": platform.processor(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jax_backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+      "librosa": librosa.__version__,
+      "numpy": np.__version__,
+      "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    },
   }
   io.atomic_write_json(_OUT.value, result)
-  print(f"JAX ({jax.default_backend()}): compile {compile_s:.2f} s, {jax_s:.3f} s for {n} clips "
-        f"({n / jax_s:.0f} clips/s); librosa loop: {librosa_s:.2f} s ({n / librosa_s:.0f} "
-        f"clips/s); ratio {librosa_s / jax_s:.1f}x")
+  print(
+    f"JAX ({jax.default_backend()}): compile {compile_s:.2f} s, {jax_s:.3f} s for {n} clips "
+    f"({n / jax_s:.0f} clips/s); librosa loop: {librosa_s:.2f} s ({n / librosa_s:.0f} "
+    f"clips/s); ratio {librosa_s / jax_s:.1f}x"
+  )
 
 
 if __name__ == "__main__":

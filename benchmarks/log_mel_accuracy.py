@@ -10,6 +10,7 @@ threshold (absolute dB, and dB below the clip's loudest bin), and where the larg
 librosa's own float32 pipeline is measured the same way for comparison (its STFT multiplies
 the frames by a float64 window, so its FFT runs in float64 before the cast to complex64).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,19 @@ REL_THRESHOLDS_DB = (-40.0, -60.0, -80.0, -100.0)
 def librosa_log_mel(y: np.ndarray, dtype) -> np.ndarray:
   """(16000,) -> (32, 32) dB with librosa, computed in `dtype`."""
   import librosa  # pylint: disable=import-outside-toplevel
-  mel = librosa.feature.melspectrogram(y=y.astype(dtype), sr=16000, n_fft=2048, hop_length=512,
-                                       n_mels=32, window="hann", center=True,
-                                       pad_mode="constant", power=2.0, dtype=dtype)
+
+  mel = librosa.feature.melspectrogram(
+    y=y.astype(dtype),
+    sr=16000,
+    n_fft=2048,
+    hop_length=512,
+    n_mels=32,
+    window="hann",
+    center=True,
+    pad_mode="constant",
+    power=2.0,
+    dtype=dtype,
+  )
   return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
 
 
@@ -42,15 +53,21 @@ def error_table(got: np.ndarray, ref: np.ndarray, files: list[str]) -> dict:
   rel = ref - ref.max(axis=(1, 2), keepdims=True)
   i = np.unravel_index(np.argmax(np.where(ref > -80.0, diff, -1.0)), diff.shape)
   return {
-      "max_abs_diff_db_above_abs_level": {f"{t:g}": float(diff[ref > t].max())
-                                          for t in ABS_THRESHOLDS_DB},
-      "max_abs_diff_db_within_rel_level_of_clip_peak": {f"{t:g}": float(diff[rel > t].max())
-                                                        for t in REL_THRESHOLDS_DB},
-      "max_abs_diff_db_all_bins": float(diff.max()),
-      "worst_bin_above_-80_db": {"file": files[i[0]], "mel_band": int(i[1]),
-                                 "frame": int(i[2]), "diff_db": float(diff[i]),
-                                 "reference_db": float(ref[i]),
-                                 "below_clip_peak_db": float(-rel[i])},
+    "max_abs_diff_db_above_abs_level": {
+      f"{t:g}": float(diff[ref > t].max()) for t in ABS_THRESHOLDS_DB
+    },
+    "max_abs_diff_db_within_rel_level_of_clip_peak": {
+      f"{t:g}": float(diff[rel > t].max()) for t in REL_THRESHOLDS_DB
+    },
+    "max_abs_diff_db_all_bins": float(diff.max()),
+    "worst_bin_above_-80_db": {
+      "file": files[i[0]],
+      "mel_band": int(i[1]),
+      "frame": int(i[2]),
+      "diff_db": float(diff[i]),
+      "reference_db": float(ref[i]),
+      "below_clip_peak_db": float(-rel[i]),
+    },
   }
 
 
@@ -59,13 +76,21 @@ def measure(clips: np.ndarray, files: list[str], batch: int) -> dict:
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
 
   from bilevel_jax import audio  # pylint: disable=import-outside-toplevel
+
   log_mel = jax.jit(audio.log_mel)
-  got = np.concatenate([np.asarray(log_mel(jnp.asarray(clips[i:i + batch], jnp.float32)))
-                        for i in range(0, len(clips), batch)])
+  got = np.concatenate(
+    [
+      np.asarray(log_mel(jnp.asarray(clips[i : i + batch], jnp.float32)))
+      for i in range(0, len(clips), batch)
+    ]
+  )
   ref = np.stack([librosa_log_mel(y, np.float64) for y in clips])
   lib32 = np.stack([librosa_log_mel(y, np.float32) for y in clips])
-  return {"num_clips": len(files), "jax_float32_vs_librosa_float64": error_table(got, ref, files),
-          "librosa_float32_vs_librosa_float64": error_table(lib32, ref, files)}
+  return {
+    "num_clips": len(files),
+    "jax_float32_vs_librosa_float64": error_table(got, ref, files),
+    "librosa_float32_vs_librosa_float64": error_table(lib32, ref, files),
+  }
 
 
 def main(argv):
@@ -75,17 +100,22 @@ def main(argv):
 
   from bilevel_jax import data  # pylint: disable=import-outside-toplevel
   from bilevel_jax.utils import io, paths  # pylint: disable=import-outside-toplevel
+
   root = paths.resolve_data_root(_DATA_ROOT.value)
-  out = {"command": " ".join(["python -m benchmarks.log_mel_accuracy"] + sys.argv[1:]),
-         "versions": {"jax": jax.__version__, "librosa": librosa.__version__,
-                      "numpy": np.__version__},
-         "platform": jax.devices()[0].platform, "datasets": {}}
+  out = {
+    "command": " ".join(["python -m benchmarks.log_mel_accuracy"] + sys.argv[1:]),
+    "versions": {"jax": jax.__version__, "librosa": librosa.__version__, "numpy": np.__version__},
+    "platform": jax.devices()[0].platform,
+    "datasets": {},
+  }
   sc = data.load_dataset("speech_commands_sample", root, progress=False).test
   fsdd = data.load_dataset("fsdd", root, progress=False)
   fsdd_files = list(fsdd.train.files) + list(fsdd.test.files)
   fsdd_wav = np.concatenate([np.asarray(fsdd.train.waveforms), np.asarray(fsdd.test.waveforms)])
-  for name, clips, files in (("speech_commands_v2_sample", np.asarray(sc.waveforms),
-                              list(sc.files)), ("fsdd", fsdd_wav, fsdd_files)):
+  for name, clips, files in (
+    ("speech_commands_v2_sample", np.asarray(sc.waveforms), list(sc.files)),
+    ("fsdd", fsdd_wav, fsdd_files),
+  ):
     out["datasets"][name] = measure(clips, files, _BATCH.value)
     print(name, json.dumps(out["datasets"][name]["jax_float32_vs_librosa_float64"], indent=1))
   path = pathlib.Path(_OUT.value)

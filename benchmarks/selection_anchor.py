@@ -17,6 +17,7 @@ so load from other processes hits both alike. Timing ratios are reported per rou
   .venv/bin/python -m benchmarks.selection_anchor --authors_repo=AUTHORS_REPO \
       --torch_python=TORCH_VENV/bin/python --out=benchmarks/results/selection_anchor_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,17 +45,24 @@ def main(argv=None):
   ap.add_argument("--rounds", type=int, default=2, help="alternations ours / theirs")
   ap.add_argument("--repeats", type=int, default=3, help="timed calls of ours per round")
   ap.add_argument("--full_l2", type=float, default=5e-5)
-  ap.add_argument("--torch_threads", default="1,2",
-                  help="torch thread counts to run theirs with; the fastest is the anchor (on a "
-                       "loaded 2-core machine 2 threads can be several times slower than 1)")
+  ap.add_argument(
+    "--torch_threads",
+    default="1,2",
+    help="torch thread counts to run theirs with; the fastest is the anchor (on a "
+    "loaded 2-core machine 2 threads can be several times slower than 1)",
+  )
   ap.add_argument("--data", default=None, help="folder for the .npy problem (temp by default)")
-  ap.add_argument("--exact", action="store_true",
-                  help="also time solver='exact' (loss_reduction sum and mean)")
+  ap.add_argument(
+    "--exact", action="store_true", help="also time solver='exact' (loss_reduction sum and mean)"
+  )
   ap.add_argument("--skip_fullbank", action="store_true", help="leave out ours_fullbank")
-  ap.add_argument("--ours_one_core", action="store_true",
-                  help="pin this process (ours) to one core before JAX starts, so XLA runs "
-                       "single-threaded like torch with 1 thread; the torch children keep "
-                       "every core of the original affinity")
+  ap.add_argument(
+    "--ours_one_core",
+    action="store_true",
+    help="pin this process (ours) to one core before JAX starts, so XLA runs "
+    "single-threaded like torch with 1 thread; the torch children keep "
+    "every core of the original affinity",
+  )
   args = ap.parse_args(argv)
   cores = sorted(os.sched_getaffinity(0))
   if args.ours_one_core:
@@ -86,15 +94,24 @@ def main(argv=None):
   z, y, t = syn.pool(spec)
   rng = np.random.default_rng(0)
   lab = np.concatenate([rng.choice(np.flatnonzero(t == k), 1) for k in range(args.c)])
-  lab = np.concatenate([lab, rng.choice(np.setdiff1d(np.arange(args.pool), lab),
-                                        max(10 - len(lab), 0), replace=False)]).astype(np.int32)
+  lab = np.concatenate(
+    [lab, rng.choice(np.setdiff1d(np.arange(args.pool), lab), max(10 - len(lab), 0), replace=False)]
+  ).astype(np.int32)
   params = syn.bank_params(jnp.asarray(z), args.copies)
-  pool_bank = np.asarray(jax.jit(jax.vmap(lambda i: syn.bank_fn(
-      params, jax.random.fold_in(jax.random.key(7), i), i)))(jnp.arange(args.pool)))
+  pool_bank = np.asarray(
+    jax.jit(jax.vmap(lambda i: syn.bank_fn(params, jax.random.fold_in(jax.random.key(7), i), i)))(
+      jnp.arange(args.pool)
+    )
+  )
   targets = y.copy()
   targets[lab] = np.eye(args.c, dtype=targets.dtype)[t[lab]]
-  for name, arr in (("pool_z", z), ("pool_bank", pool_bank), ("targets", targets),
-                    ("labeled_idx", lab), ("labels", t)):
+  for name, arr in (
+    ("pool_z", z),
+    ("pool_bank", pool_bank),
+    ("targets", targets),
+    ("labeled_idx", lab),
+    ("labels", t),
+  ):
     np.save(os.path.join(data, f"{name}.npy"), arr)
 
   bank_fn, bank_params = S.precomputed_bank(pool_bank)
@@ -102,37 +119,70 @@ def main(argv=None):
   lab_bank = pool_bank[lab]
   variants = {"ours_minibatch64": dict(batch_size=64, solver="paper", loss_reduction="mean")}
   if not args.skip_fullbank:
-    variants["ours_fullbank"] = dict(batch_size=None, l2=args.full_l2, solver="paper",
-                                     loss_reduction="mean")
+    variants["ours_fullbank"] = dict(
+      batch_size=None, l2=args.full_l2, solver="paper", loss_reduction="mean"
+    )
   if args.exact:
     variants["ours_exact_sum"] = dict(solver="exact", loss_reduction="sum")
     variants["ours_exact_mean"] = dict(solver="exact", loss_reduction="mean")
 
   def ours(kw):
-    return S.select_batch(jax.random.key(1), zj, yj, lab, t[lab], lab_bank, bank_fn, bank_params,
-                          b=10, inner_steps=args.inner_steps, cg_steps=args.cg_steps,
-                          validate=False, **kw)
+    return S.select_batch(
+      jax.random.key(1),
+      zj,
+      yj,
+      lab,
+      t[lab],
+      lab_bank,
+      bank_fn,
+      bank_params,
+      b=10,
+      inner_steps=args.inner_steps,
+      cg_steps=args.cg_steps,
+      validate=False,
+      **kw,
+    )
 
-  cmd = " ".join([os.path.basename(sys.executable), "-m", "benchmarks.selection_anchor"]
-                 + (argv if argv is not None else sys.argv[1:]))
-  res = {"command": cmd, "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-         "cores_ours": sorted(os.sched_getaffinity(0)), "cores_authors": cores,
-         "loadavg_start": os.getloadavg(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-         "authors_repo": args.authors_repo,
-         "settings": {"pool": args.pool, "m": args.m, "c": args.c, "copies": args.copies,
-                      "labeled": len(lab), "b": 10, "n_bilevel": 9,
-                      "inner_steps": args.inner_steps, "cg_steps": args.cg_steps,
-                      "features": "synthetic Nystrom features (scaling/synthetic.py, seed 0)"},
-         "rounds": []}
+  cmd = " ".join(
+    [os.path.basename(sys.executable), "-m", "benchmarks.selection_anchor"]
+    + (argv if argv is not None else sys.argv[1:])
+  )
+  res = {
+    "command": cmd,
+    "devices": [str(d) for d in jax.devices()],
+    "jax": jax.__version__,
+    "cores_ours": sorted(os.sched_getaffinity(0)),
+    "cores_authors": cores,
+    "loadavg_start": os.getloadavg(),
+    "cpu": _cpu_model(),
+    "cpu_count": os.cpu_count(),
+    "authors_repo": args.authors_repo,
+    "settings": {
+      "pool": args.pool,
+      "m": args.m,
+      "c": args.c,
+      "copies": args.copies,
+      "labeled": len(lab),
+      "b": 10,
+      "n_bilevel": 9,
+      "inner_steps": args.inner_steps,
+      "cg_steps": args.cg_steps,
+      "features": "synthetic Nystrom features (scaling/synthetic.py, seed 0)",
+    },
+    "rounds": [],
+  }
   for name, kw in variants.items():
     s = time.perf_counter()
     sel = jax.block_until_ready(ours(kw))
-    res[name] = {"first_call_s": time.perf_counter() - s, "kwargs": {k: v for k, v in kw.items()},
-                 "picks": np.asarray(sel.indices).tolist(),
-                 "inner_grad_norm": np.asarray(sel.inner_grad_norm).tolist(),
-                 "inner_iterations": np.asarray(sel.inner_iterations).tolist(),
-                 "ihvp_iterations": np.asarray(sel.ihvp_iterations).tolist(),
-                 "ihvp_residual": np.asarray(sel.cg_residual, np.float64).tolist()}
+    res[name] = {
+      "first_call_s": time.perf_counter() - s,
+      "kwargs": {k: v for k, v in kw.items()},
+      "picks": np.asarray(sel.indices).tolist(),
+      "inner_grad_norm": np.asarray(sel.inner_grad_norm).tolist(),
+      "inner_iterations": np.asarray(sel.inner_iterations).tolist(),
+      "ihvp_iterations": np.asarray(sel.ihvp_iterations).tolist(),
+      "ihvp_residual": np.asarray(sel.cg_residual, np.float64).tolist(),
+    }
   for r in range(args.rounds):
     entry = {"round": r, "loadavg": os.getloadavg()}
     for name, kw in variants.items():
@@ -144,13 +194,21 @@ def main(argv=None):
       entry[name + "_s"] = float(np.median(ts))
     for threads in threads_list:
       out = os.path.join(data, f"torch_{r}_{threads}.json")
-      proc = subprocess.run([args.torch_python, os.path.join(os.path.dirname(__file__),
-                                                             "selection_anchor_torch.py"),
-                             f"--authors_repo={args.authors_repo}", f"--data={data}",
-                             f"--out={out}", f"--inner_steps={args.inner_steps}",
-                             f"--cg_steps={args.cg_steps}", f"--threads={threads}"],
-                            capture_output=True, text=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cores))
+      proc = subprocess.run(
+        [
+          args.torch_python,
+          os.path.join(os.path.dirname(__file__), "selection_anchor_torch.py"),
+          f"--authors_repo={args.authors_repo}",
+          f"--data={data}",
+          f"--out={out}",
+          f"--inner_steps={args.inner_steps}",
+          f"--cg_steps={args.cg_steps}",
+          f"--threads={threads}",
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+      )
       if proc.returncode:
         entry[f"authors_error_threads{threads}"] = proc.stderr[-3000:]
         continue
@@ -165,27 +223,40 @@ def main(argv=None):
       for name in variants:
         entry[f"speedup_{name}"] = run["total_s"] / entry[name + "_s"]
     res["rounds"].append(entry)
-    print(json.dumps({k: (v["total_s"] if isinstance(v, dict) and "total_s" in v else v)
-                      for k, v in entry.items()}), flush=True)
+    print(
+      json.dumps(
+        {
+          k: (v["total_s"] if isinstance(v, dict) and "total_s" in v else v)
+          for k, v in entry.items()
+        }
+      ),
+      flush=True,
+    )
     io.atomic_write_json(args.out, res)
   ok = [e for e in res["rounds"] if "authors_torch" in e]
   if ok:
     theirs_picks = ok[0]["authors_torch"]["picks"]
-    res["summary"] = {"authors_torch_s": float(np.median([e["authors_torch"]["total_s"]
-                                                         for e in ok]))}
+    res["summary"] = {
+      "authors_torch_s": float(np.median([e["authors_torch"]["total_s"] for e in ok]))
+    }
     for threads in threads_list:
-      runs = [e[f"authors_torch_threads{threads}"]["total_s"] for e in ok
-              if f"authors_torch_threads{threads}" in e]
+      runs = [
+        e[f"authors_torch_threads{threads}"]["total_s"]
+        for e in ok
+        if f"authors_torch_threads{threads}" in e
+      ]
       if runs:
         res["summary"][f"authors_torch_threads{threads}_s"] = float(np.median(runs))
     for name in variants:
       if name != "ours_minibatch64":
-        res["summary"][f"ratio_{name}_over_minibatch64"] = float(np.median(
-            [e[name + "_s"] / e["ours_minibatch64_s"] for e in ok]))
+        res["summary"][f"ratio_{name}_over_minibatch64"] = float(
+          np.median([e[name + "_s"] / e["ours_minibatch64_s"] for e in ok])
+        )
       res["summary"][name + "_s"] = float(np.median([e[name + "_s"] for e in ok]))
       res["summary"]["speedup_" + name] = float(np.median([e["speedup_" + name] for e in ok]))
       res["summary"]["picks_same_set_as_authors_" + name] = len(
-          set(theirs_picks) & set(res[name]["picks"][:9]))
+        set(theirs_picks) & set(res[name]["picks"][:9])
+      )
   io.atomic_write_json(args.out, res)
   print(json.dumps(res.get("summary", {})))
 
@@ -195,8 +266,10 @@ def _cpu_model() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
   except OSError:
     return "unknown"
-  return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-               if line.startswith("Model name")), "unknown")
+  return next(
+    (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+    "unknown",
+  )
 
 
 if __name__ == "__main__":

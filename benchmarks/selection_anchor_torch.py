@@ -14,6 +14,7 @@ unchanged. The authors' dataset / loader plumbing is kept: items are (pool index
   TORCH_VENV/bin/python benchmarks/selection_anchor_torch.py \
       --authors_repo=AUTHORS_REPO --data=ANCHOR_DIR --out=ANCHOR_DIR/torch.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,22 +28,31 @@ import numpy as np
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--authors_repo", required=True,
-                  help="checkout of zalanborsos/bilevel_coresets (bilevel_coreset.py, models.py)")
+  ap.add_argument(
+    "--authors_repo",
+    required=True,
+    help="checkout of zalanborsos/bilevel_coresets (bilevel_coreset.py, models.py)",
+  )
   ap.add_argument("--data", required=True, help="folder written by selection_anchor.py")
   ap.add_argument("--out", required=True)
   ap.add_argument("--inner_steps", type=int, default=1000)
   ap.add_argument("--cg_steps", type=int, default=30)
   ap.add_argument("--n_bilevel", type=int, default=9)
-  ap.add_argument("--inner_reg", type=float, default=1e-4,
-                  help="their weight_decay / penalty inner_reg * ||theta||^2 / 2")
+  ap.add_argument(
+    "--inner_reg",
+    type=float,
+    default=1e-4,
+    help="their weight_decay / penalty inner_reg * ||theta||^2 / 2",
+  )
   ap.add_argument("--repeats", type=int, default=1)
   ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
   args = ap.parse_args(argv)
   for f in ("bilevel_coreset.py", "models.py"):
     if not os.path.isfile(os.path.join(args.authors_repo, f)):
-      raise SystemExit(f"--authors_repo={args.authors_repo!r} has no {f}; expected a checkout "
-                       "of zalanborsos/bilevel_coresets")
+      raise SystemExit(
+        f"--authors_repo={args.authors_repo!r} has no {f}; expected a checkout "
+        "of zalanborsos/bilevel_coresets"
+      )
   for f in ("pool_z.npy", "pool_bank.npy", "targets.npy", "labeled_idx.npy"):
     if not os.path.isfile(os.path.join(args.data, f)):
       raise SystemExit(f"--data={args.data!r} has no {f}; run benchmarks/selection_anchor.py")
@@ -50,13 +60,14 @@ def main(argv=None):
   import torch
   import bilevel_coreset  # pylint: disable=import-error
   import models  # pylint: disable=import-error
+
   if args.threads:
     torch.set_num_threads(args.threads)
 
-  pool_z = np.load(os.path.join(args.data, "pool_z.npy"))          # (P, m) float32
-  pool_bank = np.load(os.path.join(args.data, "pool_bank.npy"))    # (P, A, m) float32
-  targets = np.load(os.path.join(args.data, "targets.npy"))        # (P, c) label distributions
-  lab = np.load(os.path.join(args.data, "labeled_idx.npy"))        # (L,)
+  pool_z = np.load(os.path.join(args.data, "pool_z.npy"))  # (P, m) float32
+  pool_bank = np.load(os.path.join(args.data, "pool_bank.npy"))  # (P, A, m) float32
+  targets = np.load(os.path.join(args.data, "targets.npy"))  # (P, c) label distributions
+  lab = np.load(os.path.join(args.data, "labeled_idx.npy"))  # (L,)
   p, n_aug, m = pool_bank.shape
   c = targets.shape[1]
   # Their loss applies softmax to the target "logits" (their example passes 1000 * one-hot), so
@@ -64,7 +75,7 @@ def main(argv=None):
   target_logits = torch.from_numpy(np.log(np.maximum(targets, 1e-30)).astype(np.float32))
 
   class Clean(torch.utils.data.Dataset):
-    targets = list(range(p))                # only len() is used
+    targets = list(range(p))  # only len() is used
 
     def __len__(self):
       return p
@@ -125,29 +136,57 @@ def main(argv=None):
     for key in timers:
       timers[key] = 0
     torch.manual_seed(rep)
-    np.random.seed(rep)                       # their val_inds draw
+    np.random.seed(rep)  # their val_inds draw
     model = models.LogisticRegression(m, c)
-    with torch.no_grad():                     # ours starts from w = 0 too
+    with torch.no_grad():  # ours starts from w = 0 too
       model.fc.weight.zero_()
       model.fc.bias.zero_()
-    bc = Cached(loss_fn, loss_fn, out_dim=c, max_inner_it=args.inner_steps,
-                max_conj_grad_it=args.cg_steps)
+    bc = Cached(
+      loss_fn, loss_fn, out_dim=c, max_inner_it=args.inner_steps, max_conj_grad_it=args.cg_steps
+    )
     s = time.perf_counter()
-    inds = bc.build_with_nystrom_proxy(Augmented(), Clean(), lab, args.n_bilevel, None,
-                                       loader_creator_fn, model, nystrom_features_dim=m,
-                                       val_size=p - len(lab), inner_reg=args.inner_reg,
-                                       nr_presampled_transforms=n_aug, device="cpu")
+    inds = bc.build_with_nystrom_proxy(
+      Augmented(),
+      Clean(),
+      lab,
+      args.n_bilevel,
+      None,
+      loader_creator_fn,
+      model,
+      nystrom_features_dim=m,
+      val_size=p - len(lab),
+      inner_reg=args.inner_reg,
+      nr_presampled_transforms=n_aug,
+      device="cpu",
+    )
     total = time.perf_counter() - s
-    runs.append({"total_s": total, "picks": [int(v) for v in inds[len(lab):]],
-                 "inverse_hvp_s": timers["inverse_hvp_s"],
-                 "feature_lookup_s": timers["feature_lookup_s"],
-                 "cg_matvecs": int(timers["hvp_calls"]), "threads": torch.get_num_threads()})
+    runs.append(
+      {
+        "total_s": total,
+        "picks": [int(v) for v in inds[len(lab) :]],
+        "inverse_hvp_s": timers["inverse_hvp_s"],
+        "feature_lookup_s": timers["feature_lookup_s"],
+        "cg_matvecs": int(timers["hvp_calls"]),
+        "threads": torch.get_num_threads(),
+      }
+    )
     print(json.dumps(runs[-1]), flush=True)
-  result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "settings": {"inner_steps": args.inner_steps, "cg_steps": args.cg_steps,
-                         "n_bilevel": args.n_bilevel, "inner_reg": args.inner_reg,
-                         "pool": p, "m": m, "c": c, "copies": n_aug, "labeled": len(lab)},
-            "runs": runs}
+  result = {
+    "torch": torch.__version__,
+    "threads": torch.get_num_threads(),
+    "settings": {
+      "inner_steps": args.inner_steps,
+      "cg_steps": args.cg_steps,
+      "n_bilevel": args.n_bilevel,
+      "inner_reg": args.inner_reg,
+      "pool": p,
+      "m": m,
+      "c": c,
+      "copies": n_aug,
+      "labeled": len(lab),
+    },
+    "runs": runs,
+  }
   with open(args.out, "w") as f:
     json.dump(result, f, indent=1)
 

@@ -10,6 +10,7 @@ score is 0 and the argmax is the lowest available index (picks 0, 1, 2, ...).
 
   python -m benchmarks.selection_cg_repro --out=benchmarks/results/selection_cg_repro.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ def _problem(dtype):
   import jax
   import jax.numpy as jnp
   from bilevel_jax.scaling import synthetic as syn
+
   p, m, c = 3000, 500, 35
   z, y, t = syn.pool(syn.SyntheticSpec(n=p, m=m, c=c, copies=16))
   rng = np.random.default_rng(0)
@@ -41,29 +43,47 @@ def _fused(dtype, b):
   import jax
   from bilevel_jax.bilevel import select as S
   from bilevel_jax.scaling import synthetic as syn
+
   z, y, t, lab, params, bank = _problem(dtype)
-  sel = S.select_batch(jax.random.key(1), z, y, lab, t[lab], bank, syn.bank_fn, params, b=b,
-                       uniform_fraction=0.0)
-  return {"picks": np.asarray(sel.indices).tolist(),
-          "cg_residual": np.asarray(sel.cg_residual, np.float64).tolist()}
+  sel = S.select_batch(
+    jax.random.key(1), z, y, lab, t[lab], bank, syn.bank_fn, params, b=b, uniform_fraction=0.0
+  )
+  return {
+    "picks": np.asarray(sel.indices).tolist(),
+    "cg_residual": np.asarray(sel.cg_residual, np.float64).tolist(),
+  }
 
 
 def _separate():
   import jax
   import jax.numpy as jnp
   from bilevel_jax.bilevel import ihvp, inner, outer
+
   z, y, t, lab, _, bank = _problem(jnp.float32)
   n_lab, c = len(lab), y.shape[1]
   cap = n_lab + 1
   onehot = jax.nn.one_hot(t[lab], c)
-  bk = inner.Bank(jnp.zeros((cap,) + bank.shape[1:]).at[:n_lab].set(bank),
-                  jnp.zeros((cap, c)).at[:n_lab].set(onehot), jnp.arange(cap) < n_lab)
+  bk = inner.Bank(
+    jnp.zeros((cap,) + bank.shape[1:]).at[:n_lab].set(bank),
+    jnp.zeros((cap, c)).at[:n_lab].set(onehot),
+    jnp.arange(cap) < n_lab,
+  )
   inner_key = jax.random.split(jax.random.key(1), 3)[0]
-  st, _ = inner.fit_inner(jax.random.fold_in(inner_key, 0), inner.init_inner_state(
-      jnp.zeros((z.shape[1], c))), bk, 1e-3, 1e-4, steps=1000, batch_size=64)
+  st, _ = inner.fit_inner(
+    jax.random.fold_in(inner_key, 0),
+    inner.init_inner_state(jnp.zeros((z.shape[1], c))),
+    bk,
+    1e-3,
+    1e-4,
+    steps=1000,
+    batch_size=64,
+  )
   g = jax.jit(jax.grad(outer.outer_objective))(st.w, z, y.at[lab].set(onehot))
-  cg = jax.jit(lambda w, g, bk: ihvp.inverse_hvp(
-      lambda u: inner.bank_objective(u, bk, jnp.float32(1e-4)), w, g, steps=30))(st.w, g, bk)
+  cg = jax.jit(
+    lambda w, g, bk: ihvp.inverse_hvp(
+      lambda u: inner.bank_objective(u, bk, jnp.float32(1e-4)), w, g, steps=30
+    )
+  )(st.w, g, bk)
   return {"cg_residual_step0": float(cg.residual)}
 
 
@@ -75,21 +95,41 @@ def main(argv=None):
   args = ap.parse_args(argv)
   if args._x64:
     import jax.numpy as jnp
+
     print(json.dumps(_fused(jnp.float64, args.b)))
     return
   import jax
   import jax.numpy as jnp
   from bilevel_jax.utils import io
-  res = {"command": "python -m benchmarks.selection_cg_repro " + " ".join(
-      argv if argv is not None else sys.argv[1:]), "devices": [str(d) for d in jax.devices()],
-         "jax": jax.__version__}
+
+  res = {
+    "command": "python -m benchmarks.selection_cg_repro "
+    + " ".join(argv if argv is not None else sys.argv[1:]),
+    "devices": [str(d) for d in jax.devices()],
+    "jax": jax.__version__,
+  }
   res["fused_float32"] = _fused(jnp.float32, args.b)
   res["separate_float32"] = _separate()
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.selection_cg_repro", "--_x64",
-                         "--out", args.out, "--b", str(args.b)], capture_output=True, text=True,
-                        env=dict(os.environ, JAX_ENABLE_X64="1"))
-  res["fused_float64"] = (json.loads(proc.stdout.strip().splitlines()[-1]) if not proc.returncode
-                          else {"error": proc.stderr[-1500:]})
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.selection_cg_repro",
+      "--_x64",
+      "--out",
+      args.out,
+      "--b",
+      str(args.b),
+    ],
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, JAX_ENABLE_X64="1"),
+  )
+  res["fused_float64"] = (
+    json.loads(proc.stdout.strip().splitlines()[-1])
+    if not proc.returncode
+    else {"error": proc.stderr[-1500:]}
+  )
   io.atomic_write_json(args.out, res)
   print(json.dumps(res, indent=1))
 

@@ -12,6 +12,7 @@ is measured rather than assumed. The minibatches are identical in every form.
 
   python -m benchmarks.selection_loop_forms --out=benchmarks/results/selection_loop_forms_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,10 @@ def main(argv=None):
   ap.add_argument("--repeats", type=int, default=5)
   args = ap.parse_args(argv)
   if min(args.steps, args.chunk, args.unroll, args.repeats) < 1 or args.steps % args.chunk:
-    raise SystemExit("--steps, --chunk, --unroll, --repeats must be >= 1 and --chunk must "
-                     f"divide --steps (got {args.steps}, {args.chunk})")
+    raise SystemExit(
+      "--steps, --chunk, --unroll, --repeats must be >= 1 and --chunk must "
+      f"divide --steps (got {args.steps}, {args.chunk})"
+    )
   import jax
   import jax.numpy as jnp
   from jax import lax
@@ -43,9 +46,11 @@ def main(argv=None):
 
   m, c, a, cap, n_valid, bs = 2000, 10, 16, 19, 14, 64
   key = jax.random.key(0)
-  bank = inner.Bank(3.0 * jax.random.normal(key, (cap, a, m)) / np.sqrt(m),
-                    jax.nn.softmax(jax.random.normal(jax.random.key(1), (cap, c)) * 3),
-                    jnp.arange(cap) < n_valid)
+  bank = inner.Bank(
+    3.0 * jax.random.normal(key, (cap, a, m)) / np.sqrt(m),
+    jax.nn.softmax(jax.random.normal(jax.random.key(1), (cap, c)) * 3),
+    jnp.arange(cap) < n_valid,
+  )
   state = inner.init_inner_state(jnp.zeros((m, c)))
   lr, l2 = jnp.float32(1e-3), jnp.float32(1e-4)
   adam = optax.scale_by_adam()
@@ -68,8 +73,9 @@ def main(argv=None):
   @jax.jit
   def scan_unroll(key, st, bank):
     zflat = bank.z.reshape(-1, m)
-    carry, _ = lax.scan(lambda cr, ix: step(cr, ix, zflat, bank.y), t_state(st), indices(key),
-                        unroll=args.unroll)
+    carry, _ = lax.scan(
+      lambda cr, ix: step(cr, ix, zflat, bank.y), t_state(st), indices(key), unroll=args.unroll
+    )
     return carry[0].T
 
   idx_fn = jax.jit(indices)
@@ -85,12 +91,14 @@ def main(argv=None):
     rows, slots = idx_fn(key)
     carry = t_state(st)
     for i in range(0, args.steps, args.chunk):
-      carry = chunk(carry, rows[i:i + args.chunk], slots[i:i + args.chunk], bank)
+      carry = chunk(carry, rows[i : i + args.chunk], slots[i : i + args.chunk], bank)
     return carry[0].T
 
-  forms = {"scan": lambda: scan(key, state, bank, lr, l2)[0].w,
-           "scan_unroll": lambda: scan_unroll(key, state, bank),
-           "host_chunks": lambda: host_chunks(key, state, bank)}
+  forms = {
+    "scan": lambda: scan(key, state, bank, lr, l2)[0].w,
+    "scan_unroll": lambda: scan_unroll(key, state, bank),
+    "host_chunks": lambda: host_chunks(key, state, bank),
+  }
 
   # Whole selection: one program vs a host loop of jitted greedy-step pieces.
   n_greedy = 9
@@ -99,9 +107,11 @@ def main(argv=None):
   def one_program(key, st, bank):
     def body(k, carry):
       st, bank = carry
-      st, _ = inner.fit_inner_steps(jax.random.fold_in(key, k), st, bank, lr, l2,
-                                    steps=args.steps, batch_size=bs)
+      st, _ = inner.fit_inner_steps(
+        jax.random.fold_in(key, k), st, bank, lr, l2, steps=args.steps, batch_size=bs
+      )
       return st, bank._replace(valid=bank.valid.at[10 + k].set(True))
+
     return lax.fori_loop(0, n_greedy, body, (st, bank._replace(valid=jnp.arange(cap) < 10)))[0].w
 
   add_slot = jax.jit(lambda bank, k: bank._replace(valid=bank.valid.at[10 + k].set(True)))
@@ -116,24 +126,40 @@ def main(argv=None):
   forms["selection_inner_one_program"] = lambda: one_program(key, state, bank)
   forms["selection_inner_host_loop"] = lambda: host_loop(key, state, bank)
 
-  res = {"command": " ".join([os.path.basename(sys.executable), "-m",
-                              "benchmarks.selection_loop_forms"]
-                             + (argv if argv is not None else sys.argv[1:])),
-         "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
-         "cores": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg(),
-         "settings": {"steps": args.steps, "chunk": args.chunk, "unroll": args.unroll, "m": m,
-                      "c": c, "copies": a, "bank_slots": cap, "batch_size": bs},
-         "first_call_s": {}, "seconds": {}}
+  res = {
+    "command": " ".join(
+      [os.path.basename(sys.executable), "-m", "benchmarks.selection_loop_forms"]
+      + (argv if argv is not None else sys.argv[1:])
+    ),
+    "devices": [str(d) for d in jax.devices()],
+    "jax": jax.__version__,
+    "cores": len(os.sched_getaffinity(0)),
+    "loadavg_start": os.getloadavg(),
+    "settings": {
+      "steps": args.steps,
+      "chunk": args.chunk,
+      "unroll": args.unroll,
+      "m": m,
+      "c": c,
+      "copies": a,
+      "bank_slots": cap,
+      "batch_size": bs,
+    },
+    "first_call_s": {},
+    "seconds": {},
+  }
   ref = {}
   for name, fn in forms.items():
     s = time.perf_counter()
     ref[name] = np.asarray(jax.block_until_ready(fn()))
     res["first_call_s"][name] = time.perf_counter() - s
-  res["max_abs_w_diff_vs_scan"] = {n: float(np.max(np.abs(ref[n] - ref["scan"])))
-                                   for n in ("scan_unroll", "host_chunks")}
-  res["max_abs_w_diff_one_program_vs_host_loop"] = float(np.max(np.abs(
-      ref["selection_inner_one_program"] - ref["selection_inner_host_loop"])))
-  for _ in range(args.repeats):                    # interleaved, so load hits every form alike
+  res["max_abs_w_diff_vs_scan"] = {
+    n: float(np.max(np.abs(ref[n] - ref["scan"]))) for n in ("scan_unroll", "host_chunks")
+  }
+  res["max_abs_w_diff_one_program_vs_host_loop"] = float(
+    np.max(np.abs(ref["selection_inner_one_program"] - ref["selection_inner_host_loop"]))
+  )
+  for _ in range(args.repeats):  # interleaved, so load hits every form alike
     for name, fn in forms.items():
       s = time.perf_counter()
       jax.block_until_ready(fn())

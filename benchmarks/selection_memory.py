@@ -8,6 +8,7 @@ squares line peak = a + k * P over the measured pools gives the largest P under 
   python -m benchmarks.selection_memory --pools=5000,20000,85000,200000 --m=2000 --c=35 \
       --out=benchmarks/results/selection_memory_cpu.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,14 @@ def _child(p, m, c, inner_steps):
   import jax.numpy as jnp
   from bilevel_jax.bilevel import select as S
   from bilevel_jax.scaling import synthetic as syn
+
   rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   base = rss()
   spec = syn.SyntheticSpec(n=p, m=m, c=c, copies=16, seed=0)
   z = np.empty((p, m), np.float32)
   y = np.empty((p, c), np.float32)
   t = np.empty((p,), np.int32)
-  for j in range(-(-p // syn.BLOCK)):          # block by block: no full-size temporaries
+  for j in range(-(-p // syn.BLOCK)):  # block by block: no full-size temporaries
     lo, hi = j * syn.BLOCK, min((j + 1) * syn.BLOCK, p)
     zz, yy, tt = syn.block(spec, j)
     z[lo:hi], y[lo:hi], t[lo:hi] = (np.asarray(a)[: hi - lo] for a in (zz, yy, tt))
@@ -44,12 +46,30 @@ def _child(p, m, c, inner_steps):
   params = syn.bank_params(zj, 16)
   bank = jnp.stack([syn.bank_fn(params, jax.random.key(i), jnp.int32(i)) for i in lab])
   s = time.perf_counter()
-  sel = S.select_batch(jax.random.key(1), zj, yj, lab, t[lab], bank, syn.bank_fn, params, b=10,
-                       inner_steps=inner_steps, validate=False)
+  sel = S.select_batch(
+    jax.random.key(1),
+    zj,
+    yj,
+    lab,
+    t[lab],
+    bank,
+    syn.bank_fn,
+    params,
+    b=10,
+    inner_steps=inner_steps,
+    validate=False,
+  )
   jax.block_until_ready(sel.indices)
-  return {"pool": p, "m": m, "c": c, "rss_gib_start": base, "rss_gib_after_data": data,
-          "rss_gib_peak": rss(), "select_first_call_s": time.perf_counter() - s,
-          "features_gib": p * m * 4 / 2**30}
+  return {
+    "pool": p,
+    "m": m,
+    "c": c,
+    "rss_gib_start": base,
+    "rss_gib_after_data": data,
+    "rss_gib_peak": rss(),
+    "select_first_call_s": time.perf_counter() - s,
+    "features_gib": p * m * 4 / 2**30,
+  }
 
 
 def main(argv=None):
@@ -72,13 +92,20 @@ def main(argv=None):
   if len(pools) < 2 or min(pools) < 100:
     raise SystemExit(f"--pools needs at least two sizes >= 100, got {args.pools!r}")
   from bilevel_jax.utils import io
+
   argv = argv if argv is not None else sys.argv[1:]
-  res = {"command": "python -m benchmarks.selection_memory " + " ".join(argv),
-         "cpu_count": os.cpu_count(), "runs": []}
+  res = {
+    "command": "python -m benchmarks.selection_memory " + " ".join(argv),
+    "cpu_count": os.cpu_count(),
+    "runs": [],
+  }
   for p in pools:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.selection_memory", "--_child", str(p)]
-                          + [a for a in argv if not a.startswith("--_")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.selection_memory", "--_child", str(p)]
+      + [a for a in argv if not a.startswith("--_")],
+      capture_output=True,
+      text=True,
+    )
     if proc.returncode:
       res["runs"].append({"pool": p, "error": proc.stderr[-1500:]})
     else:
@@ -90,9 +117,13 @@ def main(argv=None):
     ps = np.array([r["pool"] for r in ok], float)
     peaks = np.array([r["rss_gib_peak"] for r in ok])
     k, a = np.polyfit(ps, peaks, 1)
-    res["fit"] = {"gib_per_point": k, "intercept_gib": a, "bytes_per_point": k * 2**30,
-                  "largest_pool_for_budget": int((args.budget_gib - a) / k),
-                  "budget_gib": args.budget_gib}
+    res["fit"] = {
+      "gib_per_point": k,
+      "intercept_gib": a,
+      "bytes_per_point": k * 2**30,
+      "largest_pool_for_budget": int((args.budget_gib - a) / k),
+      "budget_gib": args.budget_gib,
+    }
     print(res["fit"])
   io.atomic_write_json(args.out, res)
 

@@ -10,6 +10,7 @@ differs. `bilevel_jax/bilevel/reference.py` is not used here because it solves t
 exactly by Newton with an explicit (mc x mc) Hessian: a different (and at m = 2000, c = 35,
 infeasible) computation, not the same rule at equal settings.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,9 +26,9 @@ from bilevel_jax.bilevel import select as nystrom_select
 
 
 class NumpyResult(NamedTuple):
-  indices: np.ndarray        # (b,) greedy picks then uniform picks
-  scores: np.ndarray         # (n_bilevel,)
-  stage_seconds: dict        # inner / outer_grad / cg / scoring / bank -> seconds summed
+  indices: np.ndarray  # (b,) greedy picks then uniform picks
+  scores: np.ndarray  # (n_bilevel,)
+  stage_seconds: dict  # inner / outer_grad / cg / scoring / bank -> seconds summed
 
 
 def _softmax(a: np.ndarray) -> np.ndarray:
@@ -44,11 +45,24 @@ def _pair_indices(key, valid, copies, steps, batch_size):
 _pair_indices_jit = jax.jit(_pair_indices, static_argnums=(2, 3, 4))
 
 
-def select_batch(key: jax.Array, pool_z: np.ndarray, pseudo_labels: np.ndarray,
-                 labeled_idx: np.ndarray, labeled_labels: np.ndarray, labeled_bank: np.ndarray,
-                 bank_fn: Any, bank_params: Any, *, b: int, uniform_fraction: float = 0.1,
-                 lr: float = 1e-3, l2: float = 1e-4, inner_steps: int = 1000,
-                 batch_size: int = 64, cg_steps: int = 30) -> NumpyResult:
+def select_batch(
+  key: jax.Array,
+  pool_z: np.ndarray,
+  pseudo_labels: np.ndarray,
+  labeled_idx: np.ndarray,
+  labeled_labels: np.ndarray,
+  labeled_bank: np.ndarray,
+  bank_fn: Any,
+  bank_params: Any,
+  *,
+  b: int,
+  uniform_fraction: float = 0.1,
+  lr: float = 1e-3,
+  l2: float = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int = 64,
+  cg_steps: int = 30,
+) -> NumpyResult:
   """NumPy/SciPy bilevel selection; arguments as in `bilevel.select.select_batch`."""
   pool_z = np.asarray(pool_z, np.float32)
   pseudo = np.asarray(pseudo_labels, np.float32)
@@ -79,8 +93,11 @@ def select_batch(key: jax.Array, pool_z: np.ndarray, pseudo_labels: np.ndarray,
 
   for k in range(n_bilevel):
     s = time.perf_counter()
-    pairs = np.asarray(_pair_indices_jit(jax.random.fold_in(inner_key, k), jnp.asarray(valid),
-                                         n_aug, inner_steps, batch_size))
+    pairs = np.asarray(
+      _pair_indices_jit(
+        jax.random.fold_in(inner_key, k), jnp.asarray(valid), n_aug, inner_steps, batch_size
+      )
+    )
     flat_z = bank_z.reshape(cap * n_aug, m)
     flat_y = np.repeat(bank_y, n_aug, axis=0)
     for step in range(inner_steps):
@@ -89,16 +106,16 @@ def select_batch(key: jax.Array, pool_z: np.ndarray, pseudo_labels: np.ndarray,
       count += 1
       mom = b1 * mom + (1 - b1) * g
       vel = b2 * vel + (1 - b2) * g * g
-      w = w - lr * (mom / (1 - b1 ** count)) / (np.sqrt(vel / (1 - b2 ** count)) + eps)
+      w = w - lr * (mom / (1 - b1**count)) / (np.sqrt(vel / (1 - b2**count)) + eps)
     t["inner"] += time.perf_counter() - s
 
     s = time.perf_counter()
-    probs = _softmax(pool_z @ w)                                            # (P, c)
-    grad_g = pool_z.T @ (probs - targets) / p                               # (m, c)
+    probs = _softmax(pool_z @ w)  # (P, c)
+    grad_g = pool_z.T @ (probs - targets) / p  # (m, c)
     t["outer_grad"] += time.perf_counter() - s
 
     s = time.perf_counter()
-    zv = flat_z[np.repeat(valid, n_aug)]                                    # (N, m) valid pairs
+    zv = flat_z[np.repeat(valid, n_aug)]  # (N, m) valid pairs
     pv = _softmax(zv @ w)
     n = zv.shape[0]
 

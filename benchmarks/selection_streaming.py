@@ -12,6 +12,7 @@ chunked WRN-28 NTK -> Nystrom feature stream from waveforms on disk.
 chunk by chunk, then runs `scaling.streaming.select_streamed`; neither phase holds more than a
 few chunks in memory. Peak RSS (ru_maxrss) is reported per phase.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def _args(argv=None):
 
 def _workdir(args):
   from bilevel_jax.utils import paths
+
   d = pathlib.Path(args.workdir) if args.workdir else paths.cache_root() / "stream_bench"
   d.mkdir(parents=True, exist_ok=True)
   return d
@@ -66,8 +68,13 @@ def run_select(args):
   d = _workdir(args)
   spec = syn.SyntheticSpec(n=args.n, m=args.m, c=args.c, copies=args.copies, seed=0)
   zp, yp = d / f"z_{args.n}_{args.m}_{args.c}.npy", d / f"y_{args.n}_{args.m}_{args.c}.npy"
-  res = {"n": args.n, "m": args.m, "c": args.c, "chunk_rows": args.chunk_rows,
-         "features_gib": args.n * args.m * 4 / 2**30}
+  res = {
+    "n": args.n,
+    "m": args.m,
+    "c": args.c,
+    "chunk_rows": args.chunk_rows,
+    "features_gib": args.n * args.m * 4 / 2**30,
+  }
   s = time.perf_counter()
   labels = np.empty(args.n, np.int32)
   if not (zp.exists() and yp.exists()):
@@ -85,15 +92,21 @@ def run_select(args):
       lo, hi = j * syn.BLOCK, min((j + 1) * syn.BLOCK, args.n)
       labels[lo:hi] = np.asarray(syn.block(spec, j)[2])[: hi - lo]
   res["generate_s"], res["rss_gib_after_generate"] = time.perf_counter() - s, _rss_gib()
-  print(f"generated {args.n} rows in {res['generate_s']:.1f}s, rss {_rss_gib():.2f} GiB",
-        flush=True)
+  print(
+    f"generated {args.n} rows in {res['generate_s']:.1f}s, rss {_rss_gib():.2f} GiB", flush=True
+  )
 
   zf, yf = streaming.RowFile(zp), streaming.RowFile(yp)
   rng = np.random.default_rng(0)
   n_lab = 10 if args.c <= 10 else 50
   lab = np.array([rng.choice(np.flatnonzero(labels[:200_000] == k)) for k in range(args.c)])
-  lab = np.concatenate([lab, rng.choice(np.setdiff1d(np.arange(1000), lab), n_lab - args.c,
-                                        replace=False)]) if n_lab > args.c else lab[:n_lab]
+  lab = (
+    np.concatenate(
+      [lab, rng.choice(np.setdiff1d(np.arange(1000), lab), n_lab - args.c, replace=False)]
+    )
+    if n_lab > args.c
+    else lab[:n_lab]
+  )
   tau = jnp.float32(0.3)
   shape_carrier = jnp.zeros((args.copies,), jnp.int8)
 
@@ -101,17 +114,42 @@ def run_select(args):
     del index
     return syn.bank_fn({"z": row[None], "tau": tau, "copies": shape_carrier}, key, 0)
 
-  bank = np.stack([np.asarray(copies_fn(jax.random.key(10_000 + int(i)), int(i),
-                                        jnp.asarray(zf.read(int(i), int(i) + 1)[0])))
-                   for i in lab])
+  bank = np.stack(
+    [
+      np.asarray(
+        copies_fn(
+          jax.random.key(10_000 + int(i)), int(i), jnp.asarray(zf.read(int(i), int(i) + 1)[0])
+        )
+      )
+      for i in lab
+    ]
+  )
   s = time.perf_counter()
-  sel = streaming.select_streamed(jax.random.key(1), zf, yf, lab, labels[lab], bank, copies_fn,
-                                  b=args.b, inner_steps=args.inner_steps, cg_steps=args.cg_steps,
-                                  chunk_rows=args.chunk_rows, log=lambda m: print(m, flush=True))
-  res.update({"select_s": time.perf_counter() - s, "stages_s": sel.stage_seconds,
-              "picks": sel.indices.tolist(), "scores": sel.scores.tolist(),
-              "cg_residual": sel.cg_residual.tolist(), "rss_gib_peak": _rss_gib(),
-              "note": "first greedy step includes compilation of the chunk functions"})
+  sel = streaming.select_streamed(
+    jax.random.key(1),
+    zf,
+    yf,
+    lab,
+    labels[lab],
+    bank,
+    copies_fn,
+    b=args.b,
+    inner_steps=args.inner_steps,
+    cg_steps=args.cg_steps,
+    chunk_rows=args.chunk_rows,
+    log=lambda m: print(m, flush=True),
+  )
+  res.update(
+    {
+      "select_s": time.perf_counter() - s,
+      "stages_s": sel.stage_seconds,
+      "picks": sel.indices.tolist(),
+      "scores": sel.scores.tolist(),
+      "cg_residual": sel.cg_residual.tolist(),
+      "rss_gib_peak": _rss_gib(),
+      "note": "first greedy step includes compilation of the chunk functions",
+    }
+  )
   return res
 
 
@@ -128,10 +166,11 @@ def run_ntk(args):
   rng = np.random.default_rng(0)
   t = np.arange(16000) / 16000.0
   w = streaming.RowWriter(wp, (args.n, 16000))
-  for s, e in streaming.chunks(args.n, 256):   # tones + noise stand in for cached waveforms
+  for s, e in streaming.chunks(args.n, 256):  # tones + noise stand in for cached waveforms
     f0 = rng.uniform(100, 2000, size=(e - s, 1))
-    w.append((0.3 * np.sin(2 * np.pi * f0 * t) + 0.05 * rng.normal(size=(e - s, 16000)))
-             .astype(np.float32))
+    w.append(
+      (0.3 * np.sin(2 * np.pi * f0 * t) + 0.05 * rng.normal(size=(e - s, 16000))).astype(np.float32)
+    )
   w.close()
   wf = streaming.RowFile(wp)
   kfn = lambda a, b: wrn_kernel.wrn_kernel(a, b, depth=args.depth, jit=False).ntk
@@ -140,27 +179,40 @@ def run_ntk(args):
   k_uu = np.asarray(jax.jit(kfn)(u, u))
   kuu_s = time.perf_counter() - s
   mm = jnp.asarray(al_kernel.nystrom_map(k_uu), jnp.float32)
-  info = streaming.stream_nystrom_features(wf, d / f"ntkz_{args.n}_{args.m}.npy",
-                                           audio.featurize, kfn, u, mm,
-                                           chunk_rows=args.chunk_rows)
+  info = streaming.stream_nystrom_features(
+    wf, d / f"ntkz_{args.n}_{args.m}.npy", audio.featurize, kfn, u, mm, chunk_rows=args.chunk_rows
+  )
   z = np.load(d / f"ntkz_{args.n}_{args.m}.npy", mmap_mode="r")
-  recon = np.asarray(z[: args.m]) @ np.asarray(z[: args.m]).T    # Nystrom is exact on U
-  return {"n": args.n, "m": args.m, "depth": args.depth, "chunk_rows": args.chunk_rows,
-          "landmark_kernel_s": kuu_s, **info,
-          "landmark_reconstruction_rel_err": float(np.linalg.norm(recon - k_uu)
-                                                   / np.linalg.norm(k_uu)),
-          "rss_gib_peak": _rss_gib()}
+  recon = np.asarray(z[: args.m]) @ np.asarray(z[: args.m]).T  # Nystrom is exact on U
+  return {
+    "n": args.n,
+    "m": args.m,
+    "depth": args.depth,
+    "chunk_rows": args.chunk_rows,
+    "landmark_kernel_s": kuu_s,
+    **info,
+    "landmark_reconstruction_rel_err": float(np.linalg.norm(recon - k_uu) / np.linalg.norm(k_uu)),
+    "rss_gib_peak": _rss_gib(),
+  }
 
 
 def main(argv=None):
   args = _args(argv)
   import jax
   from bilevel_jax.utils import io
+
   res = run_select(args) if args.phase == "select" else run_ntk(args)
-  res.update({"command": " ".join(["python", "-m", "benchmarks.selection_streaming"]
-                                  + (argv if argv is not None else sys.argv[1:])),
-              "devices": [str(x) for x in jax.devices()], "cpu_count": os.cpu_count(),
-              "cpu_affinity": len(os.sched_getaffinity(0))})
+  res.update(
+    {
+      "command": " ".join(
+        ["python", "-m", "benchmarks.selection_streaming"]
+        + (argv if argv is not None else sys.argv[1:])
+      ),
+      "devices": [str(x) for x in jax.devices()],
+      "cpu_count": os.cpu_count(),
+      "cpu_affinity": len(os.sched_getaffinity(0)),
+    }
+  )
   io.atomic_write_json(args.out, res)
   print({k: v for k, v in res.items() if k not in ("picks", "scores", "cg_residual")})
 

@@ -11,6 +11,7 @@ the only part the chunk changes. Reports medians over rounds of wall and process
 step, and the median (and quartiles) over rounds of each variant's per-round ratio to chunk 0
 (paired, so slow drifts of the background load cancel). Writes one JSON object with the command.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,11 +59,16 @@ def main(argv: list[str]) -> dict:
   noise = D.load_background_noise()
   y = np.asarray(ds.train.labels)
   rng = np.random.default_rng(0)
-  lab = np.concatenate([rng.choice(np.flatnonzero(y == c), a.num_labels // 10, replace=False)
-                        for c in range(10)])
-  data = T.TrainData(jnp.asarray(np.asarray(ds.train.waveforms, np.float32)),
-                     jnp.asarray(y, jnp.int32), jnp.asarray(noise), jnp.float32(0.5),
-                     jnp.float32(0.2))
+  lab = np.concatenate(
+    [rng.choice(np.flatnonzero(y == c), a.num_labels // 10, replace=False) for c in range(10)]
+  )
+  data = T.TrainData(
+    jnp.asarray(np.asarray(ds.train.waveforms, np.float32)),
+    jnp.asarray(y, jnp.int32),
+    jnp.asarray(noise),
+    jnp.float32(0.5),
+    jnp.float32(0.2),
+  )
   lab = jnp.asarray(lab, jnp.int32)
   model = T.create_model(tc, 10)
 
@@ -80,9 +86,11 @@ def main(argv: list[str]) -> dict:
 
     def fwd_bwd(params, batch_stats, m=m):
       def loss(p):
-        (logits, _), upd = m.apply({"params": p, "batch_stats": batch_stats}, inputs,
-                                   train=True, mutable=["batch_stats"])
+        (logits, _), upd = m.apply(
+          {"params": p, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
+        )
         return -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits), -1)), upd
+
       return jax.grad(loss, has_aux=True)(params)
 
     t = time.perf_counter()
@@ -99,24 +107,39 @@ def main(argv: list[str]) -> dict:
       w, u = _timed(*calls[k], a.reps)
       wall[k].append(w)
       cpu[k].append(u)
-    print(f"round {r}: " + ", ".join(f"{k[0]} chunk{k[1]} {wall[k][-1]:.3f}s/{cpu[k][-1]:.3f}cpu"
-                                     for k in calls), file=sys.stderr, flush=True)
+    print(
+      f"round {r}: "
+      + ", ".join(f"{k[0]} chunk{k[1]} {wall[k][-1]:.3f}s/{cpu[k][-1]:.3f}cpu" for k in calls),
+      file=sys.stderr,
+      flush=True,
+    )
   ratios = lambda v, k: np.asarray(v[k]) / np.asarray(v[(k[0], 0)])
   ratio = lambda v, k: float(np.median(ratios(v, k)))
   quartiles = lambda v, k: np.percentile(ratios(v, k), [25, 75]).tolist()
   result = {
-      "command": "python -m benchmarks.small_cnn_grad_chunk " + " ".join(argv),
-      "what": "quick config (experiments/configs/fsdd.py:quick) small_cnn MixMatch step, batch "
-              f"{tc.batch_size} + {tc.num_augmentations} x {tc.batch_size}, jitted, not donated",
-      "backend": jax.default_backend(), "jax": jax.__version__,
-      "rounds": a.rounds, "reps_per_round": a.reps, "num_labels": a.num_labels,
-      "compile_and_first_call_s": {f"chunk{c}": compile_s[c] for c in chunks},
-      "fwd_bwd": f"model train forward+backward alone on ({n_in}, 32, 32, 1) inputs",
-      "variants": {f"{k[0]} chunk{k[1]}": {
-          "wall_s_median": statistics.median(wall[k]), "cpu_s_median": statistics.median(cpu[k]),
-          "wall_ratio_to_chunk0": ratio(wall, k), "cpu_ratio_to_chunk0": ratio(cpu, k),
-          "wall_ratio_quartiles": quartiles(wall, k), "cpu_ratio_quartiles": quartiles(cpu, k),
-          "wall_s_rounds": wall[k], "cpu_s_rounds": cpu[k]} for k in calls},
+    "command": "python -m benchmarks.small_cnn_grad_chunk " + " ".join(argv),
+    "what": "quick config (experiments/configs/fsdd.py:quick) small_cnn MixMatch step, batch "
+    f"{tc.batch_size} + {tc.num_augmentations} x {tc.batch_size}, jitted, not donated",
+    "backend": jax.default_backend(),
+    "jax": jax.__version__,
+    "rounds": a.rounds,
+    "reps_per_round": a.reps,
+    "num_labels": a.num_labels,
+    "compile_and_first_call_s": {f"chunk{c}": compile_s[c] for c in chunks},
+    "fwd_bwd": f"model train forward+backward alone on ({n_in}, 32, 32, 1) inputs",
+    "variants": {
+      f"{k[0]} chunk{k[1]}": {
+        "wall_s_median": statistics.median(wall[k]),
+        "cpu_s_median": statistics.median(cpu[k]),
+        "wall_ratio_to_chunk0": ratio(wall, k),
+        "cpu_ratio_to_chunk0": ratio(cpu, k),
+        "wall_ratio_quartiles": quartiles(wall, k),
+        "cpu_ratio_quartiles": quartiles(cpu, k),
+        "wall_s_rounds": wall[k],
+        "cpu_s_rounds": cpu[k],
+      }
+      for k in calls
+    },
   }
   if a.out:
     io.atomic_write_json(a.out, result)
@@ -125,4 +148,5 @@ def main(argv: list[str]) -> dict:
 
 if __name__ == "__main__":
   import json
+
   print(json.dumps(main(sys.argv[1:]), indent=1))

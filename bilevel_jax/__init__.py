@@ -5,6 +5,7 @@ accelerator plugin is installed, defaults JAX to the CPU platform, which silence
 "Unable to initialize backend 'tpu'" log line on every run. An explicit $JAX_PLATFORMS is kept;
 with the CUDA plugin installed (extra [cuda]) nothing is changed, so GPU runs find the GPU.
 """
+
 import importlib.metadata
 import importlib.util
 import os
@@ -13,9 +14,10 @@ import sys
 MIN_PYTHON = (3, 11)
 if sys.version_info < MIN_PYTHON:
   raise ImportError(
-      f"bilevel_jax needs Python >= {'.'.join(map(str, MIN_PYTHON))} (its pinned numpy, scipy "
-      f"and jax do); this is Python {sys.version.split()[0]} ({sys.executable}). Recreate the "
-      "environment with python3.11 or newer, e.g. `make setup PY=python3.11`.")
+    f"bilevel_jax needs Python >= {'.'.join(map(str, MIN_PYTHON))} (its pinned numpy, scipy "
+    f"and jax do); this is Python {sys.version.split()[0]} ({sys.executable}). Recreate the "
+    "environment with python3.11 or newer, e.g. `make setup PY=python3.11`."
+  )
 
 
 def accelerator_plugin_installed() -> bool:

@@ -13,6 +13,7 @@ every round, seed by seed) and saving Figure 3 into `<workdir>/report/`.
 `<workdir>/checkpoints/`) and the program exits with status 75 (EX_TEMPFAIL); rerun with
 `--resume` to continue from it. Status 0: finished; anything else: an error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,23 +28,31 @@ from bilevel_jax.al import loop
 from bilevel_jax.utils import budget
 from bilevel_jax.utils import locks
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (fsdd.py:MODE).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (fsdd.py:MODE).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 _RESUME = flags.DEFINE_bool("resume", False, "Continue partial result files in the workdir.")
 _ON_ERROR = flags.DEFINE_enum(
-    "on_error", "raise", ["raise", "skip"],
-    "Bad audio files: 'raise' one error naming them all, or 'skip' them (logged).")
+  "on_error",
+  "raise",
+  ["raise", "skip"],
+  "Bad audio files: 'raise' one error naming them all, or 'skip' them (logged).",
+)
 _TIME_BUDGET = flags.DEFINE_float(
-    "time_budget", None, "Wall seconds; then checkpoint and exit with status "
-    f"{budget.EXIT_TIME_BUDGET} (continue with --resume).")
+  "time_budget",
+  None,
+  "Wall seconds; then checkpoint and exit with status "
+  f"{budget.EXIT_TIME_BUDGET} (continue with --resume).",
+)
 
 
 def main(argv):
   del argv
   logging.getLogger("bilevel_jax").setLevel(logging.INFO)
   command = "python -m experiments.active_learning " + " ".join(
-      shlex.quote(a) for a in sys.argv[1:])
+    shlex.quote(a) for a in sys.argv[1:]
+  )
   config = _CONFIG.value
   loop.plan(config)  # a bad config fails before the workdir is created
   # One run per workdir, report included (the loop's lock is re-entrant).
@@ -54,13 +63,20 @@ def main(argv):
 def _run_and_report(config, command: str) -> None:
   deadline = budget.Deadline(_TIME_BUDGET.value)
   try:
-    files = loop.run(config, _WORKDIR.value, resume=_RESUME.value, command=command,
-                     on_error=_ON_ERROR.value, deadline=deadline)
+    files = loop.run(
+      config,
+      _WORKDIR.value,
+      resume=_RESUME.value,
+      command=command,
+      on_error=_ON_ERROR.value,
+      deadline=deadline,
+    )
   except budget.TimeBudgetExceeded as e:
     print(f"Stopped: {e}. Continue with --resume.", flush=True)
     sys.exit(budget.EXIT_TIME_BUDGET)
   if config.report:
     from bilevel_jax import reports  # pylint: disable=g-import-not-at-top
+
     out = reports.write_report(files, f"{_WORKDIR.value}/report", command=command)
     print(out["table_markdown"])
     print("\nEvery round:\n\n" + out["rounds_markdown"])
@@ -69,8 +85,10 @@ def _run_and_report(config, command: str) -> None:
     print(f"Figure 3: {out['figure3']}")
     if "figure2" in out:
       c = out["figure2_counts"]
-      print(f"Figure 2: {out['figure2']} (first-round picks cover {c['classes_covered']} "
-            f"classes, {c['misclassified']}/{c['num_picks']} misclassified by the initial model)")
+      print(
+        f"Figure 2: {out['figure2']} (first-round picks cover {c['classes_covered']} "
+        f"classes, {c['misclassified']}/{c['num_picks']} misclassified by the initial model)"
+      )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ Caveat: here the pseudo-labels come from the same proxy (logistic regression on 
 features) as the inner problem, so at step 0 the inner solution nearly minimises the pool part
 of G and grad G is small; in the paper they come from MixMatch, a different, stronger model.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,23 +60,26 @@ from bilevel_jax.utils import io
 from experiments import proxy_model
 from experiments.configs import bilevel_evidence as evidence_config
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (bilevel_evidence.py).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (bilevel_evidence.py).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (result JSON).", required=True)
 
 
 class Data(NamedTuple):
   """What the bilevel strategy's `prepare` reads (as the AL loop's `Data`)."""
+
   name: str
-  train_waveforms: np.ndarray   # (N, 16000)
-  noise: np.ndarray             # (K, L)
+  train_waveforms: np.ndarray  # (N, 16000)
+  noise: np.ndarray  # (K, L)
 
 
 class Run(NamedTuple):
   """One experiment's fixed inputs."""
+
   config: ml_collections.ConfigDict
   data: Data
-  classes: np.ndarray           # (N,) training labels
+  classes: np.ndarray  # (N,) training labels
   test_waveforms: np.ndarray
   test_classes: np.ndarray
   num_classes: int
@@ -90,20 +94,21 @@ class Inputs:
     config = ml_collections.ConfigDict({"bilevel": run.config.bilevel.to_dict()})
     config.bilevel.landmarks = m
     self.m, self.n_aug = m, int(config.bilevel.augmentations)
-    self.prepared = strategy_inputs.prepare("bilevel", config, run.data,
-                                            progress=run.config.progress)
-    self.kernel = self.prepared.builder                   # ntk.features.KernelFeatures
+    self.prepared = strategy_inputs.prepare(
+      "bilevel", config, run.data, progress=run.config.progress
+    )
+    self.kernel = self.prepared.builder  # ntk.features.KernelFeatures
     self.stream = jax.random.key(run.config.bank_seed)
     self._test_z = None
     self._test_waveforms = run.test_waveforms
 
   @property
   def train_z(self) -> np.ndarray:
-    return self.kernel.features                           # (N, m)
+    return self.kernel.features  # (N, m)
 
   def test_z(self) -> np.ndarray:
     if self._test_z is None:
-      self._test_z = self.kernel.features_of(self._test_waveforms)   # (T, m)
+      self._test_z = self.kernel.features_of(self._test_waveforms)  # (T, m)
     return self._test_z
 
   def banks(self, indices) -> np.ndarray:
@@ -124,8 +129,11 @@ def inputs_for(run: Run, m: int) -> Inputs:
 
 
 def _meta(run: Run) -> dict:
-  return {"command": run.command, "config": run.config.to_dict(),
-          "pipeline": "strategies 'bilevel' prepare (bilevel_jax.ntk.features)"}
+  return {
+    "command": run.command,
+    "config": run.config.to_dict(),
+    "pipeline": "strategies 'bilevel' prepare (bilevel_jax.ntk.features)",
+  }
 
 
 def _select(run: Run, method, key, feats: Inputs, pseudo, labeled, rng):
@@ -144,11 +152,14 @@ def _select(run: Run, method, key, feats: Inputs, pseudo, labeled, rng):
   mask[labeled] = True
   labels = np.full(n, -1, np.int32)
   labels[labeled] = run.classes[labeled]
-  ctx = strategies.RoundContext(probs=jnp.asarray(pseudo, jnp.float32), labeled_mask=mask,
-                                labeled_idx=np.asarray(labeled, np.int32), labels=labels,
-                                **feats.context(labeled))
-  picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, b,
-                                                   **feats.prepared.options)
+  ctx = strategies.RoundContext(
+    probs=jnp.asarray(pseudo, jnp.float32),
+    labeled_mask=mask,
+    labeled_idx=np.asarray(labeled, np.int32),
+    labels=labels,
+    **feats.context(labeled),
+  )
+  picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, b, **feats.prepared.options)
   return np.asarray(picks), jax.device_get(diag)
 
 
@@ -165,16 +176,31 @@ def run_lr_check(run: Run):
   opt = proxy_model.lbfgs_objective(run, feats, labeled)
   rows = []
   for lr in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1):
-    bank = inner.Bank(jnp.asarray(feats.banks(labeled)),
-                      jax.nn.one_hot(jnp.asarray(run.classes[labeled]), run.num_classes),
-                      jnp.ones(len(labeled), bool))
+    bank = inner.Bank(
+      jnp.asarray(feats.banks(labeled)),
+      jax.nn.one_hot(jnp.asarray(run.classes[labeled]), run.num_classes),
+      jnp.ones(len(labeled), bool),
+    )
     state = inner.init_inner_state(jnp.zeros((m, run.num_classes), jnp.float32))
-    state, loss = inner.fit_inner(jax.random.key(0), state, bank, lr, b.l2,
-                                  steps=b.inner_steps, batch_size=b.batch_size or None,
-                                  reduction=b.loss_reduction)
+    state, loss = inner.fit_inner(
+      jax.random.key(0),
+      state,
+      bank,
+      lr,
+      b.l2,
+      steps=b.inner_steps,
+      batch_size=b.batch_size or None,
+      reduction=b.loss_reduction,
+    )
     rows.append({"lr": lr, "adam_objective": float(loss), "gap": float(loss) - opt})
-  out = {**_meta(run), "m": m, "n_aug": feats.n_aug, "lbfgs_optimum": opt, "runs": rows,
-         "mean_feature_norm": float(np.mean(np.linalg.norm(feats.train_z, axis=1)))}
+  out = {
+    **_meta(run),
+    "m": m,
+    "n_aug": feats.n_aug,
+    "lbfgs_optimum": opt,
+    "runs": rows,
+    "mean_feature_norm": float(np.mean(np.linalg.norm(feats.train_z, axis=1))),
+  }
   io.atomic_write_json(run.out_dir / f"lr_check_m{m}.json", out)
   print("lr_check", json.dumps(rows), flush=True)
   return out
@@ -194,35 +220,59 @@ def run_first_batch(run: Run):
     w, model_loss = proxy_model.fit_model(run, feats, labeled, jax.random.fold_in(key, 0))
     pseudo = proxy_model.softmax(feats.train_z @ np.asarray(w))
     pred = pseudo.argmax(axis=1)
-    row = {"seed": seed, "m": m, "n_aug": feats.n_aug, "labeled": labeled,
-           "model_train_loss": model_loss,
-           "model_train_loss_optimum_lbfgs": proxy_model.lbfgs_objective(run, feats, labeled),
-           "model_pool_accuracy": float(np.mean(np.delete(pred == run.classes, labeled))),
-           "methods": {}}
+    row = {
+      "seed": seed,
+      "m": m,
+      "n_aug": feats.n_aug,
+      "labeled": labeled,
+      "model_train_loss": model_loss,
+      "model_train_loss_optimum_lbfgs": proxy_model.lbfgs_objective(run, feats, labeled),
+      "model_pool_accuracy": float(np.mean(np.delete(pred == run.classes, labeled))),
+      "methods": {},
+    }
     for method in methods:
       t0 = time.time()
-      idx, diag = _select(run, method, jax.random.fold_in(key, 1), feats, pseudo, labeled,
-                          np.random.default_rng(seed))
+      idx, diag = _select(
+        run, method, jax.random.fold_in(key, 1), feats, pseudo, labeled, np.random.default_rng(seed)
+      )
       row["methods"][method] = {
-          "indices": idx, "true_classes": run.classes[idx], "predicted": pred[idx],
-          "classes_covered": int(len(np.unique(run.classes[idx]))),
-          "misclassified": int(np.sum(pred[idx] != run.classes[idx])),
-          "seconds": time.time() - t0, **diag}
+        "indices": idx,
+        "true_classes": run.classes[idx],
+        "predicted": pred[idx],
+        "classes_covered": int(len(np.unique(run.classes[idx]))),
+        "misclassified": int(np.sum(pred[idx] != run.classes[idx])),
+        "seconds": time.time() - t0,
+        **diag,
+      }
     row.update(_meta(run))
     io.atomic_write_json(path, row)
     rows.append(row)
-    print(f"first_batch seed {seed}: " + ", ".join(
+    print(
+      f"first_batch seed {seed}: "
+      + ", ".join(
         f"{k}: {v['classes_covered']} classes, {v['misclassified']} misclassified"
-        for k, v in row["methods"].items()), flush=True)
-  summary = {**_meta(run), "m": m, "n_aug": feats.n_aug, "seeds": len(rows),
-             "paper_bilevel": {"classes_covered": 9, "misclassified": 9}}
+        for k, v in row["methods"].items()
+      ),
+      flush=True,
+    )
+  summary = {
+    **_meta(run),
+    "m": m,
+    "n_aug": feats.n_aug,
+    "seeds": len(rows),
+    "paper_bilevel": {"classes_covered": 9, "misclassified": 9},
+  }
   for method in methods:
     cov = [r["methods"][method]["classes_covered"] for r in rows]
     mis = [r["methods"][method]["misclassified"] for r in rows]
-    summary[method] = {"classes_covered_mean": float(np.mean(cov)),
-                       "classes_covered_std": float(np.std(cov)), "classes_covered": cov,
-                       "misclassified_mean": float(np.mean(mis)),
-                       "misclassified_std": float(np.std(mis)), "misclassified": mis}
+    summary[method] = {
+      "classes_covered_mean": float(np.mean(cov)),
+      "classes_covered_std": float(np.std(cov)),
+      "classes_covered": cov,
+      "misclassified_mean": float(np.mean(mis)),
+      "misclassified_std": float(np.std(mis)),
+      "misclassified": mis,
+    }
   summary["model_pool_accuracy"] = [r["model_pool_accuracy"] for r in rows]
   io.atomic_write_json(run.out_dir / f"first_batch_m{m}.json", summary)
   return summary
@@ -245,34 +295,61 @@ def run_al_curve(run: Run):
       labeled = proxy_model.class_covering_labels(run.classes, c, seed)
       accs, n_labels, diags, t_sel = [], [], [], []
       for r in range(rounds + 1):
-        w, _ = proxy_model.fit_model(run, feats, labeled, jax.random.fold_in(key, 2 * r),
-                                     clean=True)
+        w, _ = proxy_model.fit_model(
+          run, feats, labeled, jax.random.fold_in(key, 2 * r), clean=True
+        )
         w = np.asarray(w)
         accs.append(float(np.mean((test_z @ w).argmax(axis=1) == run.test_classes)))
         n_labels.append(len(labeled))
         if r == rounds:
           break
         t0 = time.time()
-        idx, diag = _select(run, method, jax.random.fold_in(key, 2 * r + 1), feats,
-                            proxy_model.softmax(pool_z @ w), labeled, rng)
+        idx, diag = _select(
+          run,
+          method,
+          jax.random.fold_in(key, 2 * r + 1),
+          feats,
+          proxy_model.softmax(pool_z @ w),
+          labeled,
+          rng,
+        )
         t_sel.append(time.time() - t0)
         diags.append(diag)
         labeled = np.concatenate([labeled, np.asarray(idx, np.int32)])
-      row = {"method": method, "seed": seed, "m": m, "n_aug": feats.n_aug, "b": b,
-             "n_labels": n_labels, "test_accuracy": accs, "labeled": labeled,
-             "selection_seconds": t_sel, "diagnostics": diags, **_meta(run)}
+      row = {
+        "method": method,
+        "seed": seed,
+        "m": m,
+        "n_aug": feats.n_aug,
+        "b": b,
+        "n_labels": n_labels,
+        "test_accuracy": accs,
+        "labeled": labeled,
+        "selection_seconds": t_sel,
+        "diagnostics": diags,
+        **_meta(run),
+      }
       io.atomic_write_json(path, row)
       results[(method, seed)] = row
       print(f"al_curve {method} seed {seed}: {np.round(accs, 3).tolist()}", flush=True)
-  summary = {**_meta(run), "m": m, "n_aug": feats.n_aug, "b": b, "seeds": run.config.seeds,
-             "model": "L2 logistic regression (the bilevel block's Adam settings) on clean "
-             "Nystrom features of the labeled points (the bilevel inner problem uses "
-             f"{feats.n_aug} augmented copies per point)"}
+  summary = {
+    **_meta(run),
+    "m": m,
+    "n_aug": feats.n_aug,
+    "b": b,
+    "seeds": run.config.seeds,
+    "model": "L2 logistic regression (the bilevel block's Adam settings) on clean "
+    "Nystrom features of the labeled points (the bilevel inner problem uses "
+    f"{feats.n_aug} augmented copies per point)",
+  }
   for method in ("bilevel", "uniform"):
     acc = np.array([results[(method, s)]["test_accuracy"] for s in range(run.config.seeds)])
-    summary[method] = {"n_labels": results[(method, 0)]["n_labels"],
-                       "test_accuracy_mean": acc.mean(0), "test_accuracy_std": acc.std(0),
-                       "per_seed": acc}
+    summary[method] = {
+      "n_labels": results[(method, 0)]["n_labels"],
+      "test_accuracy_mean": acc.mean(0),
+      "test_accuracy_std": acc.std(0),
+      "per_seed": acc,
+    }
   io.atomic_write_json(run.out_dir / f"al_curve_m{m}.json", summary)
   return summary
 
@@ -283,7 +360,7 @@ def run_timing(run: Run):
   labeled = proxy_model.class_covering_labels(run.classes, c, 0)
   synthetic = run.config.timing_features == "synthetic"
   feats = inputs_for(run, m)
-  if synthetic:       # values do not change the work: loop counts are fixed
+  if synthetic:  # values do not change the work: loop counts are fixed
     rng = np.random.default_rng(0)
     norm = float(np.mean(np.linalg.norm(feats.train_z, axis=1)))
     pool_z = (rng.normal(size=feats.train_z.shape) * norm / np.sqrt(m)).astype(np.float32)
@@ -293,29 +370,59 @@ def run_timing(run: Run):
     w, _ = proxy_model.fit_model(run, feats, labeled, jax.random.key(0))
     pseudo = proxy_model.softmax(pool_z @ np.asarray(w)).astype(np.float32)
   ctx = feats.context(labeled)
-  args = (jnp.asarray(pool_z), jnp.asarray(pseudo), jnp.asarray(labeled),
-          jnp.asarray(run.classes[labeled], jnp.int32), jnp.asarray(ctx["bank"]))
-  kwargs = dict(b=run.config.batch_size_per_round, uniform_fraction=b.uniform_fraction,
-                lr=b.lr, l2=b.l2, inner_steps=b.inner_steps, batch_size=b.batch_size or None,
-                cg_steps=b.cg_steps, solver=b.solver, loss_reduction=b.loss_reduction)
-  jax.clear_caches()   # earlier parts compiled the same program: time a cold compile
+  args = (
+    jnp.asarray(pool_z),
+    jnp.asarray(pseudo),
+    jnp.asarray(labeled),
+    jnp.asarray(run.classes[labeled], jnp.int32),
+    jnp.asarray(ctx["bank"]),
+  )
+  kwargs = dict(
+    b=run.config.batch_size_per_round,
+    uniform_fraction=b.uniform_fraction,
+    lr=b.lr,
+    l2=b.l2,
+    inner_steps=b.inner_steps,
+    batch_size=b.batch_size or None,
+    cg_steps=b.cg_steps,
+    solver=b.solver,
+    loss_reduction=b.loss_reduction,
+  )
+  jax.clear_caches()  # earlier parts compiled the same program: time a cold compile
   runs = []
   for rep, key_seed in enumerate([0, 0, 1, 1]):
     t0 = time.time()
-    sel = jax.block_until_ready(select.select_batch(
-        jax.random.key(key_seed), *args, feats.kernel.bank_fn, ctx["bank_params"], **kwargs))
-    runs.append({"rep": rep, "key": key_seed, "total_s": time.time() - t0,
-                 "indices": np.asarray(sel.indices), "cg_residual": np.asarray(sel.cg_residual),
-                 "inner_loss": np.asarray(sel.inner_loss)})
+    sel = jax.block_until_ready(
+      select.select_batch(
+        jax.random.key(key_seed), *args, feats.kernel.bank_fn, ctx["bank_params"], **kwargs
+      )
+    )
+    runs.append(
+      {
+        "rep": rep,
+        "key": key_seed,
+        "total_s": time.time() - t0,
+        "indices": np.asarray(sel.indices),
+        "cg_residual": np.asarray(sel.cg_residual),
+        "inner_loss": np.asarray(sel.inner_loss),
+      }
+    )
     print(f"timing m={m} rep {rep}: {runs[-1]['total_s']:.2f}s", flush=True)
-  out = {**_meta(run), "features": "SYNTHETIC (real shapes)" if synthetic else "real NTK Nystrom",
-         "pool_size": int(pool_z.shape[0]), "m": m, "c": c, "n_aug": feats.n_aug,
-         "first_call_s": runs[0]["total_s"],
-         "repeat_s_min": min(r["total_s"] for r in runs[1:]), "runs": runs,
-         "devices": [str(d) for d in jax.devices()],
-         "note": "first_call_s includes the compile; the augmented copies of picked points are "
-                 "made inside the jitted selection (NTK rows against the m landmarks), so every "
-                 "call includes them."}
+  out = {
+    **_meta(run),
+    "features": "SYNTHETIC (real shapes)" if synthetic else "real NTK Nystrom",
+    "pool_size": int(pool_z.shape[0]),
+    "m": m,
+    "c": c,
+    "n_aug": feats.n_aug,
+    "first_call_s": runs[0]["total_s"],
+    "repeat_s_min": min(r["total_s"] for r in runs[1:]),
+    "runs": runs,
+    "devices": [str(d) for d in jax.devices()],
+    "note": "first_call_s includes the compile; the augmented copies of picked points are "
+    "made inside the jitted selection (NTK rows against the m landmarks), so every "
+    "call includes them.",
+  }
   io.atomic_write_json(run.out_dir / f"timing_m{m}{'_synthetic' if synthetic else ''}.json", out)
   return out
 
@@ -325,33 +432,42 @@ def check_config(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   parts = tuple(p.strip() for p in config.parts.split(",") if p.strip())
   unknown = sorted(set(parts) - set(evidence_config.PARTS))
   if unknown:
-    raise ValueError(f"config.parts={config.parts!r} has unknown entries {unknown}; expected a "
-                     f"subset of {','.join(evidence_config.PARTS)}.")
+    raise ValueError(
+      f"config.parts={config.parts!r} has unknown entries {unknown}; expected a "
+      f"subset of {','.join(evidence_config.PARTS)}."
+    )
   for name in ("m_first", "m_curve", "m_timing", "seeds", "batch_size_per_round"):
     if int(config[name]) < 1:
       raise ValueError(f"config.{name}={config[name]}; expected >= 1.")
   if config.timing_features not in ("real", "synthetic"):
-    raise ValueError(f"config.timing_features={config.timing_features!r}; expected 'real' or "
-                     "'synthetic'.")
+    raise ValueError(
+      f"config.timing_features={config.timing_features!r}; expected 'real' or 'synthetic'."
+    )
   strategy_inputs.check_config("bilevel", config)
   return parts
 
 
-def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-              command: str) -> None:
+def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, command: str) -> None:
   parts = check_config(config)
   root = config.data_root or None
   ds = data_lib.load_dataset("fsdd", root, progress=config.progress)
   noise = np.asarray(data_lib.load_background_noise(root), np.float32)
-  run = Run(config, Data(ds.name, np.asarray(ds.train.waveforms, np.float32), noise),
-            np.asarray(ds.train.labels), np.asarray(ds.test.waveforms, np.float32),
-            np.asarray(ds.test.labels), len(ds.class_names), pathlib.Path(workdir), command)
+  run = Run(
+    config,
+    Data(ds.name, np.asarray(ds.train.waveforms, np.float32), noise),
+    np.asarray(ds.train.labels),
+    np.asarray(ds.test.waveforms, np.float32),
+    np.asarray(ds.test.labels),
+    len(ds.class_names),
+    pathlib.Path(workdir),
+    command,
+  )
   run.out_dir.mkdir(parents=True, exist_ok=True)
   _INPUTS.clear()
   if "kernel" in parts:
     for m in sorted({config.m_first, config.m_curve, config.m_timing}):
       inputs_for(run, m).test_z()
-  if "initial_banks" in parts:   # banks of every seed's initial labels, ahead of time
+  if "initial_banks" in parts:  # banks of every seed's initial labels, ahead of time
     for seed in range(config.seeds):
       labeled = proxy_model.class_covering_labels(run.classes, run.num_classes, seed)
       for m in sorted({config.m_first, config.m_curve}):
@@ -369,7 +485,8 @@ def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
 def main(argv):
   del argv
   command = "python -m experiments.bilevel_evidence " + " ".join(
-      shlex.quote(a) for a in sys.argv[1:])
+    shlex.quote(a) for a in sys.argv[1:]
+  )
   run_parts(_CONFIG.value, _WORKDIR.value, command)
 
 

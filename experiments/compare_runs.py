@@ -11,6 +11,7 @@ comparison it was branched from (same seeds, pools, streams and round-0 models):
 Writes a markdown file (and a JSON next to it) with the mean accuracy per round of both runs
 and the paired differences (`bilevel_jax.reports.tables.paired`).
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -23,12 +24,14 @@ from absl import flags
 from bilevel_jax.reports import tables
 from bilevel_jax.utils import io
 
-_RUN = flags.DEFINE_string("run", None, "Result folder (or JSON) of the run compared.",
-                           required=True)
+_RUN = flags.DEFINE_string(
+  "run", None, "Result folder (or JSON) of the run compared.", required=True
+)
 _STRATEGY = flags.DEFINE_string("strategy", "bilevel", "Strategy of --run compared.")
 _NAME = flags.DEFINE_string("name", None, "Display name of --run's strategy.", required=True)
-_AGAINST = flags.DEFINE_multi_string("against", None, "Result folders (or JSONs) of the "
-                                     "reference experiment.", required=True)
+_AGAINST = flags.DEFINE_multi_string(
+  "against", None, "Result folders (or JSONs) of the reference experiment.", required=True
+)
 _OUT = flags.DEFINE_string("out", None, "Output markdown path (.md).", required=True)
 
 
@@ -46,12 +49,23 @@ def compare(run: str, strategy: str, name: str, against: list[str]) -> tuple[str
   table = dict(tables.aggregate(base))
   table[name] = tables.aggregate(ours)[name]
   pairs = tables.paired(ours + base, reference=name)
-  md = ("Test accuracy %, mean ± sample std over seeds (n = seeds):\n\n" +
-        tables.rounds_markdown(table) + "\n\n" + f"{name} minus each strategy of the reference "
-        "run, same seeds: mean difference in points (wins-losses[-ties]).\n\n" +
-        tables.paired_markdown(pairs, reference=name) + "\n")
-  summary = {"run": str(run), "strategy": strategy, "name": name, "against": list(against),
-             "accuracy_percent": tables.cells_json(table), "paired": tables.cells_json(pairs)}
+  md = (
+    "Test accuracy %, mean ± sample std over seeds (n = seeds):\n\n"
+    + tables.rounds_markdown(table)
+    + "\n\n"
+    + f"{name} minus each strategy of the reference "
+    "run, same seeds: mean difference in points (wins-losses[-ties]).\n\n"
+    + tables.paired_markdown(pairs, reference=name)
+    + "\n"
+  )
+  summary = {
+    "run": str(run),
+    "strategy": strategy,
+    "name": name,
+    "against": list(against),
+    "accuracy_percent": tables.cells_json(table),
+    "paired": tables.cells_json(pairs),
+  }
   return md, summary
 
 
@@ -60,7 +74,8 @@ def main(argv):
   md, summary = compare(_RUN.value, _STRATEGY.value, _NAME.value, _AGAINST.value)
   out = pathlib.Path(_OUT.value)
   summary["command"] = "python -m experiments.compare_runs " + " ".join(
-      shlex.quote(a) for a in sys.argv[1:])
+    shlex.quote(a) for a in sys.argv[1:]
+  )
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(md)
   io.atomic_write_json(out.with_suffix(".json"), summary)

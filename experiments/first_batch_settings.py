@@ -12,6 +12,7 @@ plus the selection time.
   (committed: results/active_learning/first_batch_settings.json, made when this was
   scripts/probes/bilevel_settings_first_batch.py reading results/active_learning/fsdd_cpu)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,8 @@ from bilevel_jax.utils import io
 from experiments.configs import fsdd
 
 SETTINGS = {
-    "cpu (m=256, 300 inner steps)": dict(landmarks=256, inner_steps=300),
-    "paper (m=2000, 1000 inner steps)": dict(landmarks=2000, inner_steps=1000),
+  "cpu (m=256, 300 inner steps)": dict(landmarks=256, inner_steps=300),
+  "paper (m=2000, 1000 inner steps)": dict(landmarks=2000, inner_steps=1000),
 }
 
 
@@ -43,8 +44,9 @@ def main() -> None:
   ap.add_argument("--out", default="runs/first_batch_settings.json")
   args = ap.parse_args()
   seeds = [int(s) for s in args.seeds.split(",")]
-  files = {s: pathlib.Path(args.workdir) / f"fsdd_{args.strategy}_seed{s}_round0.npz"
-           for s in seeds}
+  files = {
+    s: pathlib.Path(args.workdir) / f"fsdd_{args.strategy}_seed{s}_round0.npz" for s in seeds
+  }
   missing = [str(p) for p in files.values() if not p.exists()]
   if missing:
     raise FileNotFoundError(f"round-0 outputs missing: {missing}; run the cpu AL config first.")
@@ -52,8 +54,12 @@ def main() -> None:
   base = fsdd.get_config("cpu")
   base.progress = True
   data = loop.load_data(base)
-  out = {"command": " ".join([sys.executable] + sys.argv), "jax": jax.__version__,
-         "device": str(jax.devices()[0].device_kind), "settings": {}}
+  out = {
+    "command": " ".join([sys.executable] + sys.argv),
+    "jax": jax.__version__,
+    "device": str(jax.devices()[0].device_kind),
+    "settings": {},
+  }
   for name, overrides in SETTINGS.items():
     config = fsdd.get_config("cpu")
     config.progress = True
@@ -67,22 +73,38 @@ def main() -> None:
         probs, emb, labeled = f["probs"], f["embeddings"], f["labeled_idx"]
       outs = outputs_lib.ModelOutputs(probs=probs, embeddings=emb, aug_probs=None)
       st = pool_lib.streams(s)
-      ctx = outputs_lib.round_context(outs, data.train_labels, labeled,
-                                      **prepared.context(s, labeled, st.bank))
+      ctx = outputs_lib.round_context(
+        outs, data.train_labels, labeled, **prepared.context(s, labeled, st.bank)
+      )
       t0 = time.perf_counter()
-      picks = np.asarray(strategies.select("bilevel", pool_lib.round_key(st.select, 0), ctx,
-                                           config.al.batch_size_per_round, **prepared.options))
+      picks = np.asarray(
+        strategies.select(
+          "bilevel",
+          pool_lib.round_key(st.select, 0),
+          ctx,
+          config.al.batch_size_per_round,
+          **prepared.options,
+        )
+      )
       seconds = time.perf_counter() - t0
       pred = probs.argmax(-1)
-      rows.append(dict(seed=s, picks=picks.tolist(),
-                       classes=int(len(set(data.train_labels[picks].tolist()))),
-                       misclassified=int(np.sum(pred[picks] != data.train_labels[picks])),
-                       select_seconds=seconds))
+      rows.append(
+        dict(
+          seed=s,
+          picks=picks.tolist(),
+          classes=int(len(set(data.train_labels[picks].tolist()))),
+          misclassified=int(np.sum(pred[picks] != data.train_labels[picks])),
+          select_seconds=seconds,
+        )
+      )
       print(name, rows[-1], flush=True)
-    out["settings"][name] = dict(overrides=overrides, kernel_seconds=kernel_seconds, seeds=rows,
-                                 mean_classes=float(np.mean([r["classes"] for r in rows])),
-                                 mean_misclassified=float(np.mean([r["misclassified"]
-                                                                   for r in rows])))
+    out["settings"][name] = dict(
+      overrides=overrides,
+      kernel_seconds=kernel_seconds,
+      seeds=rows,
+      mean_classes=float(np.mean([r["classes"] for r in rows])),
+      mean_misclassified=float(np.mean([r["misclassified"] for r in rows])),
+    )
     io.atomic_write_json(args.out, out)
   names = list(out["settings"])
   a, b = (out["settings"][n]["seeds"] for n in names)

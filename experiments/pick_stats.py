@@ -10,6 +10,7 @@ pseudo-labels (issue 14's decisive experiments; see `bilevel_jax.al.pick_stats`)
 Writes `<workdir>/pick_stats_<dataset>_seed<k>_<labeled set>.json` after every variant; rerun
 the same command to resume. Round models are cached in `<workdir>/models/`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,9 @@ from ml_collections import config_flags
 from bilevel_jax.al import pick_stats
 from bilevel_jax.utils import io
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (pick_stats.py:MODE).",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (pick_stats.py:MODE).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 
 
@@ -36,16 +38,27 @@ def main(argv):
   for path in pick_stats.run(config, _WORKDIR.value, command=command):
     rec = io.read_json(path)
     m = rec["model"]
-    print(f"{path}: model test accuracy {m['test_accuracy']:.3f}, pool accuracy "
-          f"{m['pool_accuracy']:.3f}")
+    print(
+      f"{path}: model test accuracy {m['test_accuracy']:.3f}, pool accuracy "
+      f"{m['pool_accuracy']:.3f}"
+    )
     for name, v in rec["variants"].items():
       d = v["pick_diagnostics"]
-      proxy = (f", proxy pool acc {d['proxy_pool_accuracy']:.3f} agreement "
-               f"{d['proxy_pseudo_agreement']:.3f}" if "proxy_pool_accuracy" in d else "")
-      retrained = (f", retrained test acc {v['retrained_test_accuracy']:.3f}"
-                   if "retrained_test_accuracy" in v else "")
-      print(f"  {name:>12}: {d['picks_misclassified']}/{d['num_picks']} picks misclassified "
-            f"(pool error rate {d['pool_error_rate']:.3f}){proxy}{retrained}")
+      proxy = (
+        f", proxy pool acc {d['proxy_pool_accuracy']:.3f} agreement "
+        f"{d['proxy_pseudo_agreement']:.3f}"
+        if "proxy_pool_accuracy" in d
+        else ""
+      )
+      retrained = (
+        f", retrained test acc {v['retrained_test_accuracy']:.3f}"
+        if "retrained_test_accuracy" in v
+        else ""
+      )
+      print(
+        f"  {name:>12}: {d['picks_misclassified']}/{d['num_picks']} picks misclassified "
+        f"(pool error rate {d['pool_error_rate']:.3f}){proxy}{retrained}"
+      )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ problem is (Adam, `bilevel.inner.fit_inner`), and its L-BFGS optimum as a check.
 `run` is the experiment's `Run` (config with the `bilevel` block, training `classes`,
 `num_classes`); `feats` its `Inputs` for m landmarks (`m`, `train_z`, `banks(indices)`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,13 +22,21 @@ def fit_model(run: Any, feats: Any, labeled, key, clean: bool = False):
   banks of augmented copies, or on their clean features when `clean`."""
   b, c = run.config.bilevel, run.num_classes
   labels = run.classes[np.asarray(labeled)]
-  z = (feats.train_z[np.asarray(labeled)][:, None] if clean else feats.banks(labeled))
-  bank = inner.Bank(jnp.asarray(z), jax.nn.one_hot(jnp.asarray(labels), c),
-                    jnp.ones(len(labeled), bool))
+  z = feats.train_z[np.asarray(labeled)][:, None] if clean else feats.banks(labeled)
+  bank = inner.Bank(
+    jnp.asarray(z), jax.nn.one_hot(jnp.asarray(labels), c), jnp.ones(len(labeled), bool)
+  )
   state = inner.init_inner_state(jnp.zeros((feats.m, c), jnp.float32))
-  state, loss = inner.fit_inner(key, state, bank, b.lr, b.l2, steps=b.inner_steps,
-                                batch_size=b.batch_size or None,
-                                reduction=b.get("loss_reduction", "mean"))
+  state, loss = inner.fit_inner(
+    key,
+    state,
+    bank,
+    b.lr,
+    b.l2,
+    steps=b.inner_steps,
+    batch_size=b.batch_size or None,
+    reduction=b.get("loss_reduction", "mean"),
+  )
   return state.w, float(loss)
 
 
@@ -35,6 +44,7 @@ def lbfgs_objective(run: Any, feats: Any, labeled) -> float:
   """Optimum of the model's objective (full batch, scipy L-BFGS, float64): a check that Adam
   with the configured lr / inner_steps actually solves it."""
   import scipy.optimize  # pylint: disable=g-import-not-at-top
+
   m, c, l2 = feats.m, run.num_classes, run.config.bilevel.l2
   z = feats.banks(labeled).astype(np.float64)
   y = np.eye(c)[run.classes[np.asarray(labeled)]]
@@ -50,8 +60,13 @@ def lbfgs_objective(run: Any, feats: Any, labeled) -> float:
     g = np.einsum("sam,sac->mc", z, p - y[:, None]) / (len(z) * a) + 2 * l2 * w
     return val, g.ravel()
 
-  res = scipy.optimize.minimize(f, np.zeros(m * c), jac=True, method="L-BFGS-B",
-                                options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15})
+  res = scipy.optimize.minimize(
+    f,
+    np.zeros(m * c),
+    jac=True,
+    method="L-BFGS-B",
+    options={"maxiter": 5000, "gtol": 1e-10, "ftol": 1e-15},
+  )
   return float(res.fun)
 
 

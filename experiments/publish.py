@@ -10,6 +10,7 @@ structure; left behind: caches and model files (models/, logs/ with TensorBoard 
 (format bilevel_jax.al/1) must be complete unless --partial (e.g. publishing a comparison that
 is still running, as its README then says).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,18 @@ def incomplete_results(run: pathlib.Path, files: Iterable[pathlib.Path]) -> list
     if rel.suffix != ".json":
       continue
     record = io.read_json(run / rel)
-    if (isinstance(record, dict) and str(record.get("format", "")).startswith("bilevel_jax.al/")
-        and not record.get("complete", False)):
+    if (
+      isinstance(record, dict)
+      and str(record.get("format", "")).startswith("bilevel_jax.al/")
+      and not record.get("complete", False)
+    ):
       bad.append(str(rel))
   return bad
 
 
-def publish(run: str | pathlib.Path, to: str | pathlib.Path, *, partial: bool = False,
-            dry_run: bool = False) -> list[pathlib.Path]:
+def publish(
+  run: str | pathlib.Path, to: str | pathlib.Path, *, partial: bool = False, dry_run: bool = False
+) -> list[pathlib.Path]:
   """Copies the result files of `run` into `to`; returns the destination paths."""
   run, to = pathlib.Path(run), pathlib.Path(to)
   if not run.is_dir():
@@ -61,8 +66,10 @@ def publish(run: str | pathlib.Path, to: str | pathlib.Path, *, partial: bool = 
     raise ValueError(f"--run={run} holds no result files ({', '.join(KEEP_SUFFIXES)}).")
   unfinished = incomplete_results(run, files)
   if unfinished and not partial:
-    raise ValueError(f"--run={run} has {len(unfinished)} unfinished active-learning result(s) "
-                     f"(e.g. {unfinished[0]}); resume the run first or pass --partial.")
+    raise ValueError(
+      f"--run={run} has {len(unfinished)} unfinished active-learning result(s) "
+      f"(e.g. {unfinished[0]}); resume the run first or pass --partial."
+    )
   written = []
   for rel in files:
     dest = to / rel
@@ -78,15 +85,18 @@ def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--run", required=True, help="The run's workdir.")
   ap.add_argument("--to", required=True, help="Destination folder under results/.")
-  ap.add_argument("--partial", action="store_true",
-                  help="Allow incomplete active-learning results.")
+  ap.add_argument(
+    "--partial", action="store_true", help="Allow incomplete active-learning results."
+  )
   ap.add_argument("--dry_run", action="store_true", help="List what would be copied only.")
   args = ap.parse_args(argv)
   written = publish(args.run, args.to, partial=args.partial, dry_run=args.dry_run)
   for path in written:
     print(path)
-  print(f"{'would copy' if args.dry_run else 'copied'} {len(written)} files from {args.run} "
-        f"to {args.to}")
+  print(
+    f"{'would copy' if args.dry_run else 'copied'} {len(written)} files from {args.run} "
+    f"to {args.to}"
+  )
 
 
 if __name__ == "__main__":

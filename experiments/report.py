@@ -9,6 +9,7 @@ AL loop next to the JSON (git-ignored; a fresh t-SNE), else from the committed t
 `figure2_points.json` of that same file in --out or in `report/` next to the JSON; without
 either only the tables and Figure 3 are made.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -19,34 +20,45 @@ from absl import flags
 
 from bilevel_jax import reports
 
-_RESULTS = flags.DEFINE_multi_string("results", None, "Result JSON files or folders of them.",
-                                     required=True)
+_RESULTS = flags.DEFINE_multi_string(
+  "results", None, "Result JSON files or folders of them.", required=True
+)
 _OUT = flags.DEFINE_string("out", None, "Output folder for tables and figures.", required=True)
 _FIG2_STRATEGY = flags.DEFINE_string("figure2_strategy", "bilevel", "Strategy of Figure 2.")
 _FIG2_SEED = flags.DEFINE_integer("figure2_seed", 0, "Seed of Figure 2.")
-_REFERENCE = flags.DEFINE_string("reference", "bilevel",
-                                 "Strategy compared seed by seed with each other (paired.md).")
+_REFERENCE = flags.DEFINE_string(
+  "reference", "bilevel", "Strategy compared seed by seed with each other (paired.md)."
+)
 
 
 def main(argv):
   del argv
   command = "python -m experiments.report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-  out = reports.write_report(_RESULTS.value, _OUT.value, command=command,
-                             figure2_strategy=_FIG2_STRATEGY.value,
-                             figure2_seed=_FIG2_SEED.value, reference=_REFERENCE.value)
+  out = reports.write_report(
+    _RESULTS.value,
+    _OUT.value,
+    command=command,
+    figure2_strategy=_FIG2_STRATEGY.value,
+    figure2_seed=_FIG2_SEED.value,
+    reference=_REFERENCE.value,
+  )
   print(out["table_markdown"])
   print()
   print(out["rounds_markdown"])
   if out["paired_markdown"]:
     print()
     print(out["paired_markdown"])
-  print(f"\nwritten: {out['table1']}, {out['figure3']}" +
-        (f", {out['figure2']}" if "figure2" in out else "") +
-        (f", {out['pick_rates']}" if "pick_rates" in out else ""))
+  print(
+    f"\nwritten: {out['table1']}, {out['figure3']}"
+    + (f", {out['figure2']}" if "figure2" in out else "")
+    + (f", {out['pick_rates']}" if "pick_rates" in out else "")
+  )
   if "figure2_counts" in out:
     c = out["figure2_counts"]
-    print(f"Figure 2: first-round picks cover {c['classes_covered']} classes, "
-          f"{c['misclassified']}/{c['num_picks']} misclassified by the initial model.")
+    print(
+      f"Figure 2: first-round picks cover {c['classes_covered']} classes, "
+      f"{c['misclassified']}/{c['num_picks']} misclassified by the initial model."
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests never download anything and treat ../shared/data as read-only."""
+
 import os
 import pathlib
 

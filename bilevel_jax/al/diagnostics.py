@@ -24,6 +24,7 @@ A strategy exposes its proxy by returning `PROXY_LOGITS` ((N, C) logits on the t
 among its diagnostics; `split_proxy` takes it out before the per-pick values are stored.
 The rates are computed on device in one jitted function.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,12 +54,12 @@ def _counts(probs, labels, labeled_mask, picks, proxy_logits, *, num_classes, nu
   wrong = pred != labels
   pool = ~labeled_mask
   out = {
-      "picks_misclassified": jnp.sum(wrong[picks]),
-      "pool_size": jnp.sum(pool),
-      "pool_errors": jnp.sum(wrong & pool),
-      "pick_class_histogram": jnp.zeros(num_classes, jnp.int32).at[labels[picks]].add(1),
-      "pick_prediction_histogram": jnp.zeros(num_classes, jnp.int32).at[pred[picks]].add(1),
-      "greedy_misclassified": jnp.sum(wrong[picks[:num_greedy]]),
+    "picks_misclassified": jnp.sum(wrong[picks]),
+    "pool_size": jnp.sum(pool),
+    "pool_errors": jnp.sum(wrong & pool),
+    "pick_class_histogram": jnp.zeros(num_classes, jnp.int32).at[labels[picks]].add(1),
+    "pick_prediction_histogram": jnp.zeros(num_classes, jnp.int32).at[pred[picks]].add(1),
+    "greedy_misclassified": jnp.sum(wrong[picks[:num_greedy]]),
   }
   if proxy_logits is not None:
     proxy_pred = jnp.argmax(proxy_logits, -1)
@@ -80,9 +81,15 @@ def _num_greedy(diagnostics: dict[str, Any], b: int) -> int:
   return min(min(lengths), b) if lengths else 0
 
 
-def round_entry(probs: Any, labels: Any, labeled_idx: Any, picks: Any, *,
-                proxy_logits: Any = None,
-                diagnostics: dict[str, Any] | None = None) -> dict[str, Any]:
+def round_entry(
+  probs: Any,
+  labels: Any,
+  labeled_idx: Any,
+  picks: Any,
+  *,
+  proxy_logits: Any = None,
+  diagnostics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
   """The `pick_diagnostics` block of one round (JSON-able; see the module docstring).
 
   Args:
@@ -106,23 +113,34 @@ def round_entry(probs: Any, labels: Any, labeled_idx: Any, picks: Any, *,
   b = int(picks.shape[0])
   num_greedy = _num_greedy(diagnostics, b)
   mask = jnp.zeros(n, bool).at[jnp.asarray(labeled_idx, jnp.int32)].set(True)
-  got = jax.device_get(_counts(probs, labels, mask, picks, proxy_logits, num_classes=c,
-                               num_greedy=num_greedy))
-  wrong, pool, pool_errors = (int(got["picks_misclassified"]), int(got["pool_size"]),
-                              int(got["pool_errors"]))
+  got = jax.device_get(
+    _counts(probs, labels, mask, picks, proxy_logits, num_classes=c, num_greedy=num_greedy)
+  )
+  wrong, pool, pool_errors = (
+    int(got["picks_misclassified"]),
+    int(got["pool_size"]),
+    int(got["pool_errors"]),
+  )
   pick_rate = wrong / b
   pool_rate = pool_errors / pool if pool else None
   out = {
-      "num_picks": b, "picks_misclassified": wrong, "pick_misclassified_rate": pick_rate,
-      "pool_size": pool, "pool_errors": pool_errors, "pool_error_rate": pool_rate,
-      "misclassified_ratio": pick_rate / pool_rate if pool_rate else None,
-      "pick_class_histogram": [int(x) for x in got["pick_class_histogram"]],
-      "pick_prediction_histogram": [int(x) for x in got["pick_prediction_histogram"]],
+    "num_picks": b,
+    "picks_misclassified": wrong,
+    "pick_misclassified_rate": pick_rate,
+    "pool_size": pool,
+    "pool_errors": pool_errors,
+    "pool_error_rate": pool_rate,
+    "misclassified_ratio": pick_rate / pool_rate if pool_rate else None,
+    "pick_class_histogram": [int(x) for x in got["pick_class_histogram"]],
+    "pick_prediction_histogram": [int(x) for x in got["pick_prediction_histogram"]],
   }
   if num_greedy:
     g = int(got["greedy_misclassified"])
-    out["greedy"] = {"num_picks": num_greedy, "picks_misclassified": g,
-                     "pick_misclassified_rate": g / num_greedy}
+    out["greedy"] = {
+      "num_picks": num_greedy,
+      "picks_misclassified": g,
+      "pick_misclassified_rate": g / num_greedy,
+    }
   if proxy_logits is not None and pool:
     out["proxy_pool_accuracy"] = int(got["proxy_correct"]) / pool
     out["proxy_pseudo_agreement"] = int(got["proxy_agree"]) / pool

@@ -6,6 +6,7 @@ git-ignored). The file name carries a SHA-1 of everything the model depends on (
 labeled indices, training key, train-set size and class count), so a changed setting never
 reads a stale model.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,18 +23,30 @@ from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.utils import io
 
 
-def model_path(workdir: str | pathlib.Path, dataset: str, seed: int, train_config: dict,
-               labeled: np.ndarray, key: jax.Array, num_train: int, num_classes: int,
-               train_subset: dict | None = None) -> pathlib.Path:
+def model_path(
+  workdir: str | pathlib.Path,
+  dataset: str,
+  seed: int,
+  train_config: dict,
+  labeled: np.ndarray,
+  key: jax.Array,
+  num_train: int,
+  num_classes: int,
+  train_subset: dict | None = None,
+) -> pathlib.Path:
   """workdir/models/{dataset}_seed{seed}_round0_{sha1[:16]}.msgpack.
 
   `train_subset` ({train: clips, seed}) names a random training subset; None (all clips) keeps
   the names of files written before subsets were part of the key.
   """
   train_config = ssl_state.comparable_train_config(train_config)
-  spec = {"train": train_config, "labeled": np.asarray(labeled).tolist(),
-          "key": np.asarray(jax.random.key_data(key)).tolist(),
-          "num_train": int(num_train), "num_classes": int(num_classes)}
+  spec = {
+    "train": train_config,
+    "labeled": np.asarray(labeled).tolist(),
+    "key": np.asarray(jax.random.key_data(key)).tolist(),
+    "num_train": int(num_train),
+    "num_classes": int(num_classes),
+  }
   if train_subset:
     # Two subsets of the same size hold different clips: same indices, different model.
     spec["train_subset"] = {k: int(v) for k, v in sorted(train_subset.items())}
@@ -44,15 +57,18 @@ def model_path(workdir: str | pathlib.Path, dataset: str, seed: int, train_confi
 
 def save(path: pathlib.Path, classifier: ssl_train.Classifier) -> None:
   """Writes the classifier's variables and feature normalisation atomically."""
-  payload = {"variables": jax.device_get(classifier.variables),
-             "feature_mean": np.float64(classifier.feature_mean),
-             "feature_std": np.float64(classifier.feature_std)}
+  payload = {
+    "variables": jax.device_get(classifier.variables),
+    "feature_mean": np.float64(classifier.feature_mean),
+    "feature_std": np.float64(classifier.feature_std),
+  }
   path.parent.mkdir(parents=True, exist_ok=True)
   io.atomic_write_bytes(path, serialization.msgpack_serialize(payload))
 
 
-def load(path: pathlib.Path, train_config: Any, num_classes: int,
-         noise: np.ndarray) -> ssl_train.Classifier | None:
+def load(
+  path: pathlib.Path, train_config: Any, num_classes: int, noise: np.ndarray
+) -> ssl_train.Classifier | None:
   """The Classifier saved at `path` (default audio front end), or None if there is none."""
   if not path.exists():
     return None
@@ -63,6 +79,11 @@ def load(path: pathlib.Path, train_config: Any, num_classes: int,
   tc = ssl_train.TrainConfig.from_config(train_config)
   featurize_fn, augment_featurize_fn = ssl_train.default_audio()
   return ssl_train.Classifier(
-      ssl_train.create_model(tc, num_classes), payload["variables"],
-      float(payload["feature_mean"]), float(payload["feature_std"]), featurize_fn,
-      augment_featurize_fn, jax.numpy.asarray(noise, jax.numpy.float32))
+    ssl_train.create_model(tc, num_classes),
+    payload["variables"],
+    float(payload["feature_mean"]),
+    float(payload["feature_std"]),
+    featurize_fn,
+    augment_featurize_fn,
+    jax.numpy.asarray(noise, jax.numpy.float32),
+  )

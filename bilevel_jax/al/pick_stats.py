@@ -13,6 +13,7 @@ adds each batch, retrains with the next round's key and records the test accurac
 One JSON per (seed, labeled set), rewritten after every variant; a rerun skips the variants
 already there with the same spec (resumable) and refuses a file written with another setting.
 """
+
 from __future__ import annotations
 
 import copy
@@ -61,23 +62,28 @@ def parse_seeds(value: str) -> tuple[int, ...]:
   return seeds
 
 
-def check_config(config: ml_collections.ConfigDict, variants: str | dict | None = None
-                 ) -> tuple[tuple[int, ...], dict]:
+def check_config(
+  config: ml_collections.ConfigDict, variants: str | dict | None = None
+) -> tuple[tuple[int, ...], dict]:
   """Seeds and variants (`variants`, else config.variants); ValueError naming the entry before
   any compute."""
   seeds = parse_seeds(config.seeds)
   test = sorted(set(seeds) & set(TEST_SEEDS))
   if test and not config.allow_test_seeds:
-    raise ValueError(f"config.seeds={config.seeds!r} includes {test}, the seeds of the committed "
-                     "comparisons; variants must be chosen on development seeds (e.g. 100-105). "
-                     "Set config.allow_test_seeds=True only to reproduce a committed round.")
+    raise ValueError(
+      f"config.seeds={config.seeds!r} includes {test}, the seeds of the committed "
+      "comparisons; variants must be chosen on development seeds (e.g. 100-105). "
+      "Set config.allow_test_seeds=True only to reproduce a committed round."
+    )
   variants = variant_specs(config.variants if variants is None else variants)
   src = config.labeled.source
   if src != "uniform":
     for seed in seeds:
       if not pathlib.Path(src.format(seed=seed)).exists():
-        raise ValueError(f"config.labeled.source={src!r}: no file {src.format(seed=seed)}; "
-                         "expected 'uniform' or a result JSON path ('{seed}' is replaced).")
+        raise ValueError(
+          f"config.labeled.source={src!r}: no file {src.format(seed=seed)}; "
+          "expected 'uniform' or a result JSON path ('{seed}' is replaced)."
+        )
   elif config.labeled.num_labels < 1:
     raise ValueError(f"config.labeled.num_labels={config.labeled.num_labels}; expected >= 1.")
   ssl_train.TrainConfig.from_config(config.train)
@@ -97,21 +103,30 @@ def variant_specs(raw: str | dict | ml_collections.ConfigDict) -> dict[str, dict
   elif isinstance(raw, ml_collections.ConfigDict):
     raw = raw.to_dict()
   if not isinstance(raw, dict) or not raw:
-    raise ValueError(f"variants={raw!r}; expected {{name: {{strategy, options, "
-                     "block}}}} with at least one variant.")
+    raise ValueError(
+      f"variants={raw!r}; expected {{name: {{strategy, options, "
+      "block}}}} with at least one variant."
+    )
   out = {}
   for name, v in raw.items():
     v = dict(v or {})
     extra = sorted(set(v) - {"strategy", "options", "block"})
     if extra or "strategy" not in v:
-      raise ValueError(f"variants[{name!r}]={v}; expected keys strategy (required), "
-                       f"options, block (got unknown {extra}).")
+      raise ValueError(
+        f"variants[{name!r}]={v}; expected keys strategy (required), "
+        f"options, block (got unknown {extra})."
+      )
     strategy = strategies.get(v["strategy"])  # unknown names fail here, listing the known ones
     if v.get("block") and strategy.config_block is None:
-      raise ValueError(f"variants[{name!r}] overrides config block entries {v['block']}, but "
-                       f"strategy {v['strategy']!r} has no config block.")
-    out[name] = {"strategy": v["strategy"], "options": dict(v.get("options") or {}),
-                 "block": dict(v.get("block") or {})}
+      raise ValueError(
+        f"variants[{name!r}] overrides config block entries {v['block']}, but "
+        f"strategy {v['strategy']!r} has no config block."
+      )
+    out[name] = {
+      "strategy": v["strategy"],
+      "options": dict(v.get("options") or {}),
+      "block": dict(v.get("block") or {}),
+    }
   return out
 
 
@@ -125,32 +140,42 @@ def _variant_config(config, variant) -> ml_collections.ConfigDict:
   with c.unlocked():
     for k, val in variant["block"].items():
       if k not in block:
-        raise ValueError(f"variant block override {k!r} is not a config.{name} entry "
-                         f"({sorted(block)}).")
+        raise ValueError(
+          f"variant block override {k!r} is not a config.{name} entry ({sorted(block)})."
+        )
       block[k] = val
   return c
 
 
-def labeled_set(config, seed: int, num_train: int, labels: np.ndarray,
-                num_classes: int) -> tuple[np.ndarray, int, str]:
+def labeled_set(
+  config, seed: int, num_train: int, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, int, str]:
   """(labeled indices (L,), round index r, tag) of the configured labeled set."""
   src = config.labeled.source
   if src == "uniform":
     n = int(config.labeled.num_labels)
-    idx = pool_lib.initial_pool(pool_lib.round_key(pool_lib.streams(seed).pool, 0), labels, n,
-                                num_classes)
+    idx = pool_lib.initial_pool(
+      pool_lib.round_key(pool_lib.streams(seed).pool, 0), labels, n, num_classes
+    )
     return idx, 0, f"uniform{n}"
   path = pathlib.Path(src.format(seed=seed))
   rec = io.read_json(path)
   if rec.get("seed") != seed or rec.get("train_size") != num_train:
-    raise ValueError(f"{path}: seed {rec.get('seed')} / train_size {rec.get('train_size')}; "
-                     f"expected seed {seed} and {num_train} training clips.")
+    raise ValueError(
+      f"{path}: seed {rec.get('seed')} / train_size {rec.get('train_size')}; "
+      f"expected seed {seed} and {num_train} training clips."
+    )
   for r in rec["rounds"]:
     if r["num_labeled"] == config.labeled.num_labels:
-      return (np.asarray(r["labeled_indices"], np.int32), int(r["round"]),
-              f"{path.stem}_round{r['round']}")
-  raise ValueError(f"{path} has no round with {config.labeled.num_labels} labels "
-                   f"(config.labeled.num_labels); it has {[r['num_labeled'] for r in rec['rounds']]}.")
+      return (
+        np.asarray(r["labeled_indices"], np.int32),
+        int(r["round"]),
+        f"{path.stem}_round{r['round']}",
+      )
+  raise ValueError(
+    f"{path} has no round with {config.labeled.num_labels} labels "
+    f"(config.labeled.num_labels); it has {[r['num_labeled'] for r in rec['rounds']]}."
+  )
 
 
 def output_path(workdir, dataset: str, seed: int, tag: str) -> pathlib.Path:
@@ -160,17 +185,33 @@ def output_path(workdir, dataset: str, seed: int, tag: str) -> pathlib.Path:
 def _model(config, data, seed, r, labeled, workdir, progress) -> tuple[Any, float]:
   """The round-r model on `labeled` (AL loop training key), from the cache or trained now."""
   key = pool_lib.round_key(pool_lib.streams(seed).train, r)
-  path = model_cache.model_path(workdir, config.dataset, seed, config.train.to_dict(), labeled,
-                                key, len(data.train_labels), data.num_classes,
-                                train_subset=loop._train_subset(config))  # pylint: disable=protected-access
+  path = model_cache.model_path(
+    workdir,
+    config.dataset,
+    seed,
+    config.train.to_dict(),
+    labeled,
+    key,
+    len(data.train_labels),
+    data.num_classes,
+    train_subset=loop._train_subset(config),
+  )  # pylint: disable=protected-access
   path = path.with_name(path.name.replace("_round0_", f"_round{r}_"))
   clf = model_cache.load(path, config.train, data.num_classes, data.noise)
   if clf is not None:
     log.info("seed %d round %d: model loaded from %s", seed, r, path)
     return clf, 0.0
   t0 = time.perf_counter()
-  res = ssl_train.train(config.train, data.train_waveforms, data.train_labels, labeled, key,
-                        num_classes=data.num_classes, noise=data.noise, progress=progress)
+  res = ssl_train.train(
+    config.train,
+    data.train_waveforms,
+    data.train_labels,
+    labeled,
+    key,
+    num_classes=data.num_classes,
+    noise=data.noise,
+    progress=progress,
+  )
   model_cache.save(path, res.classifiers[0])
   return res.classifiers[0], time.perf_counter() - t0
 
@@ -185,37 +226,69 @@ def machine() -> dict[str, Any]:
         break
   except OSError:
     pass
-  return {"cpu": model, "cores": os.cpu_count(), "load_average": list(os.getloadavg()),
-          "device": str(jax.devices()[0].device_kind)}
+  return {
+    "cpu": model,
+    "cores": os.cpu_count(),
+    "load_average": list(os.getloadavg()),
+    "device": str(jax.devices()[0].device_kind),
+  }
 
 
 def _jsonable_options(options: dict) -> dict:
   return {k: v for k, v in options.items() if isinstance(v, (int, float, str, bool, type(None)))}
 
 
-def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workdir, *,
-            command: str = "", prepared: dict | None = None, bar=None) -> pathlib.Path:
+def run_one(
+  config,
+  seed: int,
+  variants: dict[str, dict],
+  data: loop.Data,
+  workdir,
+  *,
+  command: str = "",
+  prepared: dict | None = None,
+  bar=None,
+) -> pathlib.Path:
   """All variants for one seed; returns the JSON path (see the module docstring)."""
-  labeled, r, tag = labeled_set(config, seed, len(data.train_labels), data.train_labels,
-                                data.num_classes)
+  labeled, r, tag = labeled_set(
+    config, seed, len(data.train_labels), data.train_labels, data.num_classes
+  )
   path = output_path(workdir, config.dataset, seed, tag)
-  setting = {"dataset": config.dataset, "subset": config.subset.to_dict(),
-             "train": config.train.to_dict(),
-             "batch": int(config.al.batch_size_per_round),
-             "labeled_indices": labeled.tolist(), "round": r}
-  record = {"format": FORMAT, "seed": seed, "labeled_tag": tag, "setting": setting,
-            "command": command, "variants": {}}
+  setting = {
+    "dataset": config.dataset,
+    "subset": config.subset.to_dict(),
+    "train": config.train.to_dict(),
+    "batch": int(config.al.batch_size_per_round),
+    "labeled_indices": labeled.tolist(),
+    "round": r,
+  }
+  record = {
+    "format": FORMAT,
+    "seed": seed,
+    "labeled_tag": tag,
+    "setting": setting,
+    "command": command,
+    "variants": {},
+  }
   if path.exists():
     old = io.read_json(path)
     if old.get("setting") != setting:
-      raise ValueError(f"{path} was written with another setting (labeled set, training, batch "
-                       "or data); use a new workdir or delete it.")
+      raise ValueError(
+        f"{path} was written with another setting (labeled set, training, batch "
+        "or data); use a new workdir or delete it."
+      )
     record["variants"] = old["variants"]
     if "model" in old:
       record["model"] = old["model"]
-  todo = {n: v for n, v in variants.items()
-          if not (n in record["variants"] and record["variants"][n]["spec"] == v
-                  and (not config.retrain or "retrained_test_accuracy" in record["variants"][n]))}
+  todo = {
+    n: v
+    for n, v in variants.items()
+    if not (
+      n in record["variants"]
+      and record["variants"][n]["spec"] == v
+      and (not config.retrain or "retrained_test_accuracy" in record["variants"][n])
+    )
+  }
   if bar is not None:
     bar.update(len(variants) - len(todo))
   if not todo:
@@ -223,8 +296,9 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
   progress = bool(config.progress)
   prepared = {} if prepared is None else prepared
   clf, train_seconds = _model(config, data, seed, r, labeled, workdir, progress)
-  ev = ssl_evaluate.evaluate(clf, data.test_waveforms, data.test_labels, data.num_classes,
-                             batch_size=config.predict_batch)
+  ev = ssl_evaluate.evaluate(
+    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_batch
+  )
   st = pool_lib.streams(seed)
   # K augmented predictions drawn with one key differ with K, so each K gets its own call,
   # as in the AL loop (one strategy per call).
@@ -232,24 +306,27 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
 
   def outputs(k):
     if k not in outs_by_k:
-      outs_by_k[k] = outputs_lib.model_outputs(clf, data.train_waveforms,
-                                               key=pool_lib.round_key(st.predict, r),
-                                               num_augmentations=k,
-                                               batch_size=config.predict_batch)
+      outs_by_k[k] = outputs_lib.model_outputs(
+        clf,
+        data.train_waveforms,
+        key=pool_lib.round_key(st.predict, r),
+        num_augmentations=k,
+        batch_size=config.predict_batch,
+      )
     return outs_by_k[k]
 
   pred = outputs(0).probs.argmax(-1)
-  record["model"] = {"test_accuracy": float(ev.accuracy),
-                     "pool_accuracy": float(np.mean(pred == data.train_labels)),
-                     "train_seconds": float(train_seconds or
-                                            record.get("model", {}).get("train_seconds", 0.0))}
+  record["model"] = {
+    "test_accuracy": float(ev.accuracy),
+    "pool_accuracy": float(np.mean(pred == data.train_labels)),
+    "train_seconds": float(train_seconds or record.get("model", {}).get("train_seconds", 0.0)),
+  }
   for name, v in todo.items():
     strategy = strategies.get(v["strategy"])
     outs = outputs(strategy.augmentations)
     cfg = _variant_config(config, v)
     block = strategy_inputs.config_block(v["strategy"], cfg)
-    pkey = (v["strategy"], json.dumps(None if block is None else block.to_dict(),
-                                      sort_keys=True))
+    pkey = (v["strategy"], json.dumps(None if block is None else block.to_dict(), sort_keys=True))
     if pkey not in prepared:
       prepared[pkey] = strategy_inputs.prepare(v["strategy"], cfg, data, progress=progress)
     inputs = prepared[pkey]
@@ -259,17 +336,25 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
     ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)
     t0 = time.perf_counter()
     picks, diag = strategies.select_with_diagnostics(
-        v["strategy"], pool_lib.round_key(st.select, r), ctx,
-        int(config.al.batch_size_per_round), **options)
+      v["strategy"],
+      pool_lib.round_key(st.select, r),
+      ctx,
+      int(config.al.batch_size_per_round),
+      **options,
+    )
     picks = np.asarray(picks)
     seconds = time.perf_counter() - t0
     diag, proxy = pick_diagnostics.split_proxy(diag)
-    entry = {"spec": v, "options_used": _jsonable_options(options),
-             "picks": picks.tolist(), "pick_labels": data.train_labels[picks].tolist(),
-             "select_seconds": seconds,
-             "pick_diagnostics": pick_diagnostics.round_entry(
-                 outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy,
-                 diagnostics=diag)}
+    entry = {
+      "spec": v,
+      "options_used": _jsonable_options(options),
+      "picks": picks.tolist(),
+      "pick_labels": data.train_labels[picks].tolist(),
+      "select_seconds": seconds,
+      "pick_diagnostics": pick_diagnostics.round_entry(
+        outs.probs, data.train_labels, labeled, picks, proxy_logits=proxy, diagnostics=diag
+      ),
+    }
     if diag:
       entry["selection"] = results.selection_entry(diag)
     if config.retrain:
@@ -278,10 +363,15 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
     record["machine"] = machine()
     io.atomic_write_json(path, record)
     d = entry["pick_diagnostics"]
-    log.info("seed %d %s: %d/%d picks misclassified (pool error rate %.3f)%s", seed, name,
-             d["picks_misclassified"], d["num_picks"], d["pool_error_rate"] or 0.0,
-             f", proxy pool accuracy {d['proxy_pool_accuracy']:.3f}"
-             if "proxy_pool_accuracy" in d else "")
+    log.info(
+      "seed %d %s: %d/%d picks misclassified (pool error rate %.3f)%s",
+      seed,
+      name,
+      d["picks_misclassified"],
+      d["num_picks"],
+      d["pool_error_rate"] or 0.0,
+      f", proxy pool accuracy {d['proxy_pool_accuracy']:.3f}" if "proxy_pool_accuracy" in d else "",
+    )
     if bar is not None:
       bar.update(1)
   return path
@@ -289,25 +379,33 @@ def run_one(config, seed: int, variants: dict[str, dict], data: loop.Data, workd
 
 def _retrained(config, data, seed, r, labeled, picks, workdir, progress) -> dict[str, Any]:
   """Test accuracy of the next round's model (labeled + picks, the loop's round r+1 key)."""
-  clf, seconds = _model(config, data, seed, r + 1, np.concatenate([labeled, picks]).astype(
-      np.int32), workdir, progress)
-  ev = ssl_evaluate.evaluate(clf, data.test_waveforms, data.test_labels, data.num_classes,
-                             batch_size=config.predict_batch)
+  clf, seconds = _model(
+    config, data, seed, r + 1, np.concatenate([labeled, picks]).astype(np.int32), workdir, progress
+  )
+  ev = ssl_evaluate.evaluate(
+    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_batch
+  )
   return {"retrained_test_accuracy": float(ev.accuracy), "retrain_seconds": float(seconds)}
 
 
-def run(config, workdir, *, command: str = "", variants: str | dict | None = None
-        ) -> list[pathlib.Path]:
+def run(
+  config, workdir, *, command: str = "", variants: str | dict | None = None
+) -> list[pathlib.Path]:
   """Every configured seed (variants: overrides config.variants); returns the JSON paths."""
   seeds, variants = check_config(config, variants)
   data = loop.load_data(config)
   loop.check_data(config, data)
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   prepared: dict = {}  # strategy inputs (e.g. kernel features) shared across seeds
   paths = []
-  with tqdm(total=len(seeds) * len(variants), disable=not config.progress,
-            desc="pick stats (seed x variant)") as bar:
+  with tqdm(
+    total=len(seeds) * len(variants),
+    disable=not config.progress,
+    desc="pick stats (seed x variant)",
+  ) as bar:
     for seed in seeds:
-      paths.append(run_one(config, seed, variants, data, workdir, command=command,
-                           prepared=prepared, bar=bar))
+      paths.append(
+        run_one(config, seed, variants, data, workdir, command=command, prepared=prepared, bar=bar)
+      )
   return paths

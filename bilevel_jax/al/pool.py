@@ -1,4 +1,5 @@
 """Labeled-set bookkeeping: class-covering initial pool, PRNG streams, round schedule."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -13,11 +14,12 @@ class Streams(NamedTuple):
   The streams do not depend on the strategy, so for a given seed all strategies start from
   the same initial pool and the same round-0 model (common random numbers).
   """
-  pool: jax.Array      # initial labeled pool
-  train: jax.Array     # model init and data order of each round's training
-  predict: jax.Array   # augmentation draws for augmented predictions
-  select: jax.Array    # the strategy's own randomness
-  bank: jax.Array      # augmented copies of labeled points (bilevel)
+
+  pool: jax.Array  # initial labeled pool
+  train: jax.Array  # model init and data order of each round's training
+  predict: jax.Array  # augmentation draws for augmented predictions
+  select: jax.Array  # the strategy's own randomness
+  bank: jax.Array  # augmented copies of labeled points (bilevel)
 
 
 def streams(seed: int) -> Streams:
@@ -45,8 +47,9 @@ def initial_pool(key: jax.Array, labels: np.ndarray, size: int, num_classes: int
   labels = np.asarray(labels)
   present = np.unique(labels)
   if size < num_classes:
-    raise ValueError(f"The initial pool ({size}) must have at least one point per class "
-                     f"({num_classes} classes).")
+    raise ValueError(
+      f"The initial pool ({size}) must have at least one point per class ({num_classes} classes)."
+    )
   if present.size and (present[0] < 0 or present[-1] >= num_classes):
     # Otherwise every extra class would add a point beyond `size`.
     raise ValueError(f"Labels must lie in [0, {num_classes}); found {present.tolist()}.")
@@ -54,15 +57,16 @@ def initial_pool(key: jax.Array, labels: np.ndarray, size: int, num_classes: int
     missing = sorted(set(range(num_classes)) - set(present.tolist()))
     raise ValueError(f"Classes {missing} have no training points; cannot cover every class.")
   if size > labels.shape[0]:
-    raise ValueError(f"The initial pool ({size}) is larger than the training set "
-                     f"({labels.shape[0]}).")
+    raise ValueError(
+      f"The initial pool ({size}) is larger than the training set ({labels.shape[0]})."
+    )
   order = np.asarray(jax.random.permutation(key, labels.shape[0]))
   # First occurrence of each class in the random order = a uniform random point of that class.
   _, first = np.unique(labels[order], return_index=True)
   chosen = order[np.sort(first)]
   chosen = chosen[np.argsort(labels[chosen], kind="stable")]
   rest = order[~np.isin(order, chosen)]
-  return np.concatenate([chosen, rest[:size - num_classes]]).astype(np.int32)
+  return np.concatenate([chosen, rest[: size - num_classes]]).astype(np.int32)
 
 
 def schedule(initial: int, budget: int, batch: int) -> list[int]:
@@ -74,6 +78,8 @@ def schedule(initial: int, budget: int, batch: int) -> list[int]:
   if budget < initial:
     raise ValueError(f"al.budget={budget} is smaller than the initial pool al.initial={initial}.")
   if (budget - initial) % batch:
-    raise ValueError(f"al.budget - al.initial = {budget - initial} is not a multiple of "
-                     f"al.batch_size_per_round={batch}.")
+    raise ValueError(
+      f"al.budget - al.initial = {budget - initial} is not a multiple of "
+      f"al.batch_size_per_round={batch}."
+    )
   return list(range(initial, budget + 1, batch))

@@ -16,6 +16,7 @@ pick_labels, picks_misclassified and pool_accuracy; the last round has picks Non
 strategy with diagnostics also have `selection`, {name: per-pick values}, see
 `selection_entry`), complete.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -34,9 +35,19 @@ FORMAT = "bilevel_jax.al/1"
 # vmap_seeds, train.seed_mode and train.seed_threads only choose how trainings are driven (same
 # algorithm, float-level differences), so a run may resume with another setting, e.g. on a
 # machine without an accelerator. Dotted names address nested entries.
-_RESUME_IGNORED = ("progress", "strategy", "seed", "tensorboard", "data_root", "vmap_seeds",
-                   "report", "train.seed_mode", "train.seed_threads", "train.steps_per_call",
-                   "train.checkpoint_every")
+_RESUME_IGNORED = (
+  "progress",
+  "strategy",
+  "seed",
+  "tensorboard",
+  "data_root",
+  "vmap_seeds",
+  "report",
+  "train.seed_mode",
+  "train.seed_threads",
+  "train.steps_per_call",
+  "train.checkpoint_every",
+)
 # Entries added to the config later, with the value every earlier run used: equal to it, they
 # compare as absent.
 _ADDED_LATER = {"train.precision": "float32"}
@@ -47,8 +58,9 @@ RENAMED = {"al.batch": "al.batch_size_per_round"}
 
 # Config entries added after results were committed, with the value those results used: a
 # record written before an entry existed is read with it (bilevel.ntk_*: the legacy kernel).
-_ADDED_DEFAULTS = {"bilevel": dict(ntk_activation="relu", ntk_leaky_slope=0.0,
-                                   ntk_final_activation=False)}
+_ADDED_DEFAULTS = {
+  "bilevel": dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False)
+}
 
 
 def with_added_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -80,13 +92,15 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
   return with_added_defaults(out)
 
 
-def result_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
-                ) -> pathlib.Path:
+def result_path(
+  workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
+) -> pathlib.Path:
   return pathlib.Path(workdir) / f"{dataset}_{strategy}_seed{seed}.json"
 
 
-def figure2_path(workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
-                 ) -> pathlib.Path:
+def figure2_path(
+  workdir: str | pathlib.Path, dataset: str, strategy: str, seed: int
+) -> pathlib.Path:
   """Round-0 model outputs (embeddings, predictions, picks) needed by Figure 2."""
   return pathlib.Path(workdir) / f"{dataset}_{strategy}_seed{seed}_round0.npz"
 
@@ -97,21 +111,42 @@ def now() -> str:
 
 def comparable_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   """`config` without the entries in _RESUME_IGNORED, at any nesting level."""
-  return {k: comparable_config(v, f"{prefix}{k}.") if isinstance(v, dict) else v
-          for k, v in config.items() if f"{prefix}{k}" not in _RESUME_IGNORED
-          and _ADDED_LATER.get(f"{prefix}{k}", object()) != v}
-
-
-def new_record(*, dataset: str, strategy: str, seed: int, command: str, config: dict,
-               train_size: int, test_size: int, num_classes: int, schedule: list[int],
-               initial_indices: np.ndarray) -> dict[str, Any]:
   return {
-      "format": FORMAT, "dataset": dataset, "strategy": strategy, "seed": int(seed),
-      "command": command, "config": config, "train_size": int(train_size),
-      "test_size": int(test_size), "num_classes": int(num_classes),
-      "schedule": [int(s) for s in schedule],
-      "initial_indices": [int(i) for i in initial_indices],
-      "rounds": [], "complete": False, "started_utc": now(), "updated_utc": now(),
+    k: comparable_config(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+    for k, v in config.items()
+    if f"{prefix}{k}" not in _RESUME_IGNORED and _ADDED_LATER.get(f"{prefix}{k}", object()) != v
+  }
+
+
+def new_record(
+  *,
+  dataset: str,
+  strategy: str,
+  seed: int,
+  command: str,
+  config: dict,
+  train_size: int,
+  test_size: int,
+  num_classes: int,
+  schedule: list[int],
+  initial_indices: np.ndarray,
+) -> dict[str, Any]:
+  return {
+    "format": FORMAT,
+    "dataset": dataset,
+    "strategy": strategy,
+    "seed": int(seed),
+    "command": command,
+    "config": config,
+    "train_size": int(train_size),
+    "test_size": int(test_size),
+    "num_classes": int(num_classes),
+    "schedule": [int(s) for s in schedule],
+    "initial_indices": [int(i) for i in initial_indices],
+    "rounds": [],
+    "complete": False,
+    "started_utc": now(),
+    "updated_utc": now(),
   }
 
 
@@ -124,12 +159,18 @@ ADDED_BLOCKS = ("bilevel_tempered", "bilevel_ssl", "bilevel_embed")
 # them used: the first solver and loss convention. The exact solver's tolerances did not exist
 # either and do not affect the paper solver, so a missing one is read as the new run's value.
 _LEGACY_BILEVEL = {"solver": "paper", "loss_reduction": "mean"}
-_LEGACY_SOLVER_ONLY = ("inner_tol", "ihvp_rtol", "inner_max_iter", "ihvp_max_iter",
-                       "newton_cg_max_iter")
+_LEGACY_SOLVER_ONLY = (
+  "inner_tol",
+  "ihvp_rtol",
+  "inner_max_iter",
+  "ihvp_max_iter",
+  "newton_cg_max_iter",
+)
 
 
-def with_legacy_defaults(config: dict[str, Any], reference: dict[str, Any] | None = None
-                         ) -> dict[str, Any]:
+def with_legacy_defaults(
+  config: dict[str, Any], reference: dict[str, Any] | None = None
+) -> dict[str, Any]:
   """`config` (a result's) with the bilevel entries it predates filled in as they were used
   (`_LEGACY_BILEVEL`; the solver-only ones from `reference`, the config compared against)."""
   if not isinstance(config.get("bilevel"), dict):
@@ -137,7 +178,7 @@ def with_legacy_defaults(config: dict[str, Any], reference: dict[str, Any] | Non
   bilevel = dict(config["bilevel"])
   ref = (reference or {}).get("bilevel") or {}
   for key, value in _LEGACY_BILEVEL.items():
-    if key in ref:        # compared against a config that has the key
+    if key in ref:  # compared against a config that has the key
       bilevel.setdefault(key, value)
   for key in _LEGACY_SOLVER_ONLY:
     if key not in bilevel and key in ref:
@@ -175,7 +216,7 @@ def read_journal(path: str | pathlib.Path) -> tuple[dict[str, Any] | None, list[
   except FileNotFoundError:
     return None, [], 0
   header, rounds, good = None, [], 0
-  for line in data.split(b"\n")[:-1]:      # the part after the last newline is torn
+  for line in data.split(b"\n")[:-1]:  # the part after the last newline is torn
     try:
       obj = json.loads(line)
     except ValueError:
@@ -217,36 +258,58 @@ def load(path: str | pathlib.Path) -> dict[str, Any]:
   except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
     record, error = None, str(e)
   journaled = _from_journal(path)
-  if journaled is not None and (record is None or
-                                len(journaled["rounds"]) > len(record["rounds"])):
+  if journaled is not None and (record is None or len(journaled["rounds"]) > len(record["rounds"])):
     if record is None:
       import logging  # pylint: disable=g-import-not-at-top
+
       logging.getLogger(__name__).warning(
-          "%s is unreadable (%s); rebuilt %d round(s) from %s.", path, error,
-          len(journaled["rounds"]), journal_path(path))
+        "%s is unreadable (%s); rebuilt %d round(s) from %s.",
+        path,
+        error,
+        len(journaled["rounds"]),
+        journal_path(path),
+      )
     return journaled
   if record is None:
-    raise ValueError(f"{path} is not a readable result file ({error}) and has no journal "
-                     f"{journal_path(path).name} to rebuild it from; delete it to start this run "
-                     "afresh.")
+    raise ValueError(
+      f"{path} is not a readable result file ({error}) and has no journal "
+      f"{journal_path(path).name} to rebuild it from; delete it to start this run "
+      "afresh."
+    )
   return record
 
 
 def load_for_resume(path: pathlib.Path, expected: dict[str, Any]) -> dict[str, Any]:
   """Reads a partial result (summary or journal) and checks it belongs to the same experiment."""
   record = load(path)
-  for key in ("format", "dataset", "strategy", "seed", "train_size", "test_size", "num_classes",
-              "schedule", "initial_indices"):
+  for key in (
+    "format",
+    "dataset",
+    "strategy",
+    "seed",
+    "train_size",
+    "test_size",
+    "num_classes",
+    "schedule",
+    "initial_indices",
+  ):
     if record.get(key) != expected[key]:
-      raise ValueError(f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
-                       f"this run's {expected[key]!r}.")
-  old = comparable_config(with_legacy_defaults(with_added_blocks(
-      upgrade_config(record["config"]), expected["config"]), expected["config"]))
+      raise ValueError(
+        f"Cannot resume from {path}: its {key}={record.get(key)!r} differs from "
+        f"this run's {expected[key]!r}."
+      )
+  old = comparable_config(
+    with_legacy_defaults(
+      with_added_blocks(upgrade_config(record["config"]), expected["config"]), expected["config"]
+    )
+  )
   new = comparable_config(expected["config"])
   if old != new:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    raise ValueError(f"Cannot resume from {path}: config entries {diff} differ from the run "
-                     "that wrote it; use a new --workdir or the same config.")
+    raise ValueError(
+      f"Cannot resume from {path}: config entries {diff} differ from the run "
+      "that wrote it; use a new --workdir or the same config."
+    )
   return record
 
 
@@ -281,13 +344,14 @@ def _append_journal(path: pathlib.Path, record: dict[str, Any]) -> None:
   (atomically) if it belongs to another run or disagrees with the record."""
   header, rounds, good = read_journal(path)
   jpath = journal_path(path)
-  if header != io.jsonable(_header(record)) or \
-      rounds != io.jsonable(record["rounds"][:len(rounds)]):
+  if header != io.jsonable(_header(record)) or rounds != io.jsonable(
+    record["rounds"][: len(rounds)]
+  ):
     lines = [_journal_line({"header": _header(record)})]
     lines += [_journal_line({"round": r}) for r in record["rounds"]]
     io.atomic_write_bytes(jpath, b"".join(lines))
     return
-  new = b"".join(_journal_line({"round": r}) for r in record["rounds"][len(rounds):])
+  new = b"".join(_journal_line({"round": r}) for r in record["rounds"][len(rounds) :])
   if not new:
     return
   fd = os.open(jpath, os.O_WRONLY)
@@ -307,7 +371,7 @@ def save(path: pathlib.Path, record: dict[str, Any]) -> None:
   """
   path = pathlib.Path(path)
   record["updated_utc"] = now()
-  for entry in record["rounds"]:   # diagnostics may be inf (e.g. a CG residual of 0 / 0): null
+  for entry in record["rounds"]:  # diagnostics may be inf (e.g. a CG residual of 0 / 0): null
     for key in _DIAGNOSTIC_KEYS:
       if key in entry:
         entry[key] = io.nonfinite_to_null(io.jsonable(entry[key]))

@@ -23,6 +23,7 @@ Pass `noise` ((K, L) float32 from `bilevel_jax.data.load_background_noise`, ~23 
 official recordings) as an argument of the jitted step, not as a closed-over constant, so it is
 not baked into the compiled program.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -43,14 +44,15 @@ SNR_RANGE_DB = (0.0, 40.0)
 
 class AugmentParams(NamedTuple):
   """Drawn parameters of one clip (scalars), or of a batch (each field (B,))."""
-  apply_gain: jax.Array   # bool
-  gain: jax.Array         # float, multiplier
+
+  apply_gain: jax.Array  # bool
+  gain: jax.Array  # float, multiplier
   apply_speed: jax.Array  # bool
-  speed: jax.Array        # float, playback-rate factor u
+  speed: jax.Array  # float, playback-rate factor u
   apply_shift: jax.Array  # bool
-  shift: jax.Array        # int32, samples (positive = later)
+  shift: jax.Array  # int32, samples (positive = later)
   apply_noise: jax.Array  # bool
-  snr_db: jax.Array       # float, dB
+  snr_db: jax.Array  # float, dB
   noise_index: jax.Array  # int32, row of the noise array
   noise_offset: jax.Array  # int32, start sample of the crop
 
@@ -66,8 +68,10 @@ def identity_params(batch_size: int | None = None) -> AugmentParams:
 
 def _sample_one(key: jax.Array, num_noise: int, noise_length: int, prob) -> AugmentParams:
   if noise_length < features.NUM_SAMPLES:
-    raise ValueError(f"noise recordings have {noise_length} samples; expected at least "
-                     f"{features.NUM_SAMPLES} (1 s at 16 kHz)")
+    raise ValueError(
+      f"noise recordings have {noise_length} samples; expected at least "
+      f"{features.NUM_SAMPLES} (1 s at 16 kHz)"
+    )
   # One uniform draw per clip for everything (each separate draw costs a threefry to compile).
   u = jax.random.uniform(key, (10,), jnp.float32)
 
@@ -78,21 +82,22 @@ def _sample_one(key: jax.Array, num_noise: int, noise_length: int, prob) -> Augm
     return jnp.minimum(jnp.floor(v * n), n - 1).astype(jnp.int32)
 
   return AugmentParams(
-      apply_gain=u[0] < prob,
-      gain=span(u[4], *GAIN_RANGE),
-      apply_speed=u[1] < prob,
-      speed=span(u[5], *SPEED_RANGE),
-      apply_shift=u[2] < prob,
-      shift=integer(u[6], 2 * MAX_SHIFT + 1) - MAX_SHIFT,
-      apply_noise=u[3] < prob,
-      snr_db=span(u[7], *SNR_RANGE_DB),
-      noise_index=integer(u[8], num_noise),
-      noise_offset=integer(u[9], noise_length - features.NUM_SAMPLES + 1),
+    apply_gain=u[0] < prob,
+    gain=span(u[4], *GAIN_RANGE),
+    apply_speed=u[1] < prob,
+    speed=span(u[5], *SPEED_RANGE),
+    apply_shift=u[2] < prob,
+    shift=integer(u[6], 2 * MAX_SHIFT + 1) - MAX_SHIFT,
+    apply_noise=u[3] < prob,
+    snr_db=span(u[7], *SNR_RANGE_DB),
+    noise_index=integer(u[8], num_noise),
+    noise_offset=integer(u[9], noise_length - features.NUM_SAMPLES + 1),
   )
 
 
-def sample_params(key: jax.Array, batch_size: int, noise_shape: tuple[int, int],
-                  prob=PROB) -> AugmentParams:
+def sample_params(
+  key: jax.Array, batch_size: int, noise_shape: tuple[int, int], prob=PROB
+) -> AugmentParams:
   """Draws per-clip parameters, each field (batch_size,); example i uses split(key)[i]."""
   keys = jax.random.split(key, batch_size)
   return jax.vmap(lambda k: _sample_one(k, noise_shape[0], noise_shape[1], prob))(keys)
@@ -129,8 +134,8 @@ def _apply_one(p: AugmentParams, x: jax.Array, noise: jax.Array) -> jax.Array:
   y = _warp(x, speed, shift)
   y = y * jnp.where(p.apply_gain, p.gain, 1.0).astype(y.dtype)
   seg = noise_crop(noise, p.noise_index, p.noise_offset).astype(y.dtype)
-  p_sig = jnp.mean(y ** 2)
-  p_noise = jnp.mean(seg ** 2)
+  p_sig = jnp.mean(y**2)
+  p_noise = jnp.mean(seg**2)
   ratio = 10.0 ** (p.snr_db.astype(y.dtype) / 10.0)
   scale = jnp.sqrt(p_sig / jnp.where(p_noise > 0, p_noise * ratio, 1.0))
   scale = jnp.where(p.apply_noise & (p_noise > 0), scale, 0.0)
@@ -140,8 +145,9 @@ def _apply_one(p: AugmentParams, x: jax.Array, noise: jax.Array) -> jax.Array:
 def _check(waveforms: jax.Array, noise: jax.Array) -> None:
   chex.assert_rank(noise, 2)
   if noise.shape[1] < features.NUM_SAMPLES:
-    raise ValueError(f"noise has shape {noise.shape}; expected (K, L) with L >= "
-                     f"{features.NUM_SAMPLES}")
+    raise ValueError(
+      f"noise has shape {noise.shape}; expected (K, L) with L >= {features.NUM_SAMPLES}"
+    )
   chex.assert_shape(waveforms, (None, features.NUM_SAMPLES))
 
 
@@ -157,8 +163,9 @@ def augment_one(key: jax.Array, waveform: jax.Array, noise: jax.Array, prob=PROB
   return _apply_one(_sample_one(key, noise.shape[0], noise.shape[1], prob), waveform, noise)
 
 
-def augment(key: jax.Array, waveforms: jax.Array, noise: jax.Array, *, prob=PROB,
-            return_params: bool = False):
+def augment(
+  key: jax.Array, waveforms: jax.Array, noise: jax.Array, *, prob=PROB, return_params: bool = False
+):
   """Augments a batch. waveforms: (B, 16000), noise: (K, L) at 16 kHz -> (B, 16000).
 
   With `return_params=True` returns (augmented, AugmentParams with fields (B,)).
@@ -169,14 +176,16 @@ def augment(key: jax.Array, waveforms: jax.Array, noise: jax.Array, *, prob=PROB
   return (out, params) if return_params else out
 
 
-def augment_and_featurize(key: jax.Array, waveforms: jax.Array, noise: jax.Array,
-                          *, prob=PROB) -> jax.Array:
+def augment_and_featurize(
+  key: jax.Array, waveforms: jax.Array, noise: jax.Array, *, prob=PROB
+) -> jax.Array:
   """The training/selection input pipeline: (B, 16000) -> (B, 32, 32, 1); call inside jit."""
   return features.featurize(augment(key, waveforms, noise, prob=prob))
 
 
-def augment_and_featurize_groups(keys, waveform_groups, noise: jax.Array, *,
-                                 prob=PROB) -> list[jax.Array]:
+def augment_and_featurize_groups(
+  keys, waveform_groups, noise: jax.Array, *, prob=PROB
+) -> list[jax.Array]:
   """`[augment_and_featurize(k, w, noise) for k, w in zip(keys, waveform_groups)]`, faster.
 
   Each group's parameters come from its own key exactly as in `augment_and_featurize`, and
@@ -195,7 +204,7 @@ def augment_and_featurize_groups(keys, waveform_groups, noise: jax.Array, *,
   sizes = [w.shape[0] for w in waveform_groups]
   starts = np.cumsum([0] + sizes[:-1]).tolist()
   # Log-mel per group: the FFT of 192 frames at once was ~10% slower than of 64 + 128.
-  return [features.featurize(augmented[a:a + n]) for a, n in zip(starts, sizes)]
+  return [features.featurize(augmented[a : a + n]) for a, n in zip(starts, sizes)]
 
 
 # Callers that augment several groups at once (ssl.train's MixMatch step) look this up.

@@ -27,6 +27,7 @@ stored with each trained classifier and applied alike to augmented and clean cli
 Image layout: features[b, m, t, 0] is mel band m (low to high) at frame t, the same
 orientation as librosa's (n_mels, n_frames) output.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,6 +53,7 @@ SCALE_DB = 100.0
 def mel_filterbank(dtype: str = "float32") -> np.ndarray:
   """Slaney mel filterbank, (N_MELS, N_FFT // 2 + 1), built once on the host."""
   import librosa  # pylint: disable=import-outside-toplevel
+
   fb = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, dtype=np.float64)
   return fb.astype(dtype)
 
@@ -79,8 +81,8 @@ def power_spectrogram(waveforms: jax.Array) -> jax.Array:
   # recomputes for every overlapping frame).
   per = N_FFT // HOP
   num_blocks = num_frames + per - 1
-  blocks = x[:, :num_blocks * HOP].reshape(x.shape[0], num_blocks, HOP)
-  frames = jnp.concatenate([blocks[:, i:i + num_frames] for i in range(per)], axis=-1)
+  blocks = x[:, : num_blocks * HOP].reshape(x.shape[0], num_blocks, HOP)
+  frames = jnp.concatenate([blocks[:, i : i + num_frames] for i in range(per)], axis=-1)
   frames = frames * jnp.asarray(hann_window(np.dtype(dtype).name))  # (B, F, N_FFT)
   spec = jnp.fft.rfft(frames, axis=-1)  # (B, F, N_FFT // 2 + 1)
   return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2

@@ -31,6 +31,7 @@ exact when every row has the same softmax Hessian.
 
 All tolerances are traced scalars (no recompilation); the caps are static.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -49,6 +50,7 @@ class Reduced(NamedTuple):
   eig_u (r, r), eig_sigma (r,): eigenpairs of Xs^T Xs in the basis; x (R, r) rows in the
   rotated basis (basis @ eig_u), so Xs^T Xs = diag(eig_sigma) there; y (R, c) labels,
   weight (R,) row weights in F, s (R,) Hessian weights."""
+
   basis: jax.Array | None
   x: jax.Array
   y: jax.Array
@@ -61,6 +63,7 @@ class Reduced(NamedTuple):
 class PCGResult(NamedTuple):
   """x: solution of b's shape; residual: () relative residual ||A x - b|| / ||b||;
   iterations: () int32."""
+
   x: jax.Array
   residual: jax.Array
   iterations: jax.Array
@@ -69,6 +72,7 @@ class PCGResult(NamedTuple):
 class NewtonResult(NamedTuple):
   """wr: (c, r) reduced weights; grad_norm: () ||grad F||; iterations: () Newton steps (int32);
   cg_iterations: () CG iterations over all Newton steps (int32)."""
+
   wr: jax.Array
   grad_norm: jax.Array
   iterations: jax.Array
@@ -85,8 +89,8 @@ def reduce_bank(bank: inner.Bank, reduction: str) -> Reduced:
   z, y, weight = inner.bank_rows(bank, reduction)
   r_rows, m = z.shape
   if r_rows < m:
-    basis, _ = jnp.linalg.qr(z.T)                                     # (m, R)
-    x = z @ basis                                                     # (R, R)
+    basis, _ = jnp.linalg.qr(z.T)  # (m, R)
+    x = z @ basis  # (R, R)
   else:
     basis, x = None, z
   s = weight * jnp.sum(y, axis=-1)
@@ -121,7 +125,7 @@ def hvp(wr: jax.Array, red: Reduced, l2: jax.Array) -> MatVec:
 
 def kron_preconditioner(wr: jax.Array, red: Reduced, l2: jax.Array) -> MatVec:
   """u (c, r) -> P^-1 u for the Kronecker approximation of H_r at wr (module docstring)."""
-  p = jax.nn.softmax(red.x @ wr.T, axis=-1)                           # (R, c)
+  p = jax.nn.softmax(red.x @ wr.T, axis=-1)  # (R, c)
   total = jnp.maximum(jnp.sum(red.s), jnp.finfo(wr.dtype).tiny)
   b_mean = (jnp.diag(red.s @ p) - (p * red.s[:, None]).T @ p) / total  # (c, c)
   mu, q = jnp.linalg.eigh(b_mean)
@@ -129,11 +133,19 @@ def kron_preconditioner(wr: jax.Array, red: Reduced, l2: jax.Array) -> MatVec:
 
   def apply(u):
     return q @ (inv * (q.T @ u))
+
   return apply
 
 
-def pcg(matvec: MatVec, b: jax.Array, precond: MatVec, rtol: jax.Array,
-        max_iter: int, restarts: int = 2, x0: jax.Array | None = None) -> PCGResult:
+def pcg(
+  matvec: MatVec,
+  b: jax.Array,
+  precond: MatVec,
+  rtol: jax.Array,
+  max_iter: int,
+  restarts: int = 2,
+  x0: jax.Array | None = None,
+) -> PCGResult:
   """Preconditioned CG for A x = b (A SPD) until ||A x - b|| <= rtol ||b|| or `max_iter`
   iterations in all, from x0 (zeros by default); reports the true relative residual.
 
@@ -154,8 +166,9 @@ def pcg(matvec: MatVec, b: jax.Array, precond: MatVec, rtol: jax.Array,
     return jnp.sqrt(_vdot(true_r, true_r)) / jnp.maximum(b_norm, tiny)
 
   if x0 is None:
-    x, it = _pcg_run(matvec, precond, jnp.zeros_like(b), b, stop, jnp.zeros((), jnp.int32),
-                     max_iter)
+    x, it = _pcg_run(
+      matvec, precond, jnp.zeros_like(b), b, stop, jnp.zeros((), jnp.int32), max_iter
+    )
   else:
     x, it = run(x0, jnp.zeros((), jnp.int32))
   res = rel(x)
@@ -191,8 +204,9 @@ def _pcg_run(matvec, precond, x0, r0, stop, it0, max_iter):
   return x, it
 
 
-def newton_solve(wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array,
-                 max_iter: int, cg_max_iter: int) -> NewtonResult:
+def newton_solve(
+  wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array, max_iter: int, cg_max_iter: int
+) -> NewtonResult:
   """Minimises F in reduced coordinates from wr0 (c, r) by Newton-CG with backtracking.
 
   Stops when ||grad F|| <= tol * ||grad F(0)||, after `max_iter` Newton steps, or when the
@@ -215,10 +229,9 @@ def newton_solve(wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array,
     # minimiser), but no tighter than the stopping test needs.
     ratio = gnorm / jnp.maximum(g_zero, tiny)
     eta = jnp.minimum(0.1, jnp.maximum(ratio, 0.1 * tol / jnp.maximum(ratio, tol)))
-    sol = pcg(hvp(wr, red, l2), g, kron_preconditioner(wr, red, l2), eta, cg_max_iter,
-              restarts=0)
+    sol = pcg(hvp(wr, red, l2), g, kron_preconditioner(wr, red, l2), eta, cg_max_iter, restarts=0)
     step = sol.x
-    slope = _vdot(g, step)                       # Newton decrement^2 (> 0: descent along -step)
+    slope = _vdot(g, step)  # Newton decrement^2 (> 0: descent along -step)
 
     def accept(t, f_new, g_new):
       armijo = f_new <= f - 1e-4 * t * slope
@@ -234,8 +247,10 @@ def newton_solve(wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array,
 
     f1, g1 = vg(wr - step)
     t, f_new, g_new, ok = lax.while_loop(
-        lambda ls: (~ls[3]) & (ls[0] > 1e-8), ls_body,
-        (jnp.ones((), wr.dtype), f1, g1, accept(1.0, f1, g1)))
+      lambda ls: (~ls[3]) & (ls[0] > 1e-8),
+      ls_body,
+      (jnp.ones((), wr.dtype), f1, g1, accept(1.0, f1, g1)),
+    )
     ok = ok & (slope > 0)
     wr = jnp.where(ok, wr - t * step, wr)
     f = jnp.where(ok, f_new, f)
@@ -244,20 +259,41 @@ def newton_solve(wr0: jax.Array, red: Reduced, l2: jax.Array, *, tol: jax.Array,
     ok = ok & (slope > 1e1 * eps * jnp.abs(f))
     return wr, f, g, jnp.sqrt(_vdot(g, g)), it + 1, cg_it + sol.iterations, ok
 
-  init = (wr0, f0, g0, jnp.sqrt(_vdot(g0, g0)), jnp.zeros((), jnp.int32),
-          jnp.zeros((), jnp.int32), jnp.ones((), bool))
+  init = (
+    wr0,
+    f0,
+    g0,
+    jnp.sqrt(_vdot(g0, g0)),
+    jnp.zeros((), jnp.int32),
+    jnp.zeros((), jnp.int32),
+    jnp.ones((), bool),
+  )
   wr, _, _, gnorm, it, cg_it, _ = lax.while_loop(cond, body, init)
   return NewtonResult(wr, gnorm, it, cg_it)
 
 
-def inverse_hvp(wr: jax.Array, red: Reduced, l2: jax.Array, grad_g: jax.Array,
-                v_prev: jax.Array, *, rtol: jax.Array, max_iter: int) -> PCGResult:
+def inverse_hvp(
+  wr: jax.Array,
+  red: Reduced,
+  l2: jax.Array,
+  grad_g: jax.Array,
+  v_prev: jax.Array,
+  *,
+  rtol: jax.Array,
+  max_iter: int,
+) -> PCGResult:
   """v = H^-1 grad G (c, m) at w = wr Q^T (module docstring), PCG in reduced coordinates from
   the previous greedy step's v_prev (c, m). `residual` is that of the reduced system, relative to
   ||grad G Q|| (the orthogonal part is solved exactly)."""
   g_r = to_reduced(grad_g, red)
-  sol = pcg(hvp(wr, red, l2), g_r, kron_preconditioner(wr, red, l2), rtol, max_iter,
-            x0=to_reduced(v_prev, red))
+  sol = pcg(
+    hvp(wr, red, l2),
+    g_r,
+    kron_preconditioner(wr, red, l2),
+    rtol,
+    max_iter,
+    x0=to_reduced(v_prev, red),
+  )
   v = to_full(sol.x, red)
   if red.basis is not None:
     v = v + (grad_g - to_full(g_r, red)) / (2.0 * l2)

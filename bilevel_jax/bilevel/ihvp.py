@@ -1,4 +1,5 @@
 """Inverse Hessian-vector products by conjugate gradients; the Hessian is never materialised."""
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple
@@ -13,6 +14,7 @@ class CGResult(NamedTuple):
 
   residual: () relative true residual ||A x - b|| / ||b|| (one extra matvec to compute).
   """
+
   x: jax.Array
   residual: jax.Array
 
@@ -26,8 +28,7 @@ def _vdot(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.sum(a * b)
 
 
-def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
-             steps: int) -> CGResult:
+def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *, steps: int) -> CGResult:
   """Exactly `steps` conjugate-gradient iterations for A x = b from x = 0.
 
   A (via `matvec`) must be symmetric positive definite. The loop length is fixed (lax.fori_loop)
@@ -50,9 +51,10 @@ def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
   def body(_, carry):
     x, r, p, rr = carry
     ap = matvec(p)
-    if ap.shape != p.shape:                 # trace time; broadcasting would hide the mismatch
-      raise ValueError(f"cg_solve: matvec maps shape {p.shape} to {ap.shape}; expected the "
-                       "shape of b.")
+    if ap.shape != p.shape:  # trace time; broadcasting would hide the mismatch
+      raise ValueError(
+        f"cg_solve: matvec maps shape {p.shape} to {ap.shape}; expected the shape of b."
+      )
     pap = _vdot(p, ap)
     alpha = jnp.where(pap > tiny, rr / jnp.where(pap > tiny, pap, 1.0), 0.0)
     x = x + alpha * p
@@ -67,8 +69,9 @@ def cg_solve(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, *,
   return CGResult(x, jnp.sqrt(_vdot(true_r, true_r)) / jnp.maximum(b_norm, tiny))
 
 
-def inverse_hvp(loss_fn: Callable[[jax.Array], jax.Array], w: jax.Array, g: jax.Array, *,
-                steps: int = 30) -> CGResult:
+def inverse_hvp(
+  loss_fn: Callable[[jax.Array], jax.Array], w: jax.Array, g: jax.Array, *, steps: int = 30
+) -> CGResult:
   """v ~= H^-1 g with H the Hessian of `loss_fn` at w, by `steps` CG iterations.
 
   Args:

@@ -14,6 +14,7 @@ with CE(p, y) = -sum_k y_k log p_k. Labeled slots hold one-hot true labels, sele
 pseudo-labels. `l2` is the paper's lambda (1e-4); the gradient of the penalty is 2 * l2 * w.
 Under "mean" the penalty weighs #valid times more against the data than under "sum".
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,6 +51,7 @@ class Bank(NamedTuple):
   y: (S, c) label distribution of each slot (one-hot true label or soft pseudo-label).
   valid: (S,) bool, which slots are in use; invalid slots are ignored everywhere.
   """
+
   z: jax.Array
   y: jax.Array
   valid: jax.Array
@@ -60,6 +62,7 @@ class InnerState(NamedTuple):
 
   w: (m, c) weights; opt_state: optax Adam state of w.
   """
+
   w: jax.Array
   opt_state: optax.OptState
 
@@ -72,13 +75,12 @@ def softmax_xent(logits: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.sum(y, axis=-1) * jax.nn.logsumexp(logits, axis=-1) - jnp.sum(y * logits, axis=-1)
 
 
-def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
-                   ) -> jax.Array:
+def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean") -> jax.Array:
   """F(w) over every valid (slot, copy) pair of `bank` (module docstring). Returns ()."""
   s, a, m = bank.z.shape
-  logits = jnp.einsum("sam,mc->sac", bank.z, w)                       # (S, A, c)
-  xent = softmax_xent(logits, bank.y[:, None, :])                     # (S, A)
-  if reduction == "mean":   # the original expression, kept for bitwise-identical results
+  logits = jnp.einsum("sam,mc->sac", bank.z, w)  # (S, A, c)
+  xent = softmax_xent(logits, bank.y[:, None, :])  # (S, A)
+  if reduction == "mean":  # the original expression, kept for bitwise-identical results
     weight = bank.valid.astype(w.dtype) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
   else:
     weight = bank.valid.astype(w.dtype) / (a * slot_normaliser(bank.valid, reduction, w.dtype))
@@ -86,8 +88,9 @@ def bank_objective(w: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "me
   return jnp.sum(xent * weight[:, None]) + l2 * jnp.sum(w * w)
 
 
-def sample_pair_indices(key: jax.Array, valid: jax.Array, n_aug: int, *, steps: int,
-                        batch_size: int) -> tuple[jax.Array, jax.Array]:
+def sample_pair_indices(
+  key: jax.Array, valid: jax.Array, n_aug: int, *, steps: int, batch_size: int
+) -> tuple[jax.Array, jax.Array]:
   """The minibatches of `steps` Adam steps, drawn at once: (slots, copies), each (steps, B) int.
 
   Every valid slot has A copies, so uniform over the valid (slot, copy) pairs is one uniform
@@ -95,7 +98,7 @@ def sample_pair_indices(key: jax.Array, valid: jax.Array, n_aug: int, *, steps: 
   the copy. One vectorised draw for the whole inner solve: a per-step categorical over the
   slots (S Gumbel draws per pair) cost ~20% of a greedy selection on CPU.
   """
-  order = jnp.argsort(~valid, stable=True)            # valid slots first, in index order
+  order = jnp.argsort(~valid, stable=True)  # valid slots first, in index order
   pair = jax.random.randint(key, (steps, batch_size), 0, jnp.sum(valid) * n_aug)
   return order[pair // n_aug], pair % n_aug
 
@@ -103,13 +106,15 @@ def sample_pair_indices(key: jax.Array, valid: jax.Array, n_aug: int, *, steps: 
 def sample_pairs(key: jax.Array, bank: Bank, batch_size: int) -> tuple[jax.Array, jax.Array]:
   """Draws `batch_size` (slot, copy) pairs uniformly (with replacement) from the valid pairs
   (the first row of `sample_pair_indices`). Returns features (B, m) and labels (B, c)."""
-  slots, copies = sample_pair_indices(key, bank.valid, bank.z.shape[1], steps=1,
-                                      batch_size=batch_size)
+  slots, copies = sample_pair_indices(
+    key, bank.valid, bank.z.shape[1], steps=1, batch_size=batch_size
+  )
   return bank.z[slots[0], copies[0]], bank.y[slots[0]]
 
 
-def xent_grad_t(wt: jax.Array, z: jax.Array, y: jax.Array, row_weight: jax.Array
-                ) -> tuple[jax.Array, jax.Array]:
+def xent_grad_t(
+  wt: jax.Array, z: jax.Array, y: jax.Array, row_weight: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """sum_i row_weight_i CE(softmax(wt z_i), y_i) and its gradient in the transposed layout.
 
   wt: (c, m) transposed weights; z: (B, m); y: (B, c); row_weight: (B,) or scalar.
@@ -118,13 +123,13 @@ def xent_grad_t(wt: jax.Array, z: jax.Array, y: jax.Array, row_weight: jax.Array
   arrays with c = 10 in the minor dimension runs ~3x slower than on (c, m), and the forward
   matmul z @ w ~1.5x slower than z @ wt^T.
   """
-  logits = z @ wt.T                                                   # (B, c)
+  logits = z @ wt.T  # (B, c)
   lse = jax.nn.logsumexp(logits, axis=-1)
   sy = jnp.sum(y, axis=-1)
   loss = jnp.sum(row_weight * (sy * lse - jnp.sum(y * logits, axis=-1)))
   col_weight = row_weight[:, None] if jnp.ndim(row_weight) else row_weight
   dlogits = (sy[:, None] * jnp.exp(logits - lse[:, None]) - y) * col_weight
-  return loss, dlogits.T @ z                                         # (c, m)
+  return loss, dlogits.T @ z  # (c, m)
 
 
 def init_inner_state(w0: jax.Array) -> InnerState:
@@ -132,9 +137,17 @@ def init_inner_state(w0: jax.Array) -> InnerState:
   return InnerState(w0, optax.scale_by_adam().init(w0))
 
 
-def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array,
-                    l2: jax.Array, *, steps: int, batch_size: int | None,
-                    reduction: str = "mean") -> tuple[InnerState, jax.Array]:
+def fit_inner_steps(
+  key: jax.Array,
+  state: InnerState,
+  bank: Bank,
+  lr: jax.Array,
+  l2: jax.Array,
+  *,
+  steps: int,
+  batch_size: int | None,
+  reduction: str = "mean",
+) -> tuple[InnerState, jax.Array]:
   """Runs `steps` Adam steps on F from `state` in one lax.scan (un-jitted building block).
 
   Args:
@@ -157,7 +170,7 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
   adam = optax.scale_by_adam()
   # Transposed (c, m) layout inside the loop (see `xent_grad_t`); the state is (m, c) outside.
   transpose = lambda tree: jax.tree.map(lambda x: x.T if jnp.ndim(x) == 2 else x, tree)
-  zflat, rows_y, rows_w = bank_rows(bank, reduction)                  # (S * A, m), (S * A, c)
+  zflat, rows_y, rows_w = bank_rows(bank, reduction)  # (S * A, m), (S * A, c)
 
   def adam_step(carry, loss_grad):
     wt, opt_state = carry
@@ -169,61 +182,78 @@ def fit_inner_steps(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array
 
     def step(carry, _):
       return adam_step(carry, xent_grad_t(carry[0], zflat, rows_y, rows_w))
+
     xs = None
   else:
     slots, copies = sample_pair_indices(key, bank.valid, a, steps=steps, batch_size=batch_size)
     inv_b = jnp.asarray(1.0 / batch_size, state.w.dtype)
     if reduction != "mean":
       # Total row weight / B: #valid / normaliser (#valid slots hold A * #valid pairs).
-      inv_b = inv_b * slot_normaliser(bank.valid, "mean", state.w.dtype) / \
-          slot_normaliser(bank.valid, reduction, state.w.dtype)
+      inv_b = (
+        inv_b
+        * slot_normaliser(bank.valid, "mean", state.w.dtype)
+        / slot_normaliser(bank.valid, reduction, state.w.dtype)
+      )
 
     def step(carry, idx):
       rows, slot = idx
       return adam_step(carry, xent_grad_t(carry[0], zflat[rows], bank.y[slot], inv_b))
+
     xs = (slots * a + copies, slots)
 
-  (wt, opt_state), losses = lax.scan(step, (state.w.T, transpose(state.opt_state)), xs,
-                                     length=steps)
+  (wt, opt_state), losses = lax.scan(
+    step, (state.w.T, transpose(state.opt_state)), xs, length=steps
+  )
   return InnerState(wt.T, transpose(opt_state)), losses
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "batch_size", "reduction"))
-def fit_inner(key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array | float,
-              l2: jax.Array | float, *, steps: int = 1000, batch_size: int | None = 64,
-              reduction: str = "mean") -> tuple[InnerState, jax.Array]:
+def fit_inner(
+  key: jax.Array,
+  state: InnerState,
+  bank: Bank,
+  lr: jax.Array | float,
+  l2: jax.Array | float,
+  *,
+  steps: int = 1000,
+  batch_size: int | None = 64,
+  reduction: str = "mean",
+) -> tuple[InnerState, jax.Array]:
   """Jitted `fit_inner_steps`; returns (state, F(w) over the full bank at the end)."""
   lr = jnp.asarray(lr, state.w.dtype)
   l2 = jnp.asarray(l2, state.w.dtype)
-  state, _ = fit_inner_steps(key, state, bank, lr, l2, steps=steps, batch_size=batch_size,
-                             reduction=reduction)
+  state, _ = fit_inner_steps(
+    key, state, bank, lr, l2, steps=steps, batch_size=batch_size, reduction=reduction
+  )
   return state, bank_objective(state.w, bank, l2, reduction)
 
 
-def bank_rows(bank: Bank, reduction: str = "mean"
-              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def bank_rows(bank: Bank, reduction: str = "mean") -> tuple[jax.Array, jax.Array, jax.Array]:
   """The bank as flat rows: z (S * A, m), y (S * A, c) and the weight of each row in F
   (valid / (A * #valid) under "mean", valid / A under "sum", zero for empty slots):
   F = sum_i weight_i CE_i + l2 ||w||^2."""
   s, a, m = bank.z.shape
   dtype = bank.z.dtype
-  if reduction == "mean":   # the original expression, kept for bitwise-identical results
+  if reduction == "mean":  # the original expression, kept for bitwise-identical results
     weight = jnp.repeat(bank.valid.astype(dtype), a) / (a * jnp.maximum(jnp.sum(bank.valid), 1))
   else:
     weight = jnp.repeat(bank.valid.astype(dtype), a) / (
-        a * slot_normaliser(bank.valid, reduction, dtype))
+      a * slot_normaliser(bank.valid, reduction, dtype)
+    )
   return bank.z.reshape(s * a, m), jnp.repeat(bank.y, a, axis=0), weight
 
 
-def bank_objective_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
-                     ) -> jax.Array:
+def bank_objective_t(
+  wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
+) -> jax.Array:
   """F at transposed weights wt (c, m); same value as `bank_objective(wt.T, ...)`. Returns ()."""
   z, y, weight = bank_rows(bank, reduction)
   return xent_grad_t(wt, z, y, weight)[0] + l2 * jnp.sum(wt * wt)
 
 
-def bank_grad_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
-                ) -> tuple[jax.Array, jax.Array]:
+def bank_grad_t(
+  wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
+) -> tuple[jax.Array, jax.Array]:
   """(F, grad F) at transposed weights wt (c, m), full bank. Returns ((), (c, m))."""
   z, y, weight = bank_rows(bank, reduction)
   loss, grad = xent_grad_t(wt, z, y, weight)
@@ -242,13 +272,14 @@ def bank_hvp_t(wt: jax.Array, bank: Bank, l2: jax.Array, reduction: str = "mean"
 
 def rows_hvp_t(wt: jax.Array, z: jax.Array, y: jax.Array, weight: jax.Array, l2: jax.Array):
   """`bank_hvp_t` for explicit rows z (R, d), y (R, c), weight (R,) and wt (c, d)."""
-  p = jax.nn.softmax(z @ wt.T, axis=-1)                              # (R, c)
+  p = jax.nn.softmax(z @ wt.T, axis=-1)  # (R, c)
   scale = (weight * jnp.sum(y, axis=-1))[:, None]
 
   def matvec(u):
-    a = z @ u.T                                                       # (R, c)
+    a = z @ u.T  # (R, c)
     b = scale * p * (a - jnp.sum(p * a, axis=-1, keepdims=True))
     return b.T @ z + 2.0 * l2 * u
+
   return matvec
 
 
@@ -267,17 +298,29 @@ class LBFGSSolver:
   tolerance use `select_batch(..., solver="exact")` (`bilevel/exact.py`). The Adam state is
   passed through untouched; `key`, `lr`, `steps` and `batch_size` are not used.
   """
+
   iterations: int = 20
   memory_size: int = 10
 
   def __post_init__(self):
     if self.iterations < 1 or self.memory_size < 1:
-      raise ValueError(f"LBFGSSolver needs iterations >= 1 and memory_size >= 1, got "
-                       f"{self.iterations}, {self.memory_size}.")
+      raise ValueError(
+        f"LBFGSSolver needs iterations >= 1 and memory_size >= 1, got "
+        f"{self.iterations}, {self.memory_size}."
+      )
 
-  def __call__(self, key: jax.Array, state: InnerState, bank: Bank, lr: jax.Array,
-               l2: jax.Array, *, steps: Any = None, batch_size: Any = None,
-               reduction: str = "mean") -> tuple[InnerState, jax.Array]:
+  def __call__(
+    self,
+    key: jax.Array,
+    state: InnerState,
+    bank: Bank,
+    lr: jax.Array,
+    l2: jax.Array,
+    *,
+    steps: Any = None,
+    batch_size: Any = None,
+    reduction: str = "mean",
+  ) -> tuple[InnerState, jax.Array]:
     del key, lr, steps, batch_size
     f = lambda wt: bank_objective_t(wt, bank, l2, reduction)
     opt = optax.lbfgs(memory_size=self.memory_size)

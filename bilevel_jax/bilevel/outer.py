@@ -17,6 +17,7 @@ greedy rule takes the largest score.
 
 The `_t` functions take transposed weights (c, m), the layout the selection loop uses.
 """
+
 from __future__ import annotations
 
 import chex
@@ -34,8 +35,9 @@ def _check(w_mc, pool_z, labels) -> None:
   chex.assert_equal(labels.shape[1], w_mc.shape[1])
 
 
-def outer_objective(w: jax.Array, pool_z: jax.Array, targets: jax.Array,
-                    reduction: str = "mean") -> jax.Array:
+def outer_objective(
+  w: jax.Array, pool_z: jax.Array, targets: jax.Array, reduction: str = "mean"
+) -> jax.Array:
   """G(w). w: (m, c), pool_z: (P, m), targets: (P, c) label distributions. Returns ()."""
   _check(w, pool_z, targets)
   inner.check_reduction(reduction)
@@ -43,22 +45,27 @@ def outer_objective(w: jax.Array, pool_z: jax.Array, targets: jax.Array,
   return jnp.mean(xent) if reduction == "mean" else jnp.sum(xent)
 
 
-def pool_scores(w: jax.Array, v: jax.Array, pool_z: jax.Array,
-                pseudo_labels: jax.Array) -> jax.Array:
+def pool_scores(
+  w: jax.Array, v: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array
+) -> jax.Array:
   """Scores s_x for every pool point with matrix products only.
 
   w, v: (m, c); pool_z: (P, m); pseudo_labels: (P, c). Returns (P,).
   """
   _check(w, pool_z, pseudo_labels)
   chex.assert_equal_shape([w, v])
-  p = jax.nn.softmax(pool_z @ w, axis=-1)          # (P, c)
-  zv = pool_z @ v                                  # (P, c)
+  p = jax.nn.softmax(pool_z @ w, axis=-1)  # (P, c)
+  zv = pool_z @ v  # (P, c)
   return jnp.sum(zv * (p - pseudo_labels), axis=-1)
 
 
-def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
-                       valid: jax.Array | None = None, reduction: str = "mean"
-                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def outer_value_grad_t(
+  wt: jax.Array,
+  pool_z: jax.Array,
+  targets: jax.Array,
+  valid: jax.Array | None = None,
+  reduction: str = "mean",
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """G, its gradient and the pool probabilities from one pass over the pool.
 
   wt: (c, m); pool_z: (P, m); targets: (P, c); valid: optional (P,) bool (False rows ignored);
@@ -71,24 +78,24 @@ def outer_value_grad_t(wt: jax.Array, pool_z: jax.Array, targets: jax.Array,
     chex.assert_shape(valid, pool_z.shape[:1])
   p_pool = pool_z.shape[0]
   if reduction == "sum":
-    weight = (jnp.asarray(1.0, pool_z.dtype) if valid is None
-              else valid.astype(pool_z.dtype))
+    weight = jnp.asarray(1.0, pool_z.dtype) if valid is None else valid.astype(pool_z.dtype)
   elif valid is None:
     weight = jnp.asarray(1.0 / p_pool, pool_z.dtype)
   else:
     weight = valid.astype(pool_z.dtype) / jnp.maximum(jnp.sum(valid), 1)
-  logits = pool_z @ wt.T                                              # (P, c)
+  logits = pool_z @ wt.T  # (P, c)
   lse = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
   probs = jnp.exp(logits - lse)
   sy = jnp.sum(targets, axis=-1, keepdims=True)
   col = weight[:, None] if jnp.ndim(weight) else weight
   value = jnp.sum(col * (sy * lse - jnp.sum(targets * logits, axis=-1, keepdims=True)))
-  grad_t = ((sy * probs - targets) * col).T @ pool_z                  # (c, m)
+  grad_t = ((sy * probs - targets) * col).T @ pool_z  # (c, m)
   return value, grad_t, probs
 
 
-def pool_scores_t(probs: jax.Array, vt: jax.Array, pool_z: jax.Array,
-                  pseudo_labels: jax.Array) -> jax.Array:
+def pool_scores_t(
+  probs: jax.Array, vt: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array
+) -> jax.Array:
   """`pool_scores` from precomputed probabilities (P, c) and v transposed (c, m). (P,)"""
   _check(vt.T, pool_z, pseudo_labels)
   chex.assert_equal_shape([probs, pseudo_labels])

@@ -10,6 +10,7 @@ solve, so the picks are those of the exact greedy rule. Weights are flattened
 row-major: w[i, k] -> i * c + k, so grad_w l(z, y) = outer(z, p - y).ravel() and the Hessian of
 l is kron(z z^T, diag(p) - p p^T).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -67,8 +68,9 @@ def inner_grad_hessian(w, zs, ys, l2, extra=None, row_weight=None):
   return g, h
 
 
-def newton_solve(zs, ys, l2, w0, extra=None, tol=1e-12, max_iter=100,
-                 row_weight=None) -> np.ndarray:
+def newton_solve(
+  zs, ys, l2, w0, extra=None, tol=1e-12, max_iter=100, row_weight=None
+) -> np.ndarray:
   """Minimiser of the (strongly convex) inner objective by damped Newton steps with dense
   solves; stops at ||grad|| < tol * max(1, ||grad F(0)||) or when a full Newton step no longer
   lowers the gradient norm (float64 rounding level)."""
@@ -80,12 +82,13 @@ def newton_solve(zs, ys, l2, w0, extra=None, tol=1e-12, max_iter=100,
       break
     step = np.linalg.solve(h, g).reshape(w.shape)
     f0, t = inner_objective(w, zs, ys, l2, extra, row_weight), 1.0
-    while inner_objective(w - t * step, zs, ys, l2, extra, row_weight) > \
-        f0 - 0.25 * t * np.dot(g, step.ravel()):
+    while inner_objective(w - t * step, zs, ys, l2, extra, row_weight) > f0 - 0.25 * t * np.dot(
+      g, step.ravel()
+    ):
       t *= 0.5
       if t < 1e-10:
         break
-    if t < 1e-10:   # F no longer resolves the decrease: take the full step if it lowers ||g||
+    if t < 1e-10:  # F no longer resolves the decrease: take the full step if it lowers ||g||
       g_new = inner_grad_hessian(w - step, zs, ys, l2, extra, row_weight)[0]
       if np.linalg.norm(g_new) >= np.linalg.norm(g):
         break
@@ -106,17 +109,29 @@ def outer_grad(w, pool_z, targets, loss_reduction="mean") -> np.ndarray:
 
 
 class ReferenceResult(NamedTuple):
-  indices: np.ndarray    # (b,) greedy picks in order
-  scores: np.ndarray     # (b,) score of each pick
-  all_scores: list       # per step, (P,) scores (nan for unavailable points)
-  ws: list               # per step, the inner solution (m, c)
+  indices: np.ndarray  # (b,) greedy picks in order
+  scores: np.ndarray  # (b,) score of each pick
+  all_scores: list  # per step, (P,) scores (nan for unavailable points)
+  ws: list  # per step, the inner solution (m, c)
   grad_norms: np.ndarray  # (b,) ||grad F|| at each inner solution
   ihvp_residuals: np.ndarray  # (b,) ||H v - grad G|| / ||grad G||
 
 
-def select(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, pool_bank, *,
-           b, l2=1e-4, ihvp="solve", cg_steps=30, w0=None,
-           loss_reduction="sum") -> ReferenceResult:
+def select(
+  pool_z,
+  pseudo_labels,
+  labeled_idx,
+  labeled_labels,
+  labeled_bank,
+  pool_bank,
+  *,
+  b,
+  l2=1e-4,
+  ihvp="solve",
+  cg_steps=30,
+  w0=None,
+  loss_reduction="sum",
+) -> ReferenceResult:
   """Algorithm 1 with exact inner solves (all greedy picks; no uniform share).
 
   Args:
@@ -173,5 +188,11 @@ def select(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, poo
     for z in np.asarray(pool_bank, np.float64)[best]:
       zs.append(z)
       ys.append(pseudo[best])
-  return ReferenceResult(np.array(picks), np.array(pick_scores), all_scores, ws,
-                         np.array(grad_norms), np.array(residuals))
+  return ReferenceResult(
+    np.array(picks),
+    np.array(pick_scores),
+    all_scores,
+    ws,
+    np.array(grad_norms),
+    np.array(residuals),
+  )

@@ -37,6 +37,7 @@ vmap over seeds: the keys are the only batched argument, e.g.
 gives the same picks as S separate calls. Value checks run on concrete (non-traced) inputs;
 traced inputs get shape checks only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -71,6 +72,7 @@ class Selection(NamedTuple):
   inner_iterations: (n,) Adam steps or Newton steps of each inner solve.
   ihvp_iterations: (n,) CG iterations of each inverse-HVP.
   """
+
   indices: jax.Array
   is_bilevel: jax.Array
   scores: jax.Array
@@ -107,8 +109,9 @@ class HostBank:
   bank_params=None. Works under vmap (the callback then runs once per batch member).
   """
 
-  def __init__(self, host_fn: Callable[[int, np.ndarray], np.ndarray], n_aug: int, m: int,
-               dtype=jnp.float32):
+  def __init__(
+    self, host_fn: Callable[[int, np.ndarray], np.ndarray], n_aug: int, m: int, dtype=jnp.float32
+  ):
     self.host_fn = host_fn
     self.shape = jax.ShapeDtypeStruct((n_aug, m), dtype)
 
@@ -120,8 +123,9 @@ class HostBank:
 
   def __call__(self, params, key, index):
     del params
-    return jax.pure_callback(self._call_host, self.shape, index, jax.random.key_data(key),
-                             vmap_method="sequential")
+    return jax.pure_callback(
+      self._call_host, self.shape, index, jax.random.key_data(key), vmap_method="sequential"
+    )
 
 
 def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:
@@ -141,8 +145,10 @@ def _check_finite(name: str, x) -> None:
   # Reduced where x lives: a device-resident pool is not copied to the host.
   bad = device_checks.nonfinite(x)
   if bad is not None and bad.count:
-    raise ValueError(f"{name} has {bad.count} NaN/inf entries (first at index "
-                     f"{list(bad.first)}); expected finite values.")
+    raise ValueError(
+      f"{name} has {bad.count} NaN/inf entries (first at index "
+      f"{list(bad.first)}); expected finite values."
+    )
 
 
 def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: int = 0) -> None:
@@ -152,14 +158,18 @@ def check_label_rows(name: str, y: np.ndarray, tol: float = 1e-3, row_offset: in
   """
   if np.any(y < 0):
     row = int(np.argwhere(y < 0)[0, 0])
-    raise ValueError(f"{name} must be probability distributions; row {row + row_offset} has a "
-                     f"negative entry {y[row].min():.3g}.")
+    raise ValueError(
+      f"{name} must be probability distributions; row {row + row_offset} has a "
+      f"negative entry {y[row].min():.3g}."
+    )
   sums = y.sum(axis=1)
   bad = np.abs(sums - 1.0) > tol
   if np.any(bad):
     row = int(np.argmax(bad))
-    raise ValueError(f"{name} rows must sum to 1 (tol {tol}); {int(bad.sum())} rows do not, "
-                     f"e.g. row {row + row_offset} sums to {sums[row]:.6g}.")
+    raise ValueError(
+      f"{name} rows must sum to 1 (tol {tol}); {int(bad.sum())} rows do not, "
+      f"e.g. row {row + row_offset} sums to {sums[row]:.6g}."
+    )
 
 
 def _check_label_rows_on_device(name: str, y, tol: float) -> None:
@@ -168,11 +178,15 @@ def _check_label_rows_on_device(name: str, y, tol: float) -> None:
   if r is None:
     return
   if r.min_value < 0:
-    raise ValueError(f"{name} must be probability distributions; row {r.min_row} has a "
-                     f"negative entry {r.min_value:.3g}.")
+    raise ValueError(
+      f"{name} must be probability distributions; row {r.min_row} has a "
+      f"negative entry {r.min_value:.3g}."
+    )
   if r.bad_rows:
-    raise ValueError(f"{name} rows must sum to 1 (tol {tol}); {r.bad_rows} rows do not, "
-                     f"e.g. row {r.first_bad} sums to {r.first_bad_sum:.6g}.")
+    raise ValueError(
+      f"{name} rows must sum to 1 (tol {tol}); {r.bad_rows} rows do not, "
+      f"e.g. row {r.first_bad} sums to {r.first_bad_sum:.6g}."
+    )
 
 
 def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
@@ -190,14 +204,18 @@ def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
     raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
 
-def check_exact_settings(*, solver, loss_reduction, inner_tol, ihvp_rtol, inner_max_iter,
-                         ihvp_max_iter, newton_cg_max_iter) -> None:
+def check_exact_settings(
+  *, solver, loss_reduction, inner_tol, ihvp_rtol, inner_max_iter, ihvp_max_iter, newton_cg_max_iter
+) -> None:
   """Raises ValueError naming a bad solver / convention setting (see `select_batch`)."""
   if solver not in SOLVERS:
     raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
   inner.check_reduction(loss_reduction)
-  for name, value in (("inner_max_iter", inner_max_iter), ("ihvp_max_iter", ihvp_max_iter),
-                      ("newton_cg_max_iter", newton_cg_max_iter)):
+  for name, value in (
+    ("inner_max_iter", inner_max_iter),
+    ("ihvp_max_iter", ihvp_max_iter),
+    ("newton_cg_max_iter", newton_cg_max_iter),
+  ):
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
   for name, value in (("inner_tol", inner_tol), ("ihvp_rtol", ihvp_rtol)):
@@ -217,32 +235,66 @@ def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_s
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
   if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
     raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
-  for name, value, ok, want in (("lr", lr, lambda v: v > 0, "> 0"),
-                                ("l2", l2, lambda v: v >= 0, ">= 0")):
+  for name, value, ok, want in (
+    ("lr", lr, lambda v: v > 0, "> 0"),
+    ("l2", l2, lambda v: v >= 0, ">= 0"),
+  ):
     v = tracing.concrete(value)
     if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
       raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
 
 
-def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
-                    bank_params, *, b, uniform_fraction, lr, l2, inner_steps, batch_size,
-                    cg_steps, w0=None, label_tol=1e-3, inner_solver=None,
-                    pool_valid=None, solver="paper", loss_reduction="mean", inner_tol=1e-6,
-                    ihvp_rtol=1e-4, inner_max_iter=50, ihvp_max_iter=1000,
-                    newton_cg_max_iter=200) -> None:
+def validate_inputs(
+  pool_z,
+  pseudo_labels,
+  labeled_idx,
+  labeled_labels,
+  labeled_bank,
+  bank_fn,
+  bank_params,
+  *,
+  b,
+  uniform_fraction,
+  lr,
+  l2,
+  inner_steps,
+  batch_size,
+  cg_steps,
+  w0=None,
+  label_tol=1e-3,
+  inner_solver=None,
+  pool_valid=None,
+  solver="paper",
+  loss_reduction="mean",
+  inner_tol=1e-6,
+  ihvp_rtol=1e-4,
+  inner_max_iter=50,
+  ihvp_max_iter=1000,
+  newton_cg_max_iter=200,
+) -> None:
   """Raises ValueError naming the argument and the expectation; see `select_batch`."""
-  check_exact_settings(solver=solver, loss_reduction=loss_reduction, inner_tol=inner_tol,
-                       ihvp_rtol=ihvp_rtol, inner_max_iter=inner_max_iter,
-                       ihvp_max_iter=ihvp_max_iter, newton_cg_max_iter=newton_cg_max_iter)
+  check_exact_settings(
+    solver=solver,
+    loss_reduction=loss_reduction,
+    inner_tol=inner_tol,
+    ihvp_rtol=ihvp_rtol,
+    inner_max_iter=inner_max_iter,
+    ihvp_max_iter=ihvp_max_iter,
+    newton_cg_max_iter=newton_cg_max_iter,
+  )
   if solver == "exact" and inner_solver is not None:
-    raise ValueError("inner_solver replaces the paper solver's Adam; it cannot be combined with "
-                     "solver='exact'.")
+    raise ValueError(
+      "inner_solver replaces the paper solver's Adam; it cannot be combined with solver='exact'."
+    )
   if np.ndim(pool_z) != 2:
     raise ValueError(f"pool_z must be (P, m), got shape {np.shape(pool_z)}.")
-  for name, value in (("pool_z", pool_z), ("pseudo_labels", pseudo_labels),
-                      ("labeled_bank", labeled_bank)) + ((("w0", w0),) if w0 is not None else ()):
+  for name, value in (
+    ("pool_z", pool_z),
+    ("pseudo_labels", pseudo_labels),
+    ("labeled_bank", labeled_bank),
+  ) + ((("w0", w0),) if w0 is not None else ()):
     # An integer pool would otherwise fail deep inside the compiled loop (scan carry types).
-    dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype   # no copy
+    dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype  # no copy
     if not jnp.issubdtype(dtype, jnp.floating):
       raise ValueError(f"{name} must be floating point, got dtype {dtype}.")
   p, m = np.shape(pool_z)
@@ -256,21 +308,33 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   n_lab = np.shape(labeled_idx)[0]
   if np.shape(labeled_labels) != (n_lab,):
     raise ValueError(f"labeled_labels must be (L={n_lab},), got shape {np.shape(labeled_labels)}.")
-  if np.ndim(labeled_bank) != 3 or np.shape(labeled_bank)[0] != n_lab or \
-      np.shape(labeled_bank)[2] != m:
-    raise ValueError(f"labeled_bank must be (L={n_lab}, A, m={m}), got shape "
-                     f"{np.shape(labeled_bank)}.")
+  if (
+    np.ndim(labeled_bank) != 3
+    or np.shape(labeled_bank)[0] != n_lab
+    or np.shape(labeled_bank)[2] != m
+  ):
+    raise ValueError(
+      f"labeled_bank must be (L={n_lab}, A, m={m}), got shape {np.shape(labeled_bank)}."
+    )
   n_aug = np.shape(labeled_bank)[1]
   if n_aug < 1:
     raise ValueError("labeled_bank needs at least one augmented copy per point (A >= 1).")
   for name, value in (("labeled_idx", labeled_idx), ("labeled_labels", labeled_labels)):
     if not jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer):
       raise ValueError(f"{name} must be integers, got dtype {jnp.asarray(value).dtype}.")
-  check_settings(b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2, inner_steps=inner_steps,
-                 batch_size=batch_size, cg_steps=cg_steps)
+  check_settings(
+    b=b,
+    uniform_fraction=uniform_fraction,
+    lr=lr,
+    l2=l2,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+  )
   if b > p - n_lab:
-    raise ValueError(f"b={b} is larger than the {p - n_lab} pool points available "
-                     f"(P={p} minus L={n_lab} labeled).")
+    raise ValueError(
+      f"b={b} is larger than the {p - n_lab} pool points available (P={p} minus L={n_lab} labeled)."
+    )
   if w0 is not None and np.shape(w0) != (m, c):
     raise ValueError(f"w0 must be (m={m}, c={c}), got shape {np.shape(w0)}.")
   if inner_solver is not None and not callable(inner_solver):
@@ -279,7 +343,7 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
   _check_finite("labeled_bank", labeled_bank)
   _check_finite("pseudo_labels", pseudo_labels)
   if w0 is not None:
-    _check_finite("w0", w0)   # a NaN start gives NaN scores, and argmax then picks by index
+    _check_finite("w0", w0)  # a NaN start gives NaN scores, and argmax then picks by index
   if isinstance(pseudo_labels, np.ndarray):
     check_label_rows("pseudo_labels", pseudo_labels, label_tol)
   else:
@@ -290,116 +354,230 @@ def validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_
       raise ValueError(f"pool_valid must be (P={p},) bool, got shape {np.shape(pool_valid)}.")
     if not jnp.issubdtype(jnp.asarray(pool_valid).dtype, jnp.bool_):
       raise ValueError(f"pool_valid must be bool, got dtype {jnp.asarray(pool_valid).dtype}.")
-    idx = tracing.concrete(labeled_idx)   # (L,): small
+    idx = tracing.concrete(labeled_idx)  # (L,): small
     if not device_checks.is_traced(pool_valid) and idx is not None:
       # Reduced where the mask lives: a count and the L labeled entries reach the host.
       lab_valid = np.asarray(jnp.asarray(pool_valid)[jnp.asarray(idx)])
       num_valid = int(jnp.sum(jnp.asarray(pool_valid)))
       if not np.all(lab_valid):
-        raise ValueError(f"labeled_idx {idx[~lab_valid].tolist()} are marked invalid in "
-                         "pool_valid; labeled points must be valid pool rows.")
+        raise ValueError(
+          f"labeled_idx {idx[~lab_valid].tolist()} are marked invalid in "
+          "pool_valid; labeled points must be valid pool rows."
+        )
       if b > num_valid - n_lab:
-        raise ValueError(f"b={b} is larger than the {num_valid - n_lab} valid pool points "
-                         f"available ({num_valid} valid in pool_valid minus L={n_lab}).")
+        raise ValueError(
+          f"b={b} is larger than the {num_valid - n_lab} valid pool points "
+          f"available ({num_valid} valid in pool_valid minus L={n_lab})."
+        )
 
   out = jax.eval_shape(bank_fn, bank_params, jax.random.key(0), jnp.zeros((), jnp.int32))
   if tuple(out.shape) != (n_aug, m):
-    raise ValueError(f"bank_fn(bank_params, key, index) must return (A={n_aug}, m={m}) like "
-                     f"labeled_bank, got {tuple(out.shape)}.")
+    raise ValueError(
+      f"bank_fn(bank_params, key, index) must return (A={n_aug}, m={m}) like "
+      f"labeled_bank, got {tuple(out.shape)}."
+    )
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps", "inner_solver",
-    "solver", "reduction", "inner_max_iter", "ihvp_max_iter", "newton_cg_max_iter"))
-def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_params,
-            lr, l2, w0, pool_valid, inner_tol, ihvp_rtol, *, bank_fn, n_bilevel, n_uniform,
-            inner_steps, batch_size, cg_steps, inner_solver, solver, reduction, inner_max_iter,
-            ihvp_max_iter, newton_cg_max_iter):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "bank_fn",
+    "n_bilevel",
+    "n_uniform",
+    "inner_steps",
+    "batch_size",
+    "cg_steps",
+    "inner_solver",
+    "solver",
+    "reduction",
+    "inner_max_iter",
+    "ihvp_max_iter",
+    "newton_cg_max_iter",
+  ),
+)
+def _select(
+  key,
+  pool_z,
+  pseudo_labels,
+  labeled_idx,
+  labeled_labels,
+  labeled_bank,
+  bank_params,
+  lr,
+  l2,
+  w0,
+  pool_valid,
+  inner_tol,
+  ihvp_rtol,
+  *,
+  bank_fn,
+  n_bilevel,
+  n_uniform,
+  inner_steps,
+  batch_size,
+  cg_steps,
+  inner_solver,
+  solver,
+  reduction,
+  inner_max_iter,
+  ihvp_max_iter,
+  newton_cg_max_iter,
+):
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
   dtype = pool_z.dtype
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
 
-  onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)                 # (L, c)
-  targets = pseudo_labels.at[labeled_idx].set(onehot)                     # (P, c) for G
+  onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)  # (L, c)
+  targets = pseudo_labels.at[labeled_idx].set(onehot)  # (P, c) for G
   available = jnp.ones((p,), bool) if pool_valid is None else pool_valid
   available = available.at[labeled_idx].set(False)
   cap = n_lab + n_bilevel
   bank = inner.Bank(
-      z=jnp.zeros((cap, n_aug, m), dtype).at[:n_lab].set(labeled_bank.astype(dtype)),
-      y=jnp.zeros((cap, c), dtype).at[:n_lab].set(onehot),
-      valid=jnp.arange(cap) < n_lab)
+    z=jnp.zeros((cap, n_aug, m), dtype).at[:n_lab].set(labeled_bank.astype(dtype)),
+    y=jnp.zeros((cap, c), dtype).at[:n_lab].set(onehot),
+    valid=jnp.arange(cap) < n_lab,
+  )
 
   def greedy_step(k, carry):
     state, v_prev, bank, available, picks, diag = carry
     if solver == "exact":
-      red = exact.reduce_bank(bank, reduction)          # once per greedy step (bank is fixed)
+      red = exact.reduce_bank(bank, reduction)  # once per greedy step (bank is fixed)
       # Newton starts from w0 (zeros by default), not from the previous step's w: at w = 0
       # every row has the same softmax Hessian (the Kronecker preconditioner is exact) and the
       # damped phase is shorter (anchor problem, m = 2000: 8-9 Newton steps, ~40% fewer CG
       # iterations than from the warm start, whose new copies start at a loss of ~15 nats).
-      newton = exact.newton_solve(exact.to_reduced(w0.T, red), red, l2, tol=inner_tol,
-                                  max_iter=inner_max_iter, cg_max_iter=newton_cg_max_iter)
+      newton = exact.newton_solve(
+        exact.to_reduced(w0.T, red),
+        red,
+        l2,
+        tol=inner_tol,
+        max_iter=inner_max_iter,
+        cg_max_iter=newton_cg_max_iter,
+      )
       state = inner.InnerState(exact.to_full(newton.wr, red).T, state.opt_state)
       inner_iters = newton.iterations
     else:
       kwargs = {} if reduction == "mean" else {"reduction": reduction}
-      state, _ = inner_solver(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
-                              steps=inner_steps, batch_size=batch_size, **kwargs)
+      state, _ = inner_solver(
+        jax.random.fold_in(inner_key, k),
+        state,
+        bank,
+        lr,
+        l2,
+        steps=inner_steps,
+        batch_size=batch_size,
+        **kwargs,
+      )
       inner_iters = inner_steps
     # The loop works on transposed (c, m) weights: see inner.xent_grad_t for why.
     wt = state.w.T
-    g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid,
-                                                      reduction)
+    g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid, reduction)
     hvp = inner.bank_hvp_t(wt, bank, l2, reduction)
     if solver == "exact":
-      cg = exact.inverse_hvp(newton.wr, red, l2, g_grad_t, v_prev, rtol=ihvp_rtol,
-                             max_iter=ihvp_max_iter)
+      cg = exact.inverse_hvp(
+        newton.wr, red, l2, g_grad_t, v_prev, rtol=ihvp_rtol, max_iter=ihvp_max_iter
+      )
       # The recorded residual is the true one of the full system (one full-bank HVP).
       full_r = hvp(cg.x) - g_grad_t
-      cg = cg._replace(residual=jnp.sqrt(jnp.sum(full_r * full_r) / jnp.maximum(
-          jnp.sum(g_grad_t * g_grad_t), jnp.finfo(dtype).tiny)))
+      cg = cg._replace(
+        residual=jnp.sqrt(
+          jnp.sum(full_r * full_r)
+          / jnp.maximum(jnp.sum(g_grad_t * g_grad_t), jnp.finfo(dtype).tiny)
+        )
+      )
       cg_iters = cg.iterations
     else:
       cg = ihvp.cg_solve(hvp, g_grad_t, steps=cg_steps)
       cg_iters = cg_steps
-    scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)    # (P,)
+    scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)  # (P,)
     masked = jnp.where(available, scores, -jnp.inf)
     i = jnp.argmax(masked)
     # F of the inner problem this pick was scored with (before the pick joins the bank).
     f_val, f_grad = inner.bank_grad_t(wt, bank, l2, reduction)
     copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
-    bank = inner.Bank(bank.z.at[n_lab + k].set(copies),
-                      bank.y.at[n_lab + k].set(pseudo_labels[i]),
-                      bank.valid.at[n_lab + k].set(True))
-    row = jnp.stack([masked[i], f_val, g_val, cg.residual, jnp.sqrt(jnp.sum(f_grad * f_grad)),
-                     jnp.asarray(inner_iters, dtype), jnp.asarray(cg_iters, dtype)])
-    return (state, cg.x, bank, available.at[i].set(False),
-            picks.at[k].set(i.astype(jnp.int32)), diag.at[k].set(row))
+    bank = inner.Bank(
+      bank.z.at[n_lab + k].set(copies),
+      bank.y.at[n_lab + k].set(pseudo_labels[i]),
+      bank.valid.at[n_lab + k].set(True),
+    )
+    row = jnp.stack(
+      [
+        masked[i],
+        f_val,
+        g_val,
+        cg.residual,
+        jnp.sqrt(jnp.sum(f_grad * f_grad)),
+        jnp.asarray(inner_iters, dtype),
+        jnp.asarray(cg_iters, dtype),
+      ]
+    )
+    return (
+      state,
+      cg.x,
+      bank,
+      available.at[i].set(False),
+      picks.at[k].set(i.astype(jnp.int32)),
+      diag.at[k].set(row),
+    )
 
-  carry = (inner.init_inner_state(w0.astype(dtype)), jnp.zeros((c, m), dtype), bank, available,
-           jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 7), dtype))
+  carry = (
+    inner.init_inner_state(w0.astype(dtype)),
+    jnp.zeros((c, m), dtype),
+    bank,
+    available,
+    jnp.zeros((n_bilevel,), jnp.int32),
+    jnp.zeros((n_bilevel, 7), dtype),
+  )
   state, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
 
   if n_uniform:
     picks = jnp.concatenate([picks, uniform_picks(uniform_key, available, n_uniform, dtype)])
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
-  return Selection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], state.w,
-                   diag[:, 4], diag[:, 5].astype(jnp.int32), diag[:, 6].astype(jnp.int32))
+  return Selection(
+    picks,
+    is_bilevel,
+    diag[:, 0],
+    diag[:, 1],
+    diag[:, 2],
+    diag[:, 3],
+    state.w,
+    diag[:, 4],
+    diag[:, 5].astype(jnp.int32),
+    diag[:, 6].astype(jnp.int32),
+  )
 
 
-def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
-                 labeled_idx: jax.Array, labeled_labels: jax.Array, labeled_bank: jax.Array,
-                 bank_fn: BankFn, bank_params: Any, *, b: int, uniform_fraction: float = 0.1,
-                 lr: float | jax.Array = 1e-3, l2: float | jax.Array = 1e-4,
-                 inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                 w0: jax.Array | None = None, validate: bool = True,
-                 inner_solver: inner.InnerSolver | None = None,
-                 pool_valid: jax.Array | None = None, solver: str = "paper",
-                 loss_reduction: str = "sum", inner_tol: float | jax.Array = 1e-6,
-                 ihvp_rtol: float | jax.Array = 1e-4, inner_max_iter: int = 50,
-                 ihvp_max_iter: int = 1000, newton_cg_max_iter: int = 200) -> Selection:
+def select_batch(
+  key: jax.Array,
+  pool_z: jax.Array,
+  pseudo_labels: jax.Array,
+  labeled_idx: jax.Array,
+  labeled_labels: jax.Array,
+  labeled_bank: jax.Array,
+  bank_fn: BankFn,
+  bank_params: Any,
+  *,
+  b: int,
+  uniform_fraction: float = 0.1,
+  lr: float | jax.Array = 1e-3,
+  l2: float | jax.Array = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int | None = 64,
+  cg_steps: int = 30,
+  w0: jax.Array | None = None,
+  validate: bool = True,
+  inner_solver: inner.InnerSolver | None = None,
+  pool_valid: jax.Array | None = None,
+  solver: str = "paper",
+  loss_reduction: str = "sum",
+  inner_tol: float | jax.Array = 1e-6,
+  ihvp_rtol: float | jax.Array = 1e-4,
+  inner_max_iter: int = 50,
+  ihvp_max_iter: int = 1000,
+  newton_cg_max_iter: int = 200,
+) -> Selection:
   """Selects a batch of b pool points by the bilevel greedy rule (+ a uniform share).
 
   Args:
@@ -447,28 +625,64 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
     Selection (indices (b,) and per-step diagnostics).
   """
   if validate:
-    validate_inputs(pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn,
-                    bank_params, b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
-                    inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps, w0=w0,
-                    inner_solver=inner_solver, pool_valid=pool_valid, solver=solver,
-                    loss_reduction=loss_reduction, inner_tol=inner_tol, ihvp_rtol=ihvp_rtol,
-                    inner_max_iter=inner_max_iter, ihvp_max_iter=ihvp_max_iter,
-                    newton_cg_max_iter=newton_cg_max_iter)
+    validate_inputs(
+      pool_z,
+      pseudo_labels,
+      labeled_idx,
+      labeled_labels,
+      labeled_bank,
+      bank_fn,
+      bank_params,
+      b=b,
+      uniform_fraction=uniform_fraction,
+      lr=lr,
+      l2=l2,
+      inner_steps=inner_steps,
+      batch_size=batch_size,
+      cg_steps=cg_steps,
+      w0=w0,
+      inner_solver=inner_solver,
+      pool_valid=pool_valid,
+      solver=solver,
+      loss_reduction=loss_reduction,
+      inner_tol=inner_tol,
+      ihvp_rtol=ihvp_rtol,
+      inner_max_iter=inner_max_iter,
+      ihvp_max_iter=ihvp_max_iter,
+      newton_cg_max_iter=newton_cg_max_iter,
+    )
   n_bilevel, n_uniform = split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
   if w0 is None:
     w0 = jnp.zeros((pool_z.shape[1], np.shape(pseudo_labels)[1]), dtype)
-  sel = _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
-                jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
-                jnp.asarray(lr, dtype), jnp.asarray(l2, dtype), jnp.asarray(w0, dtype),
-                None if pool_valid is None else jnp.asarray(pool_valid, bool),
-                jnp.asarray(inner_tol, dtype), jnp.asarray(ihvp_rtol, dtype),
-                bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
-                inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-                inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver,
-                solver=solver, reduction=loss_reduction, inner_max_iter=inner_max_iter,
-                ihvp_max_iter=ihvp_max_iter, newton_cg_max_iter=newton_cg_max_iter)
+  sel = _select(
+    key,
+    pool_z,
+    jnp.asarray(pseudo_labels, dtype),
+    jnp.asarray(labeled_idx),
+    jnp.asarray(labeled_labels),
+    jnp.asarray(labeled_bank, dtype),
+    bank_params,
+    jnp.asarray(lr, dtype),
+    jnp.asarray(l2, dtype),
+    jnp.asarray(w0, dtype),
+    None if pool_valid is None else jnp.asarray(pool_valid, bool),
+    jnp.asarray(inner_tol, dtype),
+    jnp.asarray(ihvp_rtol, dtype),
+    bank_fn=bank_fn,
+    n_bilevel=n_bilevel,
+    n_uniform=n_uniform,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+    inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver,
+    solver=solver,
+    reduction=loss_reduction,
+    inner_max_iter=inner_max_iter,
+    ihvp_max_iter=ihvp_max_iter,
+    newton_cg_max_iter=newton_cg_max_iter,
+  )
   if validate:
     check_scores(sel.scores)
   return sel
@@ -484,6 +698,7 @@ def check_scores(scores: jax.Array) -> None:
   if s is not None and not np.all(np.isfinite(s)):
     k = int(np.argmin(np.isfinite(s)))
     raise FloatingPointError(
-        f"greedy step {k} of {s.size} scored the pool with {s[k]}; its pick and the later ones "
-        "are meaningless. Expected finite scores: check lr (the inner Adam may diverge), the "
-        "copies bank_fn returns and the features.")
+      f"greedy step {k} of {s.size} scored the pool with {s[k]}; its pick and the later ones "
+      "are meaningless. Expected finite scores: check lr (the inner Adam may diverge), the "
+      "copies bank_fn returns and the features."
+    )

@@ -32,6 +32,7 @@ Costs: the all-pool variant needs the cached P x P kernel K_CC (P^2 floats) and 
 step; the inner step is O(B |T| c) and the kernel between bank and pool O(|T| P m) per greedy
 step. The Nystrom formulation needs O(P m c) per CG-free pass and O(m^2 c) per CG step.
 """
+
 from __future__ import annotations
 
 import functools
@@ -57,8 +58,9 @@ def pool_kernel(pool_z: jax.Array) -> jax.Array:
   return pool_z @ pool_z.T
 
 
-def kernel_inner_objective(alpha_t: jax.Array, k_tt: jax.Array, y_pairs: jax.Array,
-                           pair_w: jax.Array, l2: jax.Array) -> jax.Array:
+def kernel_inner_objective(
+  alpha_t: jax.Array, k_tt: jax.Array, y_pairs: jax.Array, pair_w: jax.Array, l2: jax.Array
+) -> jax.Array:
   """F over the bank pairs. alpha_t: (T, c), k_tt: (T, T), y_pairs: (T, c), pair_w: (T,) with
   sum 1 over valid pairs. Returns ()."""
   logits = k_tt @ alpha_t
@@ -78,10 +80,21 @@ def _extended_objective(alpha_all, k_tt, k_tc, k_cc, y_pairs, pair_w, l2):
   return jnp.sum(pair_w * xent) + l2 * (jnp.sum(a_t * ka_t) + jnp.sum(a_c * ka_c))
 
 
-def fit_alpha(key: jax.Array, alpha_t: jax.Array, opt_state: Any, k_tt: jax.Array,
-              y_pairs: jax.Array, pair_w: jax.Array, valid: jax.Array, lr: jax.Array,
-              l2: jax.Array, *, copies: int, steps: int, batch_size: int | None
-              ) -> tuple[jax.Array, Any]:
+def fit_alpha(
+  key: jax.Array,
+  alpha_t: jax.Array,
+  opt_state: Any,
+  k_tt: jax.Array,
+  y_pairs: jax.Array,
+  pair_w: jax.Array,
+  valid: jax.Array,
+  lr: jax.Array,
+  l2: jax.Array,
+  *,
+  copies: int,
+  steps: int,
+  batch_size: int | None,
+) -> tuple[jax.Array, Any]:
   """`steps` Adam steps on F over alpha_t (T, c) in one lax.scan; the minibatches are the pairs
   `inner.fit_inner_steps` draws from the same key. Returns (alpha_t, Adam state)."""
   adam = optax.scale_by_adam()
@@ -95,6 +108,7 @@ def fit_alpha(key: jax.Array, alpha_t: jax.Array, opt_state: Any, k_tt: jax.Arra
       def minibatch(a):
         xent = inner.softmax_xent(k_tt[idx] @ a, y_pairs[idx])
         return jnp.mean(xent) + l2 * jnp.sum(a * (k_tt @ a))
+
       loss, g = jax.value_and_grad(minibatch)(a)
     upd, st = adam.update(g, st, a)
     return (a - lr * upd, st), loss
@@ -103,48 +117,87 @@ def fit_alpha(key: jax.Array, alpha_t: jax.Array, opt_state: Any, k_tt: jax.Arra
     xs = None
   else:
     slots, cps = inner.sample_pair_indices(key, valid, copies, steps=steps, batch_size=batch_size)
-    xs = slots * copies + cps                                             # (steps, B)
+    xs = slots * copies + cps  # (steps, B)
   (alpha_t, opt_state), _ = lax.scan(adam_step, (alpha_t, opt_state), xs, length=steps)
   return alpha_t, opt_state
 
 
-def outer_grad_alpha(alpha_t: jax.Array, k_tp: jax.Array, k_cp: jax.Array, targets: jax.Array
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def outer_grad_alpha(
+  alpha_t: jax.Array, k_tp: jax.Array, k_cp: jax.Array, targets: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """G and its gradient over alpha' = [alpha_T; alpha_C = 0].
 
   alpha_t: (T, c); k_tp: (T, P) bank-pool kernel; k_cp: (C, P) candidate-pool kernel;
   targets: (P, c). Returns G (), grad (T + C, c) and pool probabilities (P, c).
   """
-  f_pool = k_tp.T @ alpha_t                                              # (P, c)
+  f_pool = k_tp.T @ alpha_t  # (P, c)
   probs = jax.nn.softmax(f_pool, axis=-1)
   resid = (probs - targets) / targets.shape[0]
   g_val = jnp.mean(inner.softmax_xent(f_pool, targets))
   return g_val, jnp.concatenate([k_tp @ resid, k_cp @ resid]), probs
 
 
-def solve_alpha(alpha_t: jax.Array, g_all: jax.Array, k_tt: jax.Array, k_tc: jax.Array,
-                k_cc: jax.Array, y_pairs: jax.Array, pair_w: jax.Array, l2: jax.Array, *,
-                steps: int) -> ihvp.CGResult:
+def solve_alpha(
+  alpha_t: jax.Array,
+  g_all: jax.Array,
+  k_tt: jax.Array,
+  k_tc: jax.Array,
+  k_cc: jax.Array,
+  y_pairs: jax.Array,
+  pair_w: jax.Array,
+  l2: jax.Array,
+  *,
+  steps: int,
+) -> ihvp.CGResult:
   """v ~= H_alpha^-1 grad G over alpha' (T + C, c) by `steps` CG iterations (`ihvp`)."""
-  alpha_all = jnp.concatenate([alpha_t, jnp.zeros((k_cc.shape[0], alpha_t.shape[1]),
-                                                  alpha_t.dtype)])
+  alpha_all = jnp.concatenate(
+    [alpha_t, jnp.zeros((k_cc.shape[0], alpha_t.shape[1]), alpha_t.dtype)]
+  )
   f_ext = lambda a: _extended_objective(a, k_tt, k_tc, k_cc, y_pairs, pair_w, l2)
   return ihvp.inverse_hvp(f_ext, alpha_all, g_all, steps=steps)
 
 
-def candidate_scores(v: jax.Array, k_tc: jax.Array, k_cc: jax.Array, probs_c: jax.Array,
-                     pseudo_c: jax.Array) -> jax.Array:
+def candidate_scores(
+  v: jax.Array, k_tc: jax.Array, k_cc: jax.Array, probs_c: jax.Array, pseudo_c: jax.Array
+) -> jax.Array:
   """s_j = (p_j - y~_j) . (K_{jT'} v) for the C candidates. v: (T + C, c). Returns (C,)."""
   n_t = k_tc.shape[0]
-  kv = k_tc.T @ v[:n_t] + k_cc @ v[n_t:]                                   # (C, c)
+  kv = k_tc.T @ v[:n_t] + k_cc @ v[n_t:]  # (C, c)
   return jnp.sum(kv * (probs_c - pseudo_c), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "bank_fn", "n_bilevel", "n_uniform", "inner_steps", "batch_size", "cg_steps", "candidates"))
-def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_params,
-            k_pool, lr, l2, *, bank_fn, n_bilevel, n_uniform, inner_steps, batch_size,
-            cg_steps, candidates):
+@functools.partial(
+  jax.jit,
+  static_argnames=(
+    "bank_fn",
+    "n_bilevel",
+    "n_uniform",
+    "inner_steps",
+    "batch_size",
+    "cg_steps",
+    "candidates",
+  ),
+)
+def _select(
+  key,
+  pool_z,
+  pseudo_labels,
+  labeled_idx,
+  labeled_labels,
+  labeled_bank,
+  bank_params,
+  k_pool,
+  lr,
+  l2,
+  *,
+  bank_fn,
+  n_bilevel,
+  n_uniform,
+  inner_steps,
+  batch_size,
+  cg_steps,
+  candidates,
+):
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
@@ -154,7 +207,7 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
   inner_key, bank_key, uniform_key, cand_key = jax.random.split(key, 4)
 
   onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)
-  targets = pseudo_labels.at[labeled_idx].set(onehot)                      # (P, c)
+  targets = pseudo_labels.at[labeled_idx].set(onehot)  # (P, c)
   available = jnp.ones((p,), bool).at[labeled_idx].set(False)
   cap = n_lab + n_bilevel
   n_t = cap * n_aug
@@ -164,17 +217,28 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
 
   def greedy_step(k, carry):
     alpha_t, opt_state, bank_z, bank_y, valid, available, picks, diag = carry
-    z_t = bank_z.reshape(n_t, m)                                           # (T, m)
-    y_pairs = jnp.repeat(bank_y, n_aug, axis=0)                            # (T, c)
+    z_t = bank_z.reshape(n_t, m)  # (T, m)
+    y_pairs = jnp.repeat(bank_y, n_aug, axis=0)  # (T, c)
     pair_w = jnp.repeat(valid.astype(dtype), n_aug) / (n_aug * jnp.maximum(jnp.sum(valid), 1))
-    k_tt = z_t @ z_t.T                                                     # (T, T)
-    k_tp = z_t @ pool_z.T                                                  # (T, P)
-    alpha_t, opt_state = fit_alpha(jax.random.fold_in(inner_key, k), alpha_t, opt_state, k_tt,
-                                   y_pairs, pair_w, valid, lr, l2, copies=n_aug,
-                                   steps=inner_steps, batch_size=batch_size)
+    k_tt = z_t @ z_t.T  # (T, T)
+    k_tp = z_t @ pool_z.T  # (T, P)
+    alpha_t, opt_state = fit_alpha(
+      jax.random.fold_in(inner_key, k),
+      alpha_t,
+      opt_state,
+      k_tt,
+      y_pairs,
+      pair_w,
+      valid,
+      lr,
+      l2,
+      copies=n_aug,
+      steps=inner_steps,
+      batch_size=batch_size,
+    )
     if candidates is None:
       cand = jnp.arange(p)
-      k_tc, k_cc, k_cp = k_tp, k_pool, k_pool                              # C = pool
+      k_tc, k_cc, k_cp = k_tp, k_pool, k_pool  # C = pool
     else:
       u = jnp.where(available, jax.random.uniform(jax.random.fold_in(cand_key, k), (p,)), -1.0)
       _, cand = lax.top_k(u, candidates)
@@ -189,31 +253,59 @@ def _select(key, pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_ban
     slot = n_lab + k
     f_bank = kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2)
     row = jnp.stack([jnp.max(masked), f_bank, g_val, cg.residual])
-    return (alpha_t, opt_state, bank_z.at[slot].set(copies), bank_y.at[slot].set(pseudo_labels[i]),
-            valid.at[slot].set(True), available.at[i].set(False),
-            picks.at[k].set(i.astype(jnp.int32)), diag.at[k].set(row))
+    return (
+      alpha_t,
+      opt_state,
+      bank_z.at[slot].set(copies),
+      bank_y.at[slot].set(pseudo_labels[i]),
+      valid.at[slot].set(True),
+      available.at[i].set(False),
+      picks.at[k].set(i.astype(jnp.int32)),
+      diag.at[k].set(row),
+    )
 
   alpha0 = jnp.zeros((n_t, c), dtype)
-  carry = (alpha0, optax.scale_by_adam().init(alpha0), bank_z, bank_y, valid, available,
-           jnp.zeros((n_bilevel,), jnp.int32), jnp.zeros((n_bilevel, 4), dtype))
-  alpha_t, _, bank_z, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step,
-                                                                   carry)
+  carry = (
+    alpha0,
+    optax.scale_by_adam().init(alpha0),
+    bank_z,
+    bank_y,
+    valid,
+    available,
+    jnp.zeros((n_bilevel,), jnp.int32),
+    jnp.zeros((n_bilevel, 4), dtype),
+  )
+  alpha_t, _, bank_z, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
   if n_uniform:
-    picks = jnp.concatenate([picks, nystrom_select.uniform_picks(uniform_key, available,
-                                                                 n_uniform, dtype)])
+    picks = jnp.concatenate(
+      [picks, nystrom_select.uniform_picks(uniform_key, available, n_uniform, dtype)]
+    )
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
   w = bank_z.reshape(n_t, m).T @ alpha_t
-  return RepresenterSelection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3],
-                              w)
+  return RepresenterSelection(picks, is_bilevel, diag[:, 0], diag[:, 1], diag[:, 2], diag[:, 3], w)
 
 
-def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
-                 labeled_idx: jax.Array, labeled_labels: jax.Array, labeled_bank: jax.Array,
-                 bank_fn: nystrom_select.BankFn, bank_params: Any, *, b: int,
-                 k_pool: jax.Array | None = None, candidates: int | None = None,
-                 uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-                 inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                 validate: bool = True) -> RepresenterSelection:
+def select_batch(
+  key: jax.Array,
+  pool_z: jax.Array,
+  pseudo_labels: jax.Array,
+  labeled_idx: jax.Array,
+  labeled_labels: jax.Array,
+  labeled_bank: jax.Array,
+  bank_fn: nystrom_select.BankFn,
+  bank_params: Any,
+  *,
+  b: int,
+  k_pool: jax.Array | None = None,
+  candidates: int | None = None,
+  uniform_fraction: float = 0.1,
+  lr: float = 1e-3,
+  l2: float = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int | None = 64,
+  cg_steps: int = 30,
+  validate: bool = True,
+) -> RepresenterSelection:
   """Representer-formulation counterpart of `bilevel.select.select_batch` (same arguments).
 
   Args:
@@ -226,29 +318,58 @@ def select_batch(key: jax.Array, pool_z: jax.Array, pseudo_labels: jax.Array,
   """
   if validate:
     nystrom_select.validate_inputs(
-        pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params,
-        b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2, inner_steps=inner_steps,
-        batch_size=batch_size, cg_steps=cg_steps)
+      pool_z,
+      pseudo_labels,
+      labeled_idx,
+      labeled_labels,
+      labeled_bank,
+      bank_fn,
+      bank_params,
+      b=b,
+      uniform_fraction=uniform_fraction,
+      lr=lr,
+      l2=l2,
+      inner_steps=inner_steps,
+      batch_size=batch_size,
+      cg_steps=cg_steps,
+    )
   p = np.shape(pool_z)[0]
   if candidates is None:
     if k_pool is None or np.shape(k_pool) != (p, p):
-      raise ValueError(f"k_pool must be the (P={p}, P) cached kernel pool_kernel(pool_z) when "
-                       f"candidates is None, got {None if k_pool is None else np.shape(k_pool)}.")
+      raise ValueError(
+        f"k_pool must be the (P={p}, P) cached kernel pool_kernel(pool_z) when "
+        f"candidates is None, got {None if k_pool is None else np.shape(k_pool)}."
+      )
   else:
     n_avail = p - np.shape(labeled_idx)[0]
     if not isinstance(candidates, (int, np.integer)) or not 1 <= candidates <= n_avail:
-      raise ValueError(f"candidates must be an int in [1, {n_avail}] (available pool points) "
-                       f"or None, got {candidates!r}.")
+      raise ValueError(
+        f"candidates must be an int in [1, {n_avail}] (available pool points) "
+        f"or None, got {candidates!r}."
+      )
     k_pool = jnp.zeros((0, 0), jnp.asarray(pool_z).dtype)
   n_bilevel, n_uniform = nystrom_select.split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
-  sel = _select(key, pool_z, jnp.asarray(pseudo_labels, dtype), jnp.asarray(labeled_idx),
-                jnp.asarray(labeled_labels), jnp.asarray(labeled_bank, dtype), bank_params,
-                jnp.asarray(k_pool, dtype), jnp.asarray(lr, dtype), jnp.asarray(l2, dtype),
-                bank_fn=bank_fn, n_bilevel=n_bilevel, n_uniform=n_uniform,
-                inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-                candidates=None if candidates is None else int(candidates))
+  sel = _select(
+    key,
+    pool_z,
+    jnp.asarray(pseudo_labels, dtype),
+    jnp.asarray(labeled_idx),
+    jnp.asarray(labeled_labels),
+    jnp.asarray(labeled_bank, dtype),
+    bank_params,
+    jnp.asarray(k_pool, dtype),
+    jnp.asarray(lr, dtype),
+    jnp.asarray(l2, dtype),
+    bank_fn=bank_fn,
+    n_bilevel=n_bilevel,
+    n_uniform=n_uniform,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+    candidates=None if candidates is None else int(candidates),
+  )
   if validate:
     nystrom_select.check_scores(sel.scores)
   return sel

@@ -1,4 +1,5 @@
 """`load_dataset`: one entry point for FSDD and Speech Commands V2 (cached 16 kHz waveforms)."""
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,17 @@ def _resolve_root(data_root, download: bool) -> pathlib.Path:
     return paths.cache_root() / "data"  # nowhere else to put a download
 
 
-def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
-                 on_error: str = "raise", cache: bool = True, progress: bool = True,
-                 download: bool = False, url: str = fsdd.DEFAULT_URL,
-                 source: str = "folder") -> core.AudioDataset:
+def load_dataset(
+  name: str,
+  data_root: str | os.PathLike | None = None,
+  *,
+  on_error: str = "raise",
+  cache: bool = True,
+  progress: bool = True,
+  download: bool = False,
+  url: str = fsdd.DEFAULT_URL,
+  source: str = "folder",
+) -> core.AudioDataset:
   """Loads a dataset as 1 s, 16 kHz, mono float32 waveforms (decoded once, then cached).
 
   Args:
@@ -49,13 +57,16 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
   if source == "tfds":
     if name != "speech_commands":
       raise ValueError(f"source='tfds' serves only 'speech_commands' (12 classes), not {name!r}")
-    return speech_commands.load_tfds(None if data_root is None else str(data_root),
-                                     download=download)
+    return speech_commands.load_tfds(
+      None if data_root is None else str(data_root), download=download
+    )
   if source != "folder":
     raise ValueError(f"source={source!r}; expected 'folder' or 'tfds'")
   if download and name != "fsdd":
-    raise ValueError(f"download=True (--download) fetches FSDD only, not {name!r}; download and "
-                     "extract speech_commands_v0.02.tar.gz and pass its folder as data_root")
+    raise ValueError(
+      f"download=True (--download) fetches FSDD only, not {name!r}; download and "
+      "extract speech_commands_v0.02.tar.gz and pass its folder as data_root"
+    )
   root = _resolve_root(data_root, download and name == "fsdd")
   problems: list[tuple[str, str]] = []
   if name == "fsdd":
@@ -64,18 +75,39 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None, *,
       rec_dir = fsdd.download(root / "fsdd", url)
     if rec_dir is None:
       raise FileNotFoundError(
-          f"No FSDD recordings under {root}: expected {root / 'fsdd' / 'recordings'} (or "
-          f"{root / 'recordings'}) with {{digit}}_{{speaker}}_{{take}}.wav files; pass "
-          "download=True (--download) to fetch them from GitHub")
+        f"No FSDD recordings under {root}: expected {root / 'fsdd' / 'recordings'} (or "
+        f"{root / 'recordings'}) with {{digit}}_{{speaker}}_{{take}}.wav files; pass "
+        "download=True (--download) to fetch them from GitHub"
+      )
     ds_root = rec_dir.parent if rec_dir.name == "recordings" else rec_dir
     entries = fsdd.list_entries(ds_root, rec_dir, problems)
-    return core.build_splits(name, fsdd.CLASS_NAMES, ds_root, entries, has_validation=False,
-                             on_error=on_error, problems=problems, cache=cache,
-                             progress=progress)
-  folders = (("speech_commands_v2_sample",) if name == "speech_commands_sample" else
-             speech_commands.FOLDER_NAMES)
+    return core.build_splits(
+      name,
+      fsdd.CLASS_NAMES,
+      ds_root,
+      entries,
+      has_validation=False,
+      on_error=on_error,
+      problems=problems,
+      cache=cache,
+      progress=progress,
+    )
+  folders = (
+    ("speech_commands_v2_sample",)
+    if name == "speech_commands_sample"
+    else speech_commands.FOLDER_NAMES
+  )
   sc_root = speech_commands.find_root(root, folders)
   entries, missing = speech_commands.list_entries(sc_root, problems)
-  return core.build_splits(name, speech_commands.WORDS, sc_root, entries, has_validation=True,
-                           on_error=on_error, problems=problems, missing_classes=missing,
-                           cache=cache, progress=progress)
+  return core.build_splits(
+    name,
+    speech_commands.WORDS,
+    sc_root,
+    entries,
+    has_validation=True,
+    on_error=on_error,
+    problems=problems,
+    missing_classes=missing,
+    cache=cache,
+    progress=progress,
+  )

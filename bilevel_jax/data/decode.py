@@ -13,6 +13,7 @@ in one error (or skipped, with on_error="skip"); see `core.build_splits`.
 Pad/crop to exactly 1 s is centred: short clips get equal zero padding on both sides, long clips
 keep their central second (the augmentations' speed change is centred the same way).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -33,8 +34,10 @@ MAX_RATE = 192000
 # Full scale is [-1, 1]; a float WAV a little over it is merely clipped speech, but an amplitude
 # of 1e6 would dominate the cache and the features. Integer PCM always decodes within [-1, 1).
 MAX_ABS_SAMPLE = 2.0
-SKIP_HINT = ("rerun with --on_error=skip (on_error='skip' in Python) to leave them out; "
-             "the skipped files are listed")
+SKIP_HINT = (
+  "rerun with --on_error=skip (on_error='skip' in Python) to leave them out; "
+  "the skipped files are listed"
+)
 
 
 class BadAudioError(ValueError):
@@ -43,6 +46,7 @@ class BadAudioError(ValueError):
 
 class ClipInfo(NamedTuple):
   """A file's header: sample rate (Hz), frames (samples per channel) and channels."""
+
   path: pathlib.Path
   sample_rate: int
   frames: int
@@ -77,8 +81,9 @@ def _check_wav_not_truncated(path: pathlib.Path) -> None:
         have = size - pos - 8
         if csize > have:
           raise BadAudioError(
-              f"{path}: truncated WAV: the header declares {csize} bytes of audio data but the "
-              f"file holds only {have}; expected a complete file (re-extract or re-download it)")
+            f"{path}: truncated WAV: the header declares {csize} bytes of audio data but the "
+            f"file holds only {have}; expected a complete file (re-extract or re-download it)"
+          )
         return
       pos += 8 + csize + (csize & 1)
 
@@ -93,15 +98,19 @@ def probe(path: str | os.PathLike) -> ClipInfo:
   try:
     info = sf.info(str(path))
   except Exception as e:  # soundfile raises LibsndfileError / RuntimeError variants
-    raise BadAudioError(f"{path}: not a readable audio file ({e}); expected a WAV/FLAC/OGG "
-                        "file that libsndfile can decode") from e
+    raise BadAudioError(
+      f"{path}: not a readable audio file ({e}); expected a WAV/FLAC/OGG "
+      "file that libsndfile can decode"
+    ) from e
   if info.frames <= 0:
     raise BadAudioError(f"{path}: contains no samples; expected a non-empty clip")
   if info.channels < 1:
     raise BadAudioError(f"{path}: has {info.channels} channels; expected >= 1")
   if not MIN_RATE <= info.samplerate <= MAX_RATE:
-    raise BadAudioError(f"{path}: sample rate {info.samplerate} Hz; expected a rate in "
-                        f"[{MIN_RATE}, {MAX_RATE}] Hz (resampled to {TARGET_RATE} Hz)")
+    raise BadAudioError(
+      f"{path}: sample rate {info.samplerate} Hz; expected a rate in "
+      f"[{MIN_RATE}, {MAX_RATE}] Hz (resampled to {TARGET_RATE} Hz)"
+    )
   _check_wav_not_truncated(path)
   return ClipInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
 
@@ -111,7 +120,7 @@ def fix_length(x: np.ndarray, length: int = TARGET_LENGTH) -> np.ndarray:
   n = x.shape[0]
   if n >= length:
     start = (n - length) // 2
-    return x[start:start + length]
+    return x[start : start + length]
   left = (length - n) // 2
   return np.pad(x, (left, length - n - left))
 
@@ -129,8 +138,10 @@ def load_mono_16k(path: str | os.PathLike) -> np.ndarray:
     raise BadAudioError(f"{path}: contains NaN or infinite samples; expected finite audio")
   peak = float(np.max(np.abs(x)))
   if peak > MAX_ABS_SAMPLE:
-    raise BadAudioError(f"{path}: peak amplitude {peak:.3g}; expected samples in [-1, 1] (full "
-                        f"scale; up to {MAX_ABS_SAMPLE:g} is tolerated)")
+    raise BadAudioError(
+      f"{path}: peak amplitude {peak:.3g}; expected samples in [-1, 1] (full "
+      f"scale; up to {MAX_ABS_SAMPLE:g} is tolerated)"
+    )
   if rate != TARGET_RATE:
     x = soxr.resample(x, rate, TARGET_RATE, quality="HQ").astype(np.float32)
   return np.ascontiguousarray(x, dtype=np.float32)
@@ -146,20 +157,23 @@ LISTING_LIMIT = 100
 
 def problem_listing(lines: Sequence[str], limit: int = LISTING_LIMIT) -> str:
   """The first `limit` lines of an error listing, indented, plus how many were left out."""
-  more = (f"\n  ... and {len(lines) - limit} more (--on_error=skip lists them all)"
-          if len(lines) > limit else "")
+  more = (
+    f"\n  ... and {len(lines) - limit} more (--on_error=skip lists them all)"
+    if len(lines) > limit
+    else ""
+  )
   return "\n  " + "\n  ".join(lines[:limit]) + more
 
 
-def validate_files(paths: Sequence[pathlib.Path], root: pathlib.Path,
-                   progress: bool = False) -> tuple[list[ClipInfo], list[tuple[str, str]]]:
+def validate_files(
+  paths: Sequence[pathlib.Path], root: pathlib.Path, progress: bool = False
+) -> tuple[list[ClipInfo], list[tuple[str, str]]]:
   """Probes every file's header (fast, no decoding); never stops at a bad one.
 
   Returns the good files' ClipInfos (in order) and [(path relative to root, reason)].
   """
   infos, problems = [], []
-  for p in tqdm.tqdm(paths, desc="validating", unit="file", disable=not progress,
-                     mininterval=1.0):
+  for p in tqdm.tqdm(paths, desc="validating", unit="file", disable=not progress, mininterval=1.0):
     try:
       infos.append(probe(p))
     except BadAudioError as e:
@@ -167,9 +181,14 @@ def validate_files(paths: Sequence[pathlib.Path], root: pathlib.Path,
   return infos, problems
 
 
-def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, desc: str,
-                progress: bool = True,
-                num_threads: int | None = None) -> list[tuple[int, str]]:
+def decode_into(
+  out: np.ndarray,
+  paths: Sequence[pathlib.Path],
+  *,
+  desc: str,
+  progress: bool = True,
+  num_threads: int | None = None,
+) -> list[tuple[int, str]]:
   """Decodes paths[i] into out[i] (N, 16000) with a thread pool and a progress bar.
 
   Never stops at a bad file: returns [(i, reason)] for every file that failed to decode
@@ -186,8 +205,10 @@ def decode_into(out: np.ndarray, paths: Sequence[pathlib.Path], *, desc: str,
       out[i] = 0.0
       return i, str(e)
 
-  with tqdm.tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar, \
-      concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+  with (
+    tqdm.tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar,
+    concurrent.futures.ThreadPoolExecutor(num_threads) as pool,
+  ):
     for i, reason in pool.map(work, range(len(paths))):
       if reason is not None:
         failures.append((i, reason))

@@ -5,6 +5,7 @@ Labels are the digits 0-9; speaker ids are the names in the file names.
 Opt-in download (`download=True`) fetches the public GitHub archive of
 Jakobovski/free-spoken-digit-dataset and extracts only `recordings/*.wav`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,9 @@ NAME = "fsdd"
 CLASS_NAMES = tuple(str(d) for d in range(10))
 NUM_TEST_TAKES = 5
 FILE_RE = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
-DEFAULT_URL = ("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/"
-               "master.zip")
+DEFAULT_URL = (
+  "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip"
+)
 
 
 def find_recordings(root: pathlib.Path) -> pathlib.Path | None:
@@ -35,8 +37,9 @@ def find_recordings(root: pathlib.Path) -> pathlib.Path | None:
   return None
 
 
-def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path,
-                 problems: list[tuple[str, str]]) -> list[core.Entry]:
+def list_entries(
+  dataset_root: pathlib.Path, rec_dir: pathlib.Path, problems: list[tuple[str, str]]
+) -> list[core.Entry]:
   """Parses file names into entries relative to `dataset_root`.
 
   Unexpected names are appended to `problems` as (relative path, reason), reported later with
@@ -48,9 +51,13 @@ def list_entries(dataset_root: pathlib.Path, rec_dir: pathlib.Path,
       continue
     m = FILE_RE.match(p.name)
     if not p.is_file() or m is None:
-      problems.append((p.relative_to(dataset_root).as_posix(),
-                       "unexpected entry; expected files named {digit}_{speaker}_{take}.wav, "
-                       "e.g. 3_jackson_12.wav"))
+      problems.append(
+        (
+          p.relative_to(dataset_root).as_posix(),
+          "unexpected entry; expected files named {digit}_{speaker}_{take}.wav, "
+          "e.g. 3_jackson_12.wav",
+        )
+      )
       continue
     digit, speaker, take = int(m.group(1)), m.group(2), int(m.group(3))
     split = "test" if take < NUM_TEST_TAKES else "train"
@@ -76,25 +83,35 @@ def download(dest: pathlib.Path, url: str = DEFAULT_URL, timeout: float = 60.0) 
       with urllib.request.urlopen(url, timeout=timeout) as r, open(archive, "wb") as f:
         shutil.copyfileobj(r, f)
     except Exception as e:
-      raise OSError(f"FSDD download from {url} failed ({e}); expected a reachable zip archive "
-                    "of Jakobovski/free-spoken-digit-dataset") from e
+      raise OSError(
+        f"FSDD download from {url} failed ({e}); expected a reachable zip archive "
+        "of Jakobovski/free-spoken-digit-dataset"
+      ) from e
     if not zipfile.is_zipfile(archive):
-      raise ValueError(f"FSDD download from {url} is not a zip archive; expected the GitHub "
-                       "archive of Jakobovski/free-spoken-digit-dataset")
+      raise ValueError(
+        f"FSDD download from {url} is not a zip archive; expected the GitHub "
+        "archive of Jakobovski/free-spoken-digit-dataset"
+      )
     staging = pathlib.Path(tmp) / "recordings"
     staging.mkdir()
     count = 0
     with zipfile.ZipFile(archive) as z:
       for info in z.infolist():
         parts = pathlib.PurePosixPath(info.filename).parts
-        if (len(parts) >= 2 and parts[-2] == "recordings" and FILE_RE.match(parts[-1])
-            and not info.is_dir()):
+        if (
+          len(parts) >= 2
+          and parts[-2] == "recordings"
+          and FILE_RE.match(parts[-1])
+          and not info.is_dir()
+        ):
           with z.open(info) as src, open(staging / parts[-1], "wb") as dst:
             shutil.copyfileobj(src, dst)
           count += 1
     if count == 0:
-      raise ValueError(f"FSDD archive from {url} holds no recordings/*.wav files; expected "
-                       "the GitHub archive of Jakobovski/free-spoken-digit-dataset")
+      raise ValueError(
+        f"FSDD archive from {url} holds no recordings/*.wav files; expected "
+        "the GitHub archive of Jakobovski/free-spoken-digit-dataset"
+      )
     if target.exists():
       shutil.rmtree(target)
     staging.rename(target)

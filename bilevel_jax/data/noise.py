@@ -6,6 +6,7 @@ adds these to FSDD clips too). When no folder is found, a fallback is returned a
 logged: two generated 60 s recordings, white noise and pink (1/f power) noise, from a fixed
 seed. Pass `fallback=False` to get an error instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,11 +21,22 @@ from bilevel_jax.utils import paths
 log = logging.getLogger(__name__)
 
 NOISE_FOLDER = "_background_noise_"
-OFFICIAL_FILES = ("doing_the_dishes.wav", "dude_miaowing.wav", "exercise_bike.wav",
-                  "pink_noise.wav", "running_tap.wav", "white_noise.wav")
+OFFICIAL_FILES = (
+  "doing_the_dishes.wav",
+  "dude_miaowing.wav",
+  "exercise_bike.wav",
+  "pink_noise.wav",
+  "running_tap.wav",
+  "white_noise.wav",
+)
 FALLBACK_SECONDS = 60
-_PARENTS = ("", "speech_commands_v2", "speech_commands", "SpeechCommands",
-            "speech_commands_v2_sample")
+_PARENTS = (
+  "",
+  "speech_commands_v2",
+  "speech_commands",
+  "SpeechCommands",
+  "speech_commands_v2_sample",
+)
 
 
 def find_noise_dir(data_root: pathlib.Path) -> pathlib.Path | None:
@@ -48,13 +60,16 @@ def generated_noise(seconds: int = FALLBACK_SECONDS, seed: int = 0) -> np.ndarra
   spec[0] = 0.0
   pink = np.fft.irfft(spec, n)
   out = np.stack([white, pink])
-  out *= 0.1 / np.sqrt(np.mean(out ** 2, axis=1, keepdims=True))
+  out *= 0.1 / np.sqrt(np.mean(out**2, axis=1, keepdims=True))
   return out.astype(np.float32)
 
 
-def load_background_noise(data_root: str | os.PathLike | None = None, *,
-                          noise_dir: str | os.PathLike | None = None,
-                          fallback: bool = True) -> np.ndarray:
+def load_background_noise(
+  data_root: str | os.PathLike | None = None,
+  *,
+  noise_dir: str | os.PathLike | None = None,
+  fallback: bool = True,
+) -> np.ndarray:
   """Returns the noise recordings as (K, L) float32 at 16 kHz (L >= 16000).
 
   Looks in `noise_dir`, else under the data root (flag > $BILEVEL_JAX_DATA > ../shared/data)
@@ -68,8 +83,10 @@ def load_background_noise(data_root: str | os.PathLike | None = None, *,
   if noise_dir is not None:
     folder = pathlib.Path(noise_dir)
     if not folder.is_dir():
-      raise FileNotFoundError(f"noise_dir={folder} is not a folder; expected Speech Commands' "
-                              f"{NOISE_FOLDER} folder with .wav files")
+      raise FileNotFoundError(
+        f"noise_dir={folder} is not a folder; expected Speech Commands' "
+        f"{NOISE_FOLDER} folder with .wav files"
+      )
   else:
     try:
       root = paths.resolve_data_root(data_root)
@@ -81,12 +98,17 @@ def load_background_noise(data_root: str | os.PathLike | None = None, *,
       looked = [str(e)]
   files = sorted(folder.glob("*.wav")) if folder is not None else []
   if not files:
-    msg = (f"No background-noise wavs found (looked in {folder or looked}); expected Speech "
-           f"Commands' {NOISE_FOLDER} folder with {list(OFFICIAL_FILES)}")
+    msg = (
+      f"No background-noise wavs found (looked in {folder or looked}); expected Speech "
+      f"Commands' {NOISE_FOLDER} folder with {list(OFFICIAL_FILES)}"
+    )
     if not fallback:
       raise FileNotFoundError(msg)
-    log.warning("%s. FALLBACK: using generated white and pink noise (2 x %d s) instead.", msg,
-                FALLBACK_SECONDS)
+    log.warning(
+      "%s. FALLBACK: using generated white and pink noise (2 x %d s) instead.",
+      msg,
+      FALLBACK_SECONDS,
+    )
     return generated_noise()
   for f in files:
     decode.probe(f)
@@ -94,8 +116,10 @@ def load_background_noise(data_root: str | os.PathLike | None = None, *,
   length = min(c.shape[0] for c in clips)
   if length < decode.TARGET_LENGTH:
     short = files[int(np.argmin([c.shape[0] for c in clips]))]
-    raise decode.BadAudioError(f"{short}: noise recording shorter than 1 s; expected >= "
-                               f"{decode.TARGET_LENGTH} samples at 16 kHz")
+    raise decode.BadAudioError(
+      f"{short}: noise recording shorter than 1 s; expected >= "
+      f"{decode.TARGET_LENGTH} samples at 16 kHz"
+    )
   names = [f.name for f in files]
   if sorted(names) != sorted(OFFICIAL_FILES):
     log.info("Background noise from %s: %s (not the 6 official files)", folder, names)

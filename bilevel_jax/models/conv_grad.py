@@ -5,6 +5,7 @@ convolution with an (H, W, batch)-sized window, which is slow; summing per-slice
 gradients is the same sum in another order (benchmarks/results/cpu_step_profile.json for WRN-10-1,
 benchmarks/results/small_cnn_grad_chunk.json for small_cnn).
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,13 +31,30 @@ def chunked_weight_grad_conv(chunk: int) -> Callable[..., jax.Array]:
   WRN-10-1 layer (benchmarks/results/cpu_step_profile.json, kernel_grad). chunk <= 0, or a batch
   of at most `chunk` examples, gives the plain convolution (no custom VJP).
   """
-  def conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-           dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+
+  def conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+  ):
     plain = functools.partial(
-        lax.conv_general_dilated, window_strides=window_strides, padding=padding,
-        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        precision=precision, **kwargs)
+      lax.conv_general_dilated,
+      window_strides=window_strides,
+      padding=padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      precision=precision,
+      **kwargs,
+    )
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     n = lhs.shape[dn.lhs_spec[0]]
     if chunk <= 0 or n <= chunk or feature_group_count != 1:

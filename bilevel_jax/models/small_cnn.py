@@ -13,6 +13,7 @@ slices of 8/16/32 cut the model's forward+backward by ~10% but the whole step (m
 front end) by only 2-4%, within the round-to-round spread, and made the step's compile
 slower (benchmarks/results/small_cnn_grad_chunk.json).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,7 +27,7 @@ from bilevel_jax.models import conv_grad
 from bilevel_jax.models import wide_resnet
 
 NAME = "small_cnn"
-TINY_NAME = "tiny_cnn"   # one strided 8-channel stage: seconds to compile and train (tests)
+TINY_NAME = "tiny_cnn"  # one strided 8-channel stage: seconds to compile and train (tests)
 
 
 class SmallCNN(nn.Module):
@@ -34,21 +35,29 @@ class SmallCNN(nn.Module):
   depth: int = 0
   width: int = 1
   bn_momentum: float = 0.99
-  channels: Sequence[int] = (16, 32, 64)   # per strided stage, times width
-  weight_grad_chunk: int | None = 0       # 0: plain autodiff; None: the CPU default
+  channels: Sequence[int] = (16, 32, 64)  # per strided stage, times width
+  weight_grad_chunk: int | None = 0  # 0: plain autodiff; None: the CPU default
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-    chunk = (conv_grad.default_weight_grad_chunk() if self.weight_grad_chunk is None
-             else self.weight_grad_chunk)
+    chunk = (
+      conv_grad.default_weight_grad_chunk()
+      if self.weight_grad_chunk is None
+      else self.weight_grad_chunk
+    )
     conv_fn = conv_grad.chunked_weight_grad_conv(chunk)
     y = x
-    for i, stage_channels in enumerate(self.channels):    # each stage halves H and W
-      y = nn.Conv(stage_channels * self.width, (3, 3), strides=(2, 2),
-                  conv_general_dilated=conv_fn, name=f"conv{i}")(y)
+    for i, stage_channels in enumerate(self.channels):  # each stage halves H and W
+      y = nn.Conv(
+        stage_channels * self.width,
+        (3, 3),
+        strides=(2, 2),
+        conv_general_dilated=conv_fn,
+        name=f"conv{i}",
+      )(y)
       y = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, name=f"bn{i}")(y)
       y = nn.relu(y)
-    embedding = jnp.mean(y, axis=(1, 2))                  # (B, channels[-1] * width)
+    embedding = jnp.mean(y, axis=(1, 2))  # (B, channels[-1] * width)
     return nn.Dense(self.num_classes, name="head")(embedding), embedding
 
 

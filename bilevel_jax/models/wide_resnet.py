@@ -7,6 +7,7 @@ convolution on the shortcut whenever channels or stride change, and a final BN -
 initialisation, the head Glorot normal, as in the MixMatch reference code; with width 2,
 depth 28 and 3 input channels this gives 1,469,642 parameters (tests derive the count).
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,6 +29,7 @@ def _leaky_relu(x: jax.Array) -> jax.Array:
 
 class ResidualBlock(nn.Module):
   """Pre-activation block; `activate_before_residual` feeds the activated input to the shortcut."""
+
   filters: int
   stride: int = 1
   activate_before_residual: bool = False
@@ -37,10 +39,13 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x0: jax.Array, train: bool) -> jax.Array:
     norm = lambda name: nn.BatchNorm(
-        use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-3, name=name)
-    conv = functools.partial(nn.Conv, kernel_init=_CONV_INIT,
-                             conv_general_dilated=chunked_weight_grad_conv(
-                                 self.weight_grad_chunk))
+      use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-3, name=name
+    )
+    conv = functools.partial(
+      nn.Conv,
+      kernel_init=_CONV_INIT,
+      conv_general_dilated=chunked_weight_grad_conv(self.weight_grad_chunk),
+    )
     x = _leaky_relu(norm("bn1")(x0))
     if self.activate_before_residual:
       x0 = x
@@ -59,6 +64,7 @@ class WideResNet(nn.Module):
   (used by k-center selection and t-SNE). `weight_grad_chunk` (None: 16 on CPU, else 0) only
   changes how kernel gradients are summed (`chunked_weight_grad_conv`), not the function.
   """
+
   num_classes: int = 10
   depth: int = 28
   width: int = 2
@@ -68,8 +74,9 @@ class WideResNet(nn.Module):
 
   def setup_check(self) -> int:
     if self.depth < 10 or (self.depth - 4) % 6:
-      raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), "
-                       f"got depth={self.depth}.")
+      raise ValueError(
+        f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got depth={self.depth}."
+      )
     if self.width < 1:
       raise ValueError(f"WideResNet width must be >= 1, got width={self.width}.")
     return (self.depth - 4) // 6
@@ -79,30 +86,39 @@ class WideResNet(nn.Module):
     blocks = self.setup_check()
     if x.ndim != 4:
       raise ValueError(f"WideResNet expects (B, H, W, C) inputs, got shape {x.shape}.")
-    chunk = (default_weight_grad_chunk() if self.weight_grad_chunk is None
-             else self.weight_grad_chunk)
-    y = nn.Conv(self.stem_filters, (3, 3), padding="SAME", kernel_init=_CONV_INIT,
-                conv_general_dilated=chunked_weight_grad_conv(chunk), name="stem")(x)
+    chunk = (
+      default_weight_grad_chunk() if self.weight_grad_chunk is None else self.weight_grad_chunk
+    )
+    y = nn.Conv(
+      self.stem_filters,
+      (3, 3),
+      padding="SAME",
+      kernel_init=_CONV_INIT,
+      conv_general_dilated=chunked_weight_grad_conv(chunk),
+      name="stem",
+    )(x)
     for stage in range(3):
       filters = 16 * self.width << stage
       for i in range(blocks):
         y = ResidualBlock(
-            filters,
-            stride=2 if (stage and i == 0) else 1,
-            activate_before_residual=(stage == 0 and i == 0),
-            bn_momentum=self.bn_momentum,
-            weight_grad_chunk=chunk,
-            name=f"stage{stage}_block{i}")(y, train)
-    y = _leaky_relu(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                 epsilon=1e-3, name="bn_final")(y))
+          filters,
+          stride=2 if (stage and i == 0) else 1,
+          activate_before_residual=(stage == 0 and i == 0),
+          bn_momentum=self.bn_momentum,
+          weight_grad_chunk=chunk,
+          name=f"stage{stage}_block{i}",
+        )(y, train)
+    y = _leaky_relu(
+      nn.BatchNorm(
+        use_running_average=not train, momentum=self.bn_momentum, epsilon=1e-3, name="bn_final"
+      )(y)
+    )
     embedding = jnp.mean(y, axis=(1, 2))  # (B, 64 * width)
     logits = nn.Dense(self.num_classes, kernel_init=_DENSE_INIT, name="head")(embedding)
     return logits, embedding
 
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    "wide_resnet": WideResNet,
-}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {"wide_resnet": WideResNet}
 
 
 def register(name: str, constructor: Callable[..., nn.Module]) -> None:

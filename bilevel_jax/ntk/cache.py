@@ -15,6 +15,7 @@ two AL runs started together) take an exclusive lock on `<key>.lock` while they 
 the second waits and then reads the finished kernel instead of re-creating the file under the
 first one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,25 +34,37 @@ _VERSION = 1
 
 
 class CachedKernel(NamedTuple):
-  matrix: np.ndarray     # (N, m) float32 k(X, U) (a read-only memory map of the cache file)
-  path: pathlib.Path     # the cache folder
-  computed_blocks: int   # row blocks computed by this call (0 = cache hit)
+  matrix: np.ndarray  # (N, m) float32 k(X, U) (a read-only memory map of the cache file)
+  path: pathlib.Path  # the cache folder
+  computed_blocks: int  # row blocks computed by this call (0 = cache hit)
 
 
 def cache_key(x: np.ndarray, landmark_idx: np.ndarray, arch: dict, kind: str) -> str:
   """Hex digest of the inputs' bytes, the landmark indices, the architecture and the kernel kind."""
   h = hashlib.sha256()
-  h.update(json.dumps(dict(shape=list(x.shape), dtype=str(x.dtype), arch=arch, kind=kind,
-                           version=_VERSION), sort_keys=True).encode())
+  h.update(
+    json.dumps(
+      dict(shape=list(x.shape), dtype=str(x.dtype), arch=arch, kind=kind, version=_VERSION),
+      sort_keys=True,
+    ).encode()
+  )
   h.update(np.ascontiguousarray(x).tobytes())
   h.update(np.ascontiguousarray(landmark_idx, np.int64).tobytes())
   return h.hexdigest()[:24]
 
 
-def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk",
-                    block_rows: int = 256, tile=km.DEFAULT_TILE, progress: bool = True,
-                    cache_dir: str | pathlib.Path | None = None,
-                    callback: Callable[[int, int], None] | None = None, **arch) -> CachedKernel:
+def landmark_kernel(
+  x: np.ndarray,
+  landmark_idx: np.ndarray,
+  *,
+  kind: str = "ntk",
+  block_rows: int = 256,
+  tile=km.DEFAULT_TILE,
+  progress: bool = True,
+  cache_dir: str | pathlib.Path | None = None,
+  callback: Callable[[int, int], None] | None = None,
+  **arch,
+) -> CachedKernel:
   """k(X, U) with U = X[landmark_idx], from the cache or computed (and cached) block by block.
 
   Args:
@@ -72,9 +85,13 @@ def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk
   x = km._check_images(x, "x").astype(np.float32)
   idx = np.asarray(landmark_idx)
   if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-    raise ValueError(f"landmark_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}.")
+    raise ValueError(
+      f"landmark_idx must be a non-empty 1-D integer array, got {idx.dtype} {idx.shape}."
+    )
   if idx.min() < 0 or idx.max() >= x.shape[0]:
-    raise ValueError(f"landmark_idx must lie in [0, {x.shape[0]}), got range [{idx.min()}, {idx.max()}].")
+    raise ValueError(
+      f"landmark_idx must lie in [0, {x.shape[0]}), got range [{idx.min()}, {idx.max()}]."
+    )
   cfg = km.make_config(**arch)
   key = cache_key(x, idx, km.arch_key(cfg), kind)
   return _cached_rows(x, x[idx], key, cfg, kind, block_rows, tile, progress, cache_dir, callback)
@@ -83,18 +100,37 @@ def landmark_kernel(x: np.ndarray, landmark_idx: np.ndarray, *, kind: str = "ntk
 def cross_key(x: np.ndarray, u: np.ndarray, arch: dict, kind: str) -> str:
   """Hex digest of both input arrays' bytes, the architecture and the kernel kind."""
   h = hashlib.sha256()
-  h.update(json.dumps(dict(what="cross", x_shape=list(x.shape), u_shape=list(u.shape),
-                           dtype=str(x.dtype), arch=arch, kind=kind, version=_VERSION),
-                      sort_keys=True).encode())
+  h.update(
+    json.dumps(
+      dict(
+        what="cross",
+        x_shape=list(x.shape),
+        u_shape=list(u.shape),
+        dtype=str(x.dtype),
+        arch=arch,
+        kind=kind,
+        version=_VERSION,
+      ),
+      sort_keys=True,
+    ).encode()
+  )
   h.update(np.ascontiguousarray(x).tobytes())
   h.update(np.ascontiguousarray(u).tobytes())
   return h.hexdigest()[:24]
 
 
-def cross_kernel(x: np.ndarray, u: np.ndarray, *, kind: str = "ntk", block_rows: int = 256,
-                 tile=km.DEFAULT_TILE, progress: bool = True,
-                 cache_dir: str | pathlib.Path | None = None,
-                 callback: Callable[[int, int], None] | None = None, **arch) -> CachedKernel:
+def cross_kernel(
+  x: np.ndarray,
+  u: np.ndarray,
+  *,
+  kind: str = "ntk",
+  block_rows: int = 256,
+  tile=km.DEFAULT_TILE,
+  progress: bool = True,
+  cache_dir: str | pathlib.Path | None = None,
+  callback: Callable[[int, int], None] | None = None,
+  **arch,
+) -> CachedKernel:
   """k(X, U) for any U (N, m), cached and resumable like `landmark_kernel`.
 
   Args:
@@ -117,8 +153,9 @@ def _check_kind(kind: str) -> None:
     raise ValueError(f"kind={kind!r}; expected 'ntk' or 'nngp'.")
 
 
-def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache_dir,
-                 callback) -> CachedKernel:
+def _cached_rows(
+  x, landmarks, key, cfg, kind, block_rows, tile, progress, cache_dir, callback
+) -> CachedKernel:
   """k(x, landmarks) under cache folder `key`: computes the row blocks not yet on disk."""
   if block_rows < 1:
     raise ValueError(f"block_rows={block_rows}; expected >= 1.")
@@ -126,25 +163,38 @@ def _cached_rows(x, landmarks, key, cfg, kind, block_rows, tile, progress, cache
   folder = pathlib.Path(cache_dir) if cache_dir else paths.cache_root() / "ntk"
   folder = folder / key
   meta_path, kernel_path = folder / "meta.json", folder / "kernel.npy"
-  meta = dict(n=x.shape[0], m=landmarks.shape[0], kind=kind, arch=arch_dict,
-              block_rows=block_rows, tile=list(km._check_tile(tile)), version=_VERSION,
-              complete=False)
+  meta = dict(
+    n=x.shape[0],
+    m=landmarks.shape[0],
+    kind=kind,
+    arch=arch_dict,
+    block_rows=block_rows,
+    tile=list(km._check_tile(tile)),
+    version=_VERSION,
+    complete=False,
+  )
   hit = lambda: meta_path.exists() and io.read_json(meta_path).get("complete")
   if hit():
     return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
-  with io.exclusive_lock(folder.with_name(folder.name + ".lock"),
-                         f"the kernel cache entry {folder}"):
+  with io.exclusive_lock(
+    folder.with_name(folder.name + ".lock"), f"the kernel cache entry {folder}"
+  ):
     if hit():  # another process filled it while this one waited
       return CachedKernel(np.load(kernel_path, mmap_mode="r"), folder, 0)
     return _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder, meta)
 
 
-def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder: pathlib.Path,
-          meta: dict) -> CachedKernel:
+def _fill(
+  x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder: pathlib.Path, meta: dict
+) -> CachedKernel:
   """Computes the blocks done.npy lacks (all in a fresh folder); the caller holds the lock."""
   n, m = x.shape[0], landmarks.shape[0]
   num_blocks = -(-n // block_rows)
-  meta_path, kernel_path, done_path = folder / "meta.json", folder / "kernel.npy", folder / "done.npy"
+  meta_path, kernel_path, done_path = (
+    folder / "meta.json",
+    folder / "kernel.npy",
+    folder / "done.npy",
+  )
 
   fresh = not (meta_path.exists() and kernel_path.exists() and done_path.exists())
   if not fresh:
@@ -162,12 +212,17 @@ def _fill(x, landmarks, cfg, kind, block_rows, tile, progress, callback, folder:
   u_tiles = km._tiles(landmarks, km._check_tile(tile)[1])
   todo = np.flatnonzero(~done)
   computed = 0
-  with tqdm.tqdm(total=num_blocks, initial=num_blocks - todo.size, unit="block",
-                 desc=f"k(X, U) {n}x{m}", disable=not progress) as bar:
+  with tqdm.tqdm(
+    total=num_blocks,
+    initial=num_blocks - todo.size,
+    unit="block",
+    desc=f"k(X, U) {n}x{m}",
+    disable=not progress,
+  ) as bar:
     for b in todo:
       rows = slice(b * block_rows, min((b + 1) * block_rows, n))
       out[rows] = km.kernel_rows(x[rows], landmarks, cfg, tile=tile, kind=kind, x2_tiles=u_tiles)[0]
-      out.flush()                           # rows reach the file before the mask says so
+      out.flush()  # rows reach the file before the mask says so
       done[b] = True
       io.atomic_save_npy(done_path, done)
       computed += 1

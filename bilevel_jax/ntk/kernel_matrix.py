@@ -8,6 +8,7 @@ column tile, so only one row block's statistics (~90 KB per 32x32 input) and one
 are held. Symmetric matrices (x2 is None) compute only the tiles on and above the diagonal and
 mirror them.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,18 +23,34 @@ from bilevel_jax.ntk import wrn_kernel as wk
 
 KINDS = ("ntk", "nngp", "both")
 DEFAULT_TILE = (16, 16)
-ROW_BLOCK = 256   # rows whose input statistics are held at once (~23 MB at 32x32 inputs)
+ROW_BLOCK = 256  # rows whose input statistics are held at once (~23 MB at 32x32 inputs)
 
 
-def make_config(depth: int = 28, w_std: float = 1.0, b_std: float = 0.0, readout_w_std: float = 1.0,
-                readout_b_std: float = 0.0, shortcut_size: int = 1,
-                activate_shortcut: bool = False, activation: str = "leaky_relu",
-                leaky_slope: float = wk.TRAINED_LEAKY_SLOPE,
-                final_activation: bool = True) -> wk.WRNKernelConfig:
+def make_config(
+  depth: int = 28,
+  w_std: float = 1.0,
+  b_std: float = 0.0,
+  readout_w_std: float = 1.0,
+  readout_b_std: float = 0.0,
+  shortcut_size: int = 1,
+  activate_shortcut: bool = False,
+  activation: str = "leaky_relu",
+  leaky_slope: float = wk.TRAINED_LEAKY_SLOPE,
+  final_activation: bool = True,
+) -> wk.WRNKernelConfig:
   """A validated `WRNKernelConfig` (raises ValueError naming the bad value)."""
-  cfg = wk.WRNKernelConfig(int(depth), float(w_std), float(b_std), float(readout_w_std),
-                           float(readout_b_std), int(shortcut_size), bool(activate_shortcut),
-                           str(activation), float(leaky_slope), bool(final_activation))
+  cfg = wk.WRNKernelConfig(
+    int(depth),
+    float(w_std),
+    float(b_std),
+    float(readout_w_std),
+    float(readout_b_std),
+    int(shortcut_size),
+    bool(activate_shortcut),
+    str(activation),
+    float(leaky_slope),
+    bool(final_activation),
+  )
   cfg.validate()
   if cfg.shortcut_size not in (1, 3):
     raise ValueError(f"shortcut_size={shortcut_size}; expected 1 or 3.")
@@ -56,7 +73,9 @@ def arch_key(cfg: wk.WRNKernelConfig) -> dict:
 def _check_images(x: np.ndarray, name: str) -> np.ndarray:
   x = np.asarray(x)
   if x.ndim != 4 or x.shape[0] == 0:
-    raise ValueError(f"{name} must be a non-empty batch of images (N, H, W, C), got shape {x.shape}.")
+    raise ValueError(
+      f"{name} must be a non-empty batch of images (N, H, W, C), got shape {x.shape}."
+    )
   if not np.issubdtype(x.dtype, np.floating):
     raise ValueError(f"{name} must be floating point, got dtype {x.dtype}.")
   if not np.all(np.isfinite(x)):
@@ -74,7 +93,7 @@ def _tiles(x: np.ndarray, t: int) -> list[jax.Array]:
   pad = -n % t
   if pad:
     x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
-  return [jnp.asarray(x[i:i + t]) for i in range(0, x.shape[0], t)]
+  return [jnp.asarray(x[i : i + t]) for i in range(0, x.shape[0], t)]
 
 
 def _check_tile(tile) -> tuple[int, int]:
@@ -84,8 +103,9 @@ def _check_tile(tile) -> tuple[int, int]:
   return int(t1), int(t2)
 
 
-def _stream_tiles(a: list[jax.Array], b: list[jax.Array], cfg: wk.WRNKernelConfig, pairs,
-                  emit) -> None:
+def _stream_tiles(
+  a: list[jax.Array], b: list[jax.Array], cfg: wk.WRNKernelConfig, pairs, emit
+) -> None:
   """Computes the tiles `pairs` [(i, j)] of row tiles a[i] (T1, ...) x column tiles b[j] (T2, ...).
 
   Calls emit(i, j, Kernels of numpy arrays) once per pair. Tiles run in row blocks, and column by
@@ -105,7 +125,7 @@ def _stream_tiles(a: list[jax.Array], b: list[jax.Array], cfg: wk.WRNKernelConfi
   for i, j in order:
     if i not in row_stats:
       if row_stats and next(iter(row_stats)) // per_block != i // per_block:
-        row_stats.clear()                   # a new row block
+        row_stats.clear()  # a new row block
       row_stats[i] = wk._input_stats_jit(a[i], cfg)
     if col_stats[0] != j:
       col_stats = (j, wk._input_stats_jit(b[j], cfg))
@@ -114,8 +134,15 @@ def _stream_tiles(a: list[jax.Array], b: list[jax.Array], cfg: wk.WRNKernelConfi
   drain(0)
 
 
-def kernel_rows(x1: np.ndarray, x2: np.ndarray, cfg: wk.WRNKernelConfig, *, tile=DEFAULT_TILE,
-                kind: str = "ntk", x2_tiles: list[jax.Array] | None = None) -> np.ndarray:
+def kernel_rows(
+  x1: np.ndarray,
+  x2: np.ndarray,
+  cfg: wk.WRNKernelConfig,
+  *,
+  tile=DEFAULT_TILE,
+  kind: str = "ntk",
+  x2_tiles: list[jax.Array] | None = None,
+) -> np.ndarray:
   """k(x1, x2) for a row block x1 (B, H, W, C) against all of x2 (N2, ...). Returns (K, B, N2).
 
   K = 2 (nngp, ntk) if kind == "both" else 1. x2_tiles (optional) is `_tiles(x2, T2)`, passed
@@ -138,16 +165,23 @@ def kernel_rows(x1: np.ndarray, x2: np.ndarray, cfg: wk.WRNKernelConfig, *, tile
 
   def emit(i, j, res):
     for k, name in enumerate(names):
-      out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = getattr(res, name)
+      out[k, i * t1 : (i + 1) * t1, j * t2 : (j + 1) * t2] = getattr(res, name)
 
   pairs = [(i, j) for i in range(len(x1_tiles)) for j in range(len(x2_tiles))]
   _stream_tiles(x1_tiles, x2_tiles, cfg, pairs, emit)
   return out[:, :b, :n2]
 
 
-def kernel_matrix(x1: np.ndarray, x2: np.ndarray | None = None, *, kind: str = "ntk",
-                  tile=DEFAULT_TILE, progress: bool = True,
-                  callback: Callable[[int, int], None] | None = None, **arch) -> np.ndarray | wk.Kernels:
+def kernel_matrix(
+  x1: np.ndarray,
+  x2: np.ndarray | None = None,
+  *,
+  kind: str = "ntk",
+  tile=DEFAULT_TILE,
+  progress: bool = True,
+  callback: Callable[[int, int], None] | None = None,
+  **arch,
+) -> np.ndarray | wk.Kernels:
   """Streams the WRN kernel matrix over tiles of pairs.
 
   Args:
@@ -180,8 +214,12 @@ def kernel_matrix(x1: np.ndarray, x2: np.ndarray | None = None, *, kind: str = "
   pairs = [(i, j) for i in range(len(a)) for j in range(len(b)) if not symmetric or j >= i]
   names = ("nngp", "ntk") if kind == "both" else (kind,)
   out = np.empty((len(names), len(a) * t1, len(b) * t2), np.float32)
-  bar = tqdm.tqdm(total=len(pairs), desc=f"{kind} kernel {x1.shape[0]}x{x2.shape[0]}",
-                  unit="tile", disable=not progress)
+  bar = tqdm.tqdm(
+    total=len(pairs),
+    desc=f"{kind} kernel {x1.shape[0]}x{x2.shape[0]}",
+    unit="tile",
+    disable=not progress,
+  )
   done = 0
 
   def emit(i, j, res):
@@ -189,10 +227,10 @@ def kernel_matrix(x1: np.ndarray, x2: np.ndarray | None = None, *, kind: str = "
     for k, name in enumerate(names):
       block = getattr(res, name)
       if symmetric and i == j:
-        block = 0.5 * (block + block.T)   # float rounding differs between (a, b) and (b, a)
-      out[k, i * t1:(i + 1) * t1, j * t2:(j + 1) * t2] = block
+        block = 0.5 * (block + block.T)  # float rounding differs between (a, b) and (b, a)
+      out[k, i * t1 : (i + 1) * t1, j * t2 : (j + 1) * t2] = block
       if symmetric and i != j:
-        out[k, j * t2:(j + 1) * t2, i * t1:(i + 1) * t1] = block.T
+        out[k, j * t2 : (j + 1) * t2, i * t1 : (i + 1) * t1] = block.T
     done += 1
     bar.update(1)
     if callback is not None:
@@ -202,7 +240,7 @@ def kernel_matrix(x1: np.ndarray, x2: np.ndarray | None = None, *, kind: str = "
     _stream_tiles(a, b, cfg, pairs, emit)
   finally:
     bar.close()
-  out = out[:, :x1.shape[0], :x2.shape[0]]
+  out = out[:, : x1.shape[0], : x2.shape[0]]
   if kind == "both":
     return wk.Kernels(out[0], out[1])
   return out[0]

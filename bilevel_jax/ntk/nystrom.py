@@ -6,6 +6,7 @@ to a float64 eigendecomposition (on the host: K_UU is computed once per landmark
 above float64 round-off (m * eps * lambda_max ~ 4e-13 lambda_max at m = 2000) and far below the
 spectrum of the WRN NTK that matters for a logistic-regression proxy.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -19,9 +20,9 @@ DEFAULT_RCOND = 1e-6
 
 
 class NystromMap(NamedTuple):
-  projection: np.ndarray   # (m, m) P = K_UU^{+1/2}, float32
+  projection: np.ndarray  # (m, m) P = K_UU^{+1/2}, float32
   eigenvalues: np.ndarray  # (m,) eigenvalues of K_UU, ascending, float64
-  rank: int                # eigenvalues kept (> rcond * max)
+  rank: int  # eigenvalues kept (> rcond * max)
   rcond: float
 
 

@@ -51,6 +51,7 @@ NTK) in 16 x 16 tiles, memory-bound (a 2.4 MB packed map per pass at 32 x 32); t
 unrolled (per-layer statistics differ), which also avoids XLA:CPU's slow loop bodies. See
 benchmarks/results/ntk_*.json.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,7 +69,7 @@ import numpy as np
 # no NaN/inf reaches these programs (inputs are checked, zero variances are guarded).
 COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512, "xla_cpu_enable_fast_math": True}
 ACTIVATIONS = ("relu", "leaky_relu")
-TRAINED_LEAKY_SLOPE = 0.1      # models/wide_resnet.py: nn.leaky_relu(x, negative_slope=0.1)
+TRAINED_LEAKY_SLOPE = 0.1  # models/wide_resnet.py: nn.leaky_relu(x, negative_slope=0.1)
 
 
 class WRNKernelConfig(NamedTuple):
@@ -87,6 +88,7 @@ class WRNKernelConfig(NamedTuple):
     leaky_slope: slope a of the leaky ReLU for u < 0, 0 <= a < 1 (ignored for "relu").
     final_activation: phi before the readout, as the trained WRN (False: the legacy kernel).
   """
+
   depth: int = 28
   w_std: float = 1.0
   b_std: float = 0.0
@@ -100,7 +102,9 @@ class WRNKernelConfig(NamedTuple):
 
   def blocks_per_group(self) -> int:
     if self.depth < 10 or (self.depth - 4) % 6:
-      raise ValueError(f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}.")
+      raise ValueError(
+        f"WRN depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), got {self.depth}."
+      )
     return (self.depth - 4) // 6
 
   def slope(self) -> float:
@@ -125,7 +129,7 @@ class WRNKernelConfig(NamedTuple):
 
 class Kernels(NamedTuple):
   nngp: jax.Array  # (N1, N2)
-  ntk: jax.Array   # (N1, N2)
+  ntk: jax.Array  # (N1, N2)
 
 
 class InputStats(NamedTuple):
@@ -136,13 +140,22 @@ class InputStats(NamedTuple):
   (1 - a) sqrt(q / (2 pi)) of the pre-activation variance q of activation l (a: leaky slope,
   0 for ReLU), with a zero border.
   """
+
   rsqrt: tuple[jax.Array, ...]
   sqrt: tuple[jax.Array, ...]
 
 
 # Abramowitz & Stegun 4.4.46: acos(a) = sqrt(1 - a) * poly(a) on [0, 1], |error| <= 2e-8.
-_ACOS_COEFFS = (1.5707963050, -0.2145988016, 0.0889789874, -0.0501743046,
-                0.0308918810, -0.0170881256, 0.0066700901, -0.0012624911)
+_ACOS_COEFFS = (
+  1.5707963050,
+  -0.2145988016,
+  0.0889789874,
+  -0.0501743046,
+  0.0308918810,
+  -0.0170881256,
+  0.0066700901,
+  -0.0012624911,
+)
 
 
 def _acos_nonneg(a: jax.Array, sqrt_one_minus_a: jax.Array) -> jax.Array:
@@ -163,12 +176,12 @@ def relu_kernel(rho: jax.Array) -> tuple[jax.Array, jax.Array]:
   rho = jnp.clip(rho, -1.0, 1.0)
   a = jnp.abs(rho)
   s_minus = jnp.sqrt(1.0 - a)
-  if a.dtype == jnp.float64:                                   # float64 references: exact
+  if a.dtype == jnp.float64:  # float64 references: exact
     acos_a = jnp.arccos(a)
   else:
-    acos_a = _acos_nonneg(a, s_minus)                          # arccos(|rho|)
-  jdot = jnp.where(rho >= 0, math.pi - acos_a, acos_a)          # pi - arccos(rho)
-  j = s_minus * jnp.sqrt(1.0 + a) + jdot * rho                  # sqrt(1 - rho^2) + ...
+    acos_a = _acos_nonneg(a, s_minus)  # arccos(|rho|)
+  jdot = jnp.where(rho >= 0, math.pi - acos_a, acos_a)  # pi - arccos(rho)
+  j = s_minus * jnp.sqrt(1.0 + a) + jdot * rho  # sqrt(1 - rho^2) + ...
   return j, jdot
 
 
@@ -177,15 +190,22 @@ def _scaled_sqrt(q: jax.Array, slope: float) -> jax.Array:
   return jnp.sqrt(q * ((1.0 - slope) ** 2 * 0.5 / math.pi))
 
 
-def activation_maps(q11: jax.Array, q22: jax.Array, q12: jax.Array, slope: float = 0.0
-                    ) -> tuple[jax.Array, jax.Array]:
+def activation_maps(
+  q11: jax.Array, q22: jax.Array, q12: jax.Array, slope: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
   """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] for centred Gaussians with variances q11, q22 > 0
   and covariance q12 (elementwise, same shapes), phi(u) = max(u, slope * u); the code path of
   the kernel (normalizers of `input_stats`, update of `_pair_kernels`). For tests."""
   ones = jnp.ones_like(q12)
-  out = _relu_pair(q12[..., None, None], ones[..., None, None],
-                   _safe_rsqrt(q11)[..., None], _safe_rsqrt(q22)[..., None],
-                   _scaled_sqrt(q11, slope)[..., None], _scaled_sqrt(q22, slope)[..., None], slope)
+  out = _relu_pair(
+    q12[..., None, None],
+    ones[..., None, None],
+    _safe_rsqrt(q11)[..., None],
+    _safe_rsqrt(q22)[..., None],
+    _scaled_sqrt(q11, slope)[..., None],
+    _scaled_sqrt(q22, slope)[..., None],
+    slope,
+  )
   return out[0][..., 0, 0], out[1][..., 0, 0]
 
 
@@ -208,12 +228,13 @@ def _fenced(fn, pred: jax.Array | None):
   the cheap tail of each ReLU into all 9 taps of the next conv and recomputes it there.
   """
   if pred is None or not isinstance(pred, jax.core.Tracer):
-    return fn                               # eager: every op is materialized anyway
+    return fn  # eager: every op is materialized anyway
 
   def wrapped(*args):
     out = jax.eval_shape(fn, *args)
     zeros = lambda *_: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out)
     return lax.cond(pred, fn, zeros, *args)
+
   return wrapped
 
 
@@ -261,12 +282,12 @@ def _strides(cfg: WRNKernelConfig):
 
 def input_stats(x: jax.Array, cfg: WRNKernelConfig) -> InputStats:
   """Normalizers of each input. x: (T, H, W, C) -> InputStats of (H_l + 2, W_l + 2, T) maps."""
-  w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
+  w_var, b_var = cfg.w_std**2, cfg.b_std**2
   slope = cfg.slope()
-  gain = 0.5 * (1.0 + slope * slope)                              # E[phi(u)^2] / E[u^2]
-  x = jnp.moveaxis(x, 0, -2)                                      # (H, W, T, C)
+  gain = 0.5 * (1.0 + slope * slope)  # E[phi(u)^2] / E[u^2]
+  x = jnp.moveaxis(x, 0, -2)  # (H, W, T, C)
   conv = lambda q, k, s: _pad1(w_var / (k * k) * box_filter(q, k, s) + b_var)
-  q = conv(_pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)        # stem; / C as in stax
+  q = conv(_pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)  # stem; / C as in stax
   rs, ss = [], []
   for stride, first in _strides(cfg):
     a = gain * q
@@ -290,7 +311,7 @@ def _pad12(s: jax.Array) -> jax.Array:
 
 def _conv_pair(s: jax.Array, k: int, stride: int, w_var: float, b_var: float):
   """Conv of packed pair maps s (2, H + 2, W + 2, T1, T2) -> unpadded (q, t), each (H', W', T1, T2)."""
-  box = box_filter(jnp.moveaxis(s, 0, -1), k, stride)            # (H', W', T1, T2, 2)
+  box = box_filter(jnp.moveaxis(s, 0, -1), k, stride)  # (H', W', T1, T2, 2)
   scale = w_var / (k * k)
   q = scale * box[..., 0] + b_var
   return q, scale * box[..., 1] + q
@@ -309,35 +330,44 @@ def _relu_pair(q, t, r1, r2, n1, n2, slope: float = 0.0):
   return jnp.stack([slope * q + nngp, t * dot])
 
 
-def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
-                  cfg: WRNKernelConfig, fence: bool = True) -> Kernels:
+def _pair_kernels(
+  x1: jax.Array,
+  x2: jax.Array,
+  s1: InputStats,
+  s2: InputStats,
+  cfg: WRNKernelConfig,
+  fence: bool = True,
+) -> Kernels:
   """Kernels of all T1 x T2 pairs of a tile. x1: (T1, H, W, C), x2: (T2, H, W, C).
 
   s1, s2: `input_stats` of x1 and x2. fence: materialize every pass (see `_fenced`); False only
   for comparisons.
   """
   one = _always_true(x1) if fence else None
-  w_var, b_var = cfg.w_std ** 2, cfg.b_std ** 2
+  w_var, b_var = cfg.w_std**2, cfg.b_std**2
   slope = cfg.slope()
   unpad = lambda m: m[1:-1, 1:-1]
 
   def stem(x1, x2):
     q12 = jnp.einsum("hwic,hwjc->hwij", jnp.moveaxis(x1, 0, -2), jnp.moveaxis(x2, 0, -2))
     q = w_var / 9 * box_filter(_pad1(q12 / x1.shape[-1]), 3, 1) + b_var
-    return _pad12(jnp.stack([q, q]))                              # no NTK term before the stem
+    return _pad12(jnp.stack([q, q]))  # no NTK term before the stem
 
   def relu(s, l):
     return _relu_pair(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l], slope)
 
   def conv_relu(a, l, stride):
     q, t = _conv_pair(a, 3, stride, w_var, b_var)
-    return _pad12(_relu_pair(q, t, unpad(s1.rsqrt[l]), unpad(s2.rsqrt[l]),
-                             unpad(s1.sqrt[l]), unpad(s2.sqrt[l]), slope))
+    return _pad12(
+      _relu_pair(
+        q, t, unpad(s1.rsqrt[l]), unpad(s2.rsqrt[l]), unpad(s1.sqrt[l]), unpad(s2.sqrt[l]), slope
+      )
+    )
 
   def residual(h, shortcut, conv_shortcut):
     q, t = _conv_pair(h, 3, 1, w_var, b_var)
     if conv_shortcut is None:
-      return _pad12(jnp.stack([q, t])) + shortcut                 # both borders are zero
+      return _pad12(jnp.stack([q, t])) + shortcut  # both borders are zero
     q2, t2 = _conv_pair(shortcut, *conv_shortcut, w_var, b_var)
     return _pad12(jnp.stack([q + q2, t + t2]))
 
@@ -352,14 +382,16 @@ def _pair_kernels(x1: jax.Array, x2: jax.Array, s1: InputStats, s2: InputStats,
       s = _fenced(lambda h, sc: residual(h, sc, None), one)(h, s)
   if cfg.final_activation:
     s = _fenced(lambda s: relu(s, len(s1.rsqrt) - 1), one)(s)
-  w_var, b_var = cfg.readout_w_std ** 2, cfg.readout_b_std ** 2
+  w_var, b_var = cfg.readout_w_std**2, cfg.readout_b_std**2
   hw = (s.shape[1] - 2) * (s.shape[2] - 2)
-  nngp = w_var * jnp.sum(s[0], axis=(0, 1)) / hw + b_var         # the border is zero
+  nngp = w_var * jnp.sum(s[0], axis=(0, 1)) / hw + b_var  # the border is zero
   ntk = w_var * jnp.sum(s[1], axis=(0, 1)) / hw + nngp
   return Kernels(nngp, ntk)
 
 
-def _tile_kernels(x1: jax.Array, x2: jax.Array, cfg: WRNKernelConfig, fence: bool = True) -> Kernels:
+def _tile_kernels(
+  x1: jax.Array, x2: jax.Array, cfg: WRNKernelConfig, fence: bool = True
+) -> Kernels:
   """Kernels of all pairs of x1 (T1, H, W, C) and x2 (T2, H, W, C), statistics included."""
   return _pair_kernels(x1, x2, input_stats(x1, cfg), input_stats(x2, cfg), cfg, fence)
 
@@ -368,7 +400,7 @@ def _check_inputs(x: jax.Array, name: str) -> None:
   if x.ndim != 4:
     raise ValueError(f"{name} must be images (N, H, W, C), got shape {x.shape}.")
   if isinstance(x, jax.core.Tracer):
-    return                                  # traced inside a caller's jit: shapes only
+    return  # traced inside a caller's jit: shapes only
   # Our programs compile with fast math (COMPILER_OPTIONS), which assumes no NaN/inf.
   if not np.all(np.isfinite(np.asarray(x))):
     raise ValueError(f"{name} contains NaN or inf values; expected finite images.")
@@ -380,11 +412,22 @@ _pair_kernels_jit = _jit(_pair_kernels, static_argnames=("cfg", "fence"))
 _tile_kernels_jit = _jit(_tile_kernels, static_argnames=("cfg", "fence"))
 
 
-def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w_std: float = 1.0,
-               b_std: float = 0.0, readout_w_std: float = 1.0, readout_b_std: float = 0.0,
-               shortcut_size: int = 1, activate_shortcut: bool = False,
-               activation: str = "leaky_relu", leaky_slope: float = TRAINED_LEAKY_SLOPE,
-               final_activation: bool = True, jit: bool = True) -> Kernels:
+def wrn_kernel(
+  x1: jax.Array,
+  x2: jax.Array | None = None,
+  *,
+  depth: int = 28,
+  w_std: float = 1.0,
+  b_std: float = 0.0,
+  readout_w_std: float = 1.0,
+  readout_b_std: float = 0.0,
+  shortcut_size: int = 1,
+  activate_shortcut: bool = False,
+  activation: str = "leaky_relu",
+  leaky_slope: float = TRAINED_LEAKY_SLOPE,
+  final_activation: bool = True,
+  jit: bool = True,
+) -> Kernels:
   """NNGP and NTK of the WRN for all pairs, in one shot (use `kernel_matrix` for large N).
 
   Args:
@@ -401,8 +444,17 @@ def wrn_kernel(x1: jax.Array, x2: jax.Array | None = None, *, depth: int = 28, w
   _check_inputs(x1, "x1")
   _check_inputs(x2, "x2")
   chex.assert_equal_shape_suffix([x1, x2], 3)
-  cfg = WRNKernelConfig(depth, float(w_std), float(b_std), float(readout_w_std),
-                        float(readout_b_std), int(shortcut_size), bool(activate_shortcut),
-                        str(activation), float(leaky_slope), bool(final_activation)).validate()
+  cfg = WRNKernelConfig(
+    depth,
+    float(w_std),
+    float(b_std),
+    float(readout_w_std),
+    float(readout_b_std),
+    int(shortcut_size),
+    bool(activate_shortcut),
+    str(activation),
+    float(leaky_slope),
+    bool(final_activation),
+  ).validate()
   fn = _tile_kernels_jit if jit else _tile_kernels
   return fn(jnp.asarray(x1), jnp.asarray(x2), cfg)

@@ -1,5 +1,6 @@
 """Table 1, paired comparisons and Figures 2-3 from AL result files (`write_report` writes
 them all)."""
+
 from __future__ import annotations
 
 import pathlib
@@ -14,9 +15,16 @@ from bilevel_jax.utils import io
 __all__ = ["figures", "pick_rates", "tables", "write_report"]
 
 
-def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Path, *,
-                 command: str = "", figure2_strategy: str = "bilevel", figure2_seed: int = 0,
-                 with_figure2: bool = True, reference: str = "bilevel") -> dict[str, Any]:
+def write_report(
+  sources: Iterable[str | pathlib.Path],
+  outdir: str | pathlib.Path,
+  *,
+  command: str = "",
+  figure2_strategy: str = "bilevel",
+  figure2_seed: int = 0,
+  with_figure2: bool = True,
+  reference: str = "bilevel",
+) -> dict[str, Any]:
   """Writes table1.{md,tex}, table_rounds.tex, paired.md (`reference` against each other
   strategy, seed by seed), figure3.png, table1.json, pick_rates.{png,json} (misclassified-pick
   vs pool error rate per round, when rounds record them) and, when the
@@ -33,36 +41,48 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
   md = tables.table1_markdown(table, budget, dataset)
   rounds_md = tables.rounds_markdown(table)
   (outdir / "table1.md").write_text(
-      md + "\n\nEvery round (mean ± sample std (ddof=1) over seeds, n = seeds; -- = one "
-      "seed):\n\n" + rounds_md + "\n")
+    md + "\n\nEvery round (mean ± sample std (ddof=1) over seeds, n = seeds; -- = one "
+    "seed):\n\n" + rounds_md + "\n"
+  )
   (outdir / "table1.tex").write_text(tables.table1_latex(table, budget, dataset) + "\n")
   (outdir / "table_rounds.tex").write_text(tables.rounds_latex(table) + "\n")
   summary = {
-      "command": command, "dataset": dataset, "final_budget": budget,
-      "sources": sorted(r["_path"] for r in records),
-      "accuracy_percent": tables.cells_json(table),
+    "command": command,
+    "dataset": dataset,
+    "final_budget": budget,
+    "sources": sorted(r["_path"] for r in records),
+    "accuracy_percent": tables.cells_json(table),
   }
   pairs = tables.paired(records, reference)
   paired_md = ""
   if pairs:
     paired_md = tables.paired_markdown(pairs, reference)
     (outdir / "paired.md").write_text(
-        f"{tables.DISPLAY.get(reference, reference)} minus each baseline, test accuracy points, "
-        "same seeds: mean difference (wins-losses[-ties] over seeds). The pooled column pairs "
-        "every (seed, round) after the first; rounds of one seed are not independent, so its "
-        "sign test is indicative only.\n\n" + paired_md + "\n")
+      f"{tables.DISPLAY.get(reference, reference)} minus each baseline, test accuracy points, "
+      "same seeds: mean difference (wins-losses[-ties] over seeds). The pooled column pairs "
+      "every (seed, round) after the first; rounds of one seed are not independent, so its "
+      "sign test is indicative only.\n\n" + paired_md + "\n"
+    )
     summary["paired"] = {"reference": reference, "vs": tables.cells_json(pairs)}
   io.atomic_write_json(outdir / "table1.json", summary)
-  fig3 = figures.figure3(table, outdir / "figure3.png",
-                         title=f"{dataset}: test accuracy vs labels\n"
-                         f"{figures.spread_description(table)}")
-  out = {"table_markdown": md, "rounds_markdown": rounds_md, "paired_markdown": paired_md,
-         "figure3": str(fig3), "table1": str(outdir / "table1.md")}
+  fig3 = figures.figure3(
+    table,
+    outdir / "figure3.png",
+    title=f"{dataset}: test accuracy vs labels\n{figures.spread_description(table)}",
+  )
+  out = {
+    "table_markdown": md,
+    "rounds_markdown": rounds_md,
+    "paired_markdown": paired_md,
+    "figure3": str(fig3),
+    "table1": str(outdir / "table1.md"),
+  }
   rates = pick_rates.collect(records)
   if rates:  # rounds without pick statistics are skipped; no file when none has them
     io.atomic_write_json(outdir / "pick_rates.json", {"command": command, "strategies": rates})
-    out["pick_rates"] = str(pick_rates.plot(
-        rates, outdir / "pick_rates.png", title=f"{dataset}: where the picks go"))
+    out["pick_rates"] = str(
+      pick_rates.plot(rates, outdir / "pick_rates.png", title=f"{dataset}: where the picks go")
+    )
   if with_figure2:
     fig2 = _figure2(records, outdir, figure2_strategy, figure2_seed, command)
     if fig2 is not None:
@@ -71,8 +91,9 @@ def write_report(sources: Iterable[str | pathlib.Path], outdir: str | pathlib.Pa
   return out
 
 
-def _figure2(records, outdir: pathlib.Path, strategy: str, seed: int,
-             command: str) -> dict[str, Any] | None:
+def _figure2(
+  records, outdir: pathlib.Path, strategy: str, seed: int, command: str
+) -> dict[str, Any] | None:
   """Figure 2 of (strategy, seed) from its round-0 file when it is there (writing
   figure2_points.json; the t-SNE is reused while the points' `inputs_sha256` matches the file),
   else from a figure2_points.json of that same round-0 file in outdir or in `report/` next to

@@ -8,6 +8,7 @@ model already gets right. Values come from each round's `pick_diagnostics` block
 set (labeled points included, at most L/N = 60/2690 = 2.2 points from the pool's rate); such
 points are drawn hollow and counted in `approximate`. Rounds with neither are skipped.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,8 +30,11 @@ def round_rates(entry: dict[str, Any]) -> tuple[float, float, bool] | None:
   if d and d.get("pool_error_rate") is not None:
     return float(d["pick_misclassified_rate"]), float(d["pool_error_rate"]), True
   picks = entry.get("picks")
-  if picks and entry.get("picks_misclassified") is not None and \
-      entry.get("pool_accuracy") is not None:
+  if (
+    picks
+    and entry.get("picks_misclassified") is not None
+    and entry.get("pool_accuracy") is not None
+  ):
     return entry["picks_misclassified"] / len(picks), 1.0 - float(entry["pool_accuracy"]), False
   return None
 
@@ -50,9 +54,13 @@ def collect(records: list[dict[str, Any]]) -> dict[str, Any]:
     for n in sorted(per[name]):
       v = np.asarray([(p, q) for p, q, _ in per[name][n]], np.float64)
       ratios = [p / q for p, q in v if q > 0]
-      out[name][n] = {"pick_rate": float(v[:, 0].mean()), "pool_error_rate": float(v[:, 1].mean()),
-                      "ratio": float(np.mean(ratios)) if ratios else None,
-                      "seeds": len(v), "approximate": sum(not e for _, _, e in per[name][n])}
+      out[name][n] = {
+        "pick_rate": float(v[:, 0].mean()),
+        "pool_error_rate": float(v[:, 1].mean()),
+        "ratio": float(np.mean(ratios)) if ratios else None,
+        "seeds": len(v),
+        "approximate": sum(not e for _, _, e in per[name][n]),
+      }
   return out
 
 
@@ -69,7 +77,7 @@ def plot(rates: dict[str, Any], path: str | pathlib.Path, *, title: str = "") ->
     hollow = np.asarray([cells[n]["approximate"] > 0 for n in x])
     approx_any |= bool(hollow.any())
     label = tables.DISPLAY.get(name, name)
-    line, = ax.plot(x, 100 * pick, lw=1.5, label=f"{label} picks")
+    (line,) = ax.plot(x, 100 * pick, lw=1.5, label=f"{label} picks")
     color = line.get_color()
     ax.plot(x, 100 * pool, ls="--", lw=1.0, color=color, label=f"{label} pool")
     ax_ratio.plot(x, ratio, lw=1.5, color=color, label=label)
@@ -85,8 +93,11 @@ def plot(rates: dict[str, Any], path: str | pathlib.Path, *, title: str = "") ->
     a.grid(alpha=0.3)
   ax.legend(fontsize=6, ncol=2)
   ax_ratio.legend(fontsize=6)
-  note = ("hollow: older files, error over the whole training set (labeled included)"
-          if approx_any else "")
+  note = (
+    "hollow: older files, error over the whole training set (labeled included)"
+    if approx_any
+    else ""
+  )
   if title or note:
     fig.suptitle("; ".join(t for t in (title, note) if t), fontsize=8)
   fig.tight_layout()

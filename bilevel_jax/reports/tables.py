@@ -1,5 +1,6 @@
 """Table 1 from AL result JSON files only: mean +- std test accuracy per strategy and budget,
 and paired differences of one strategy against the others (same seeds)."""
+
 from __future__ import annotations
 
 import collections
@@ -15,15 +16,21 @@ from bilevel_jax.utils import io
 
 # Display order and names of the paper's Table 1.
 ORDER = ("uniform", "max_entropy", "kcenter", "consistency", "bilevel")
-DISPLAY = {"uniform": "Uniform", "max_entropy": "Max-Entropy", "kcenter": "k-center",
-           "consistency": "Consistency", "bilevel": "Bilevel"}
+DISPLAY = {
+  "uniform": "Uniform",
+  "max_entropy": "Max-Entropy",
+  "kcenter": "k-center",
+  "consistency": "Consistency",
+  "bilevel": "Bilevel",
+}
 
 
 class Cell(NamedTuple):
   """Accuracy (%) over seeds at one (strategy, number of labels)."""
+
   mean: float
-  std: float        # sample standard deviation (ddof=1); 0 for one seed (shown as "--")
-  n: int            # seeds that completed this round
+  std: float  # sample standard deviation (ddof=1); 0 for one seed (shown as "--")
+  n: int  # seeds that completed this round
   values: tuple[float, ...]
 
 
@@ -33,21 +40,26 @@ def load_results(sources: Iterable[str | pathlib.Path]) -> list[dict[str, Any]]:
   for src in sources:
     src = pathlib.Path(src)
     if not src.exists():
-      raise FileNotFoundError(f"Result path {src} does not exist (expected a result JSON or a "
-                              "folder of them).")
+      raise FileNotFoundError(
+        f"Result path {src} does not exist (expected a result JSON or a folder of them)."
+      )
     files += sorted(src.glob("*_seed*.json")) if src.is_dir() else [src]
   records, seen = [], {}
   for f in files:
     rec = io.read_json(f)
     if rec.get("format") != results_lib.FORMAT:
-      raise ValueError(f"{f} is not an AL result file (format {rec.get('format')!r}, expected "
-                       f"{results_lib.FORMAT!r}).")
+      raise ValueError(
+        f"{f} is not an AL result file (format {rec.get('format')!r}, expected "
+        f"{results_lib.FORMAT!r})."
+      )
     # The same seed twice (a file given on its own and in its folder, or two workdirs) would
     # count as two seeds in the mean and std.
     key = (rec["dataset"], rec["strategy"], rec["seed"])
     if key in seen:
-      raise ValueError(f"{f} and {seen[key]} are both results of (dataset, strategy, seed) = "
-                       f"{key}; pass each seed once.")
+      raise ValueError(
+        f"{f} and {seen[key]} are both results of (dataset, strategy, seed) = "
+        f"{key}; pass each seed once."
+      )
     seen[key] = f
     rec["_path"] = str(f)
     records.append(rec)
@@ -70,13 +82,18 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[int, Cell]]:
   configs = {}
   for rec in records:
     config = results_lib.upgrade_config(rec.get("config", {}))  # older records: current names
-    configs.setdefault(json.dumps(results_lib.comparable_config(config),
-                                  sort_keys=True), rec.get("_path", rec["strategy"]))
+    configs.setdefault(
+      json.dumps(results_lib.comparable_config(config), sort_keys=True),
+      rec.get("_path", rec["strategy"]),
+    )
   if len(configs) > 1:
-    raise ValueError(f"Results come from {len(configs)} different configs (e.g. "
-                     f"{list(configs.values())[:2]}); aggregate one experiment at a time.")
+    raise ValueError(
+      f"Results come from {len(configs)} different configs (e.g. "
+      f"{list(configs.values())[:2]}); aggregate one experiment at a time."
+    )
   acc: dict[str, dict[int, list[float]]] = collections.defaultdict(
-      lambda: collections.defaultdict(list))
+    lambda: collections.defaultdict(list)
+  )
   for rec in records:
     for rnd in rec["rounds"]:
       acc[rec["strategy"]][int(rnd["num_labeled"])].append(100.0 * float(rnd["test_accuracy"]))
@@ -117,12 +134,18 @@ def table1_markdown(table: dict[str, dict[int, Cell]], budget: int, dataset: str
 
 def table1_latex(table: dict[str, dict[int, Cell]], budget: int, dataset: str) -> str:
   """LaTeX of `table1_markdown` (accuracy % at the final budget, seeds that reached it)."""
-  lines = [r"\begin{tabular}{lcc}", r"\toprule",
-           rf"Method & {dataset} ({budget} labels) & seeds \\", r"\midrule"]
+  lines = [
+    r"\begin{tabular}{lcc}",
+    r"\toprule",
+    rf"Method & {dataset} ({budget} labels) & seeds \\",
+    r"\midrule",
+  ]
   for name, cells in table.items():
     cell = cells.get(budget)
-    lines.append(rf"{DISPLAY.get(name, name)} & {_fmt(cell, latex=True)} & "
-                 rf"{cell.n if cell else 0} \\")
+    lines.append(
+      rf"{DISPLAY.get(name, name)} & {_fmt(cell, latex=True)} & "
+      rf"{cell.n if cell else 0} \\"
+    )
   lines += [r"\bottomrule", r"\end{tabular}"]
   return "\n".join(lines)
 
@@ -130,34 +153,46 @@ def table1_latex(table: dict[str, dict[int, Cell]], budget: int, dataset: str) -
 def rounds_markdown(table: dict[str, dict[int, Cell]]) -> str:
   """Accuracy (%) mean ± std (n seeds) at every number of labels."""
   budgets = sorted({b for cells in table.values() for b in cells})
-  lines = ["| method | " + " | ".join(str(b) for b in budgets) + " |",
-           "|---|" + "---|" * len(budgets)]
+  lines = [
+    "| method | " + " | ".join(str(b) for b in budgets) + " |",
+    "|---|" + "---|" * len(budgets),
+  ]
   for name, cells in table.items():
-    lines.append(f"| {DISPLAY.get(name, name)} | " +
-                 " | ".join(_fmt(cells.get(b), show_n=True) for b in budgets) + " |")
+    lines.append(
+      f"| {DISPLAY.get(name, name)} | "
+      + " | ".join(_fmt(cells.get(b), show_n=True) for b in budgets)
+      + " |"
+    )
   return "\n".join(lines)
 
 
 def rounds_latex(table: dict[str, dict[int, Cell]]) -> str:
   """LaTeX of `rounds_markdown`."""
   budgets = sorted({b for cells in table.values() for b in cells})
-  lines = [r"\begin{tabular}{l" + "c" * len(budgets) + "}", r"\toprule",
-           "Method & " + " & ".join(str(b) for b in budgets) + r" \\", r"\midrule"]
+  lines = [
+    r"\begin{tabular}{l" + "c" * len(budgets) + "}",
+    r"\toprule",
+    "Method & " + " & ".join(str(b) for b in budgets) + r" \\",
+    r"\midrule",
+  ]
   for name, cells in table.items():
-    lines.append(f"{DISPLAY.get(name, name)} & " +
-                 " & ".join(_fmt(cells.get(b), latex=True, show_n=True) for b in budgets)
-                 + r" \\")
+    lines.append(
+      f"{DISPLAY.get(name, name)} & "
+      + " & ".join(_fmt(cells.get(b), latex=True, show_n=True) for b in budgets)
+      + r" \\"
+    )
   lines += [r"\bottomrule", r"\end{tabular}"]
   return "\n".join(lines)
 
 
 class PairedCell(NamedTuple):
   """Reference minus baseline accuracy (points) over the seeds both completed."""
+
   mean_diff: float
-  wins: int         # seeds where the reference is more accurate
+  wins: int  # seeds where the reference is more accurate
   losses: int
   ties: int
-  sign_p: float     # two-sided exact sign test over the non-tied seeds
+  sign_p: float  # two-sided exact sign test over the non-tied seeds
 
 
 def sign_test_p(wins: int, losses: int) -> float:
@@ -173,12 +208,14 @@ def sign_test_p(wins: int, losses: int) -> float:
 def _paired_cell(diffs: list[float]) -> PairedCell:
   d = np.asarray(diffs)
   wins, losses = int((d > 0).sum()), int((d < 0).sum())
-  return PairedCell(float(d.mean()), wins, losses, int(d.size - wins - losses),
-                    sign_test_p(wins, losses))
+  return PairedCell(
+    float(d.mean()), wins, losses, int(d.size - wins - losses), sign_test_p(wins, losses)
+  )
 
 
-def paired(records: list[dict[str, Any]], reference: str = "bilevel"
-           ) -> dict[str, dict[int | str, PairedCell]]:
+def paired(
+  records: list[dict[str, Any]], reference: str = "bilevel"
+) -> dict[str, dict[int | str, PairedCell]]:
   """{baseline: {num_labeled: PairedCell, "after_first": PairedCell}} for `reference` vs every
   other strategy, pairing the seeds that share a seed number (same initial pool and streams).
 
@@ -187,11 +224,13 @@ def paired(records: list[dict[str, Any]], reference: str = "bilevel"
   only indicative.
   """
   acc: dict[str, dict[int, dict[int, float]]] = collections.defaultdict(
-      lambda: collections.defaultdict(dict))
+    lambda: collections.defaultdict(dict)
+  )
   for rec in records:
     for rnd in rec["rounds"]:
-      acc[rec["strategy"]][int(rnd["num_labeled"])][int(rec["seed"])] = (
-          100.0 * float(rnd["test_accuracy"]))
+      acc[rec["strategy"]][int(rnd["num_labeled"])][int(rec["seed"])] = 100.0 * float(
+        rnd["test_accuracy"]
+      )
   if reference not in acc:
     return {}
   first = min(acc[reference])
@@ -214,14 +253,18 @@ def paired(records: list[dict[str, Any]], reference: str = "bilevel"
   return out
 
 
-def paired_markdown(table: dict[str, dict[int | str, PairedCell]],
-                    reference: str = "bilevel") -> str:
+def paired_markdown(
+  table: dict[str, dict[int | str, PairedCell]], reference: str = "bilevel"
+) -> str:
   """Mean difference in points with wins-losses(-ties) per number of labels and pooled."""
   budgets = sorted({b for cells in table.values() for b in cells if b != "after_first"})
   ref = DISPLAY.get(reference, reference)
-  lines = [f"| {ref} vs | " + " | ".join(str(b) for b in budgets) +
-           " | all rounds after the first | sign test p (pooled) |",
-           "|---|" + "---|" * (len(budgets) + 2)]
+  lines = [
+    f"| {ref} vs | "
+    + " | ".join(str(b) for b in budgets)
+    + " | all rounds after the first | sign test p (pooled) |",
+    "|---|" + "---|" * (len(budgets) + 2),
+  ]
 
   def fmt(c: PairedCell | None) -> str:
     if c is None:
@@ -231,13 +274,16 @@ def paired_markdown(table: dict[str, dict[int | str, PairedCell]],
 
   for base, cells in table.items():
     pooled = cells["after_first"]
-    lines.append(f"| {DISPLAY.get(base, base)} | " +
-                 " | ".join(fmt(cells.get(b)) for b in budgets) +
-                 f" | {fmt(pooled)} | {pooled.sign_p:.2g} |")
+    lines.append(
+      f"| {DISPLAY.get(base, base)} | "
+      + " | ".join(fmt(cells.get(b)) for b in budgets)
+      + f" | {fmt(pooled)} | {pooled.sign_p:.2g} |"
+    )
   return "\n".join(lines)
 
 
 def cells_json(table: dict[str, dict[Any, NamedTuple]]) -> dict[str, dict[str, dict]]:
   """{row: {column: cell}} of Cells or PairedCells as JSON-ready dicts (column keys as str)."""
-  return {row: {str(col): cell._asdict() for col, cell in cells.items()}
-          for row, cells in table.items()}
+  return {
+    row: {str(col): cell._asdict() for col, cell in cells.items()} for row, cells in table.items()
+  }

@@ -11,6 +11,7 @@ Multi-host: call `jax.distributed.initialize()` first; `jax.devices()` then list
 devices, `pool_mesh()` spans them, and each process passes only its own rows to
 `shard_pool_from_local` (see docs/scaling.md).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -79,8 +80,9 @@ def shard_pool(mesh: Mesh, x: Any) -> jax.Array:
   n_dev = mesh.devices.size
   if x.shape[0] % n_dev:
     raise ValueError(
-        f"shard_pool: pool axis of length {x.shape[0]} is not divisible by the {n_dev} devices "
-        f"of the mesh; pad it with pad_rows(x, padded_size({x.shape[0]}, {n_dev})).")
+      f"shard_pool: pool axis of length {x.shape[0]} is not divisible by the {n_dev} devices "
+      f"of the mesh; pad it with pad_rows(x, padded_size({x.shape[0]}, {n_dev}))."
+    )
   return jax.device_put(x, pool_sharding(mesh, x.ndim))
 
 
@@ -99,33 +101,50 @@ def shard_pool_from_local(mesh: Mesh, local_rows: np.ndarray, global_rows: int) 
   """
   if global_rows % mesh.devices.size:
     raise ValueError(
-        f"shard_pool_from_local: global_rows={global_rows} must be divisible by the "
-        f"{mesh.devices.size} devices; pad the pool first.")
+      f"shard_pool_from_local: global_rows={global_rows} must be divisible by the "
+      f"{mesh.devices.size} devices; pad the pool first."
+    )
   shape = (global_rows,) + tuple(local_rows.shape[1:])
   return jax.make_array_from_process_local_data(
-      pool_sharding(mesh, local_rows.ndim), local_rows, shape)
+    pool_sharding(mesh, local_rows.ndim), local_rows, shape
+  )
 
 
 def describe(x: jax.Array) -> str:
   """One line: global shape and how many devices hold a shard, for logs and tests."""
   shards = x.addressable_shards
-  return (f"shape={tuple(x.shape)} sharding={x.sharding} shards={len(shards)} "
-          f"shard_shape={tuple(shards[0].data.shape)}")
+  return (
+    f"shape={tuple(x.shape)} sharding={x.sharding} shards={len(shards)} "
+    f"shard_shape={tuple(shards[0].data.shape)}"
+  )
 
 
 def place_pool_tree(mesh: Mesh, tree: Any, pool_size: int) -> Any:
   """Shards every array leaf whose axis 0 has length `pool_size`; replicates the others."""
+
   def put(x):
     x = jnp.asarray(x)
     if x.ndim >= 1 and x.shape[0] == pool_size:
       return shard_pool(mesh, x)
     return replicate(mesh, x)
+
   return jax.tree.map(put, tree)
 
 
-def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels: Any,
-                         labeled_idx: Any, labeled_labels: Any, labeled_bank: Any,
-                         bank_fn: Any, bank_params: Any, *, b: int, **kwargs) -> Any:
+def select_batch_sharded(
+  mesh: Mesh,
+  key: jax.Array,
+  pool_z: Any,
+  pseudo_labels: Any,
+  labeled_idx: Any,
+  labeled_labels: Any,
+  labeled_bank: Any,
+  bank_fn: Any,
+  bank_params: Any,
+  *,
+  b: int,
+  **kwargs,
+) -> Any:
   """`bilevel.select.select_batch` with the pool axis split over `mesh` (same program).
 
   pool_z (P, m), pseudo_labels (P, c) and every bank_params leaf with P rows are sharded over
@@ -139,52 +158,90 @@ def select_batch_sharded(mesh: Mesh, key: jax.Array, pool_z: Any, pseudo_labels:
   too: give such leaves another leading size.
   """
   from bilevel_jax.bilevel import select as nystrom_select  # pylint: disable=g-import-not-at-top
+
   p = np.shape(pool_z)[0]
   if kwargs.get("pool_valid") is not None and np.shape(kwargs["pool_valid"]) != (p,):
-    raise ValueError(f"select_batch_sharded: pool_valid must be (P={p},), got "
-                     f"{np.shape(kwargs['pool_valid'])}.")
+    raise ValueError(
+      f"select_batch_sharded: pool_valid must be (P={p},), got {np.shape(kwargs['pool_valid'])}."
+    )
   validate = kwargs.pop("validate", True)
   if validate:
     # select_batch's own defaults, so the two cannot drift apart.
     params = inspect.signature(nystrom_select.select_batch).parameters
-    opts = {k: kwargs.get(k, params[k].default) for k in (
-        "uniform_fraction", "lr", "l2", "inner_steps", "batch_size", "cg_steps", "w0",
-        "inner_solver", "pool_valid")}
+    opts = {
+      k: kwargs.get(k, params[k].default)
+      for k in (
+        "uniform_fraction",
+        "lr",
+        "l2",
+        "inner_steps",
+        "batch_size",
+        "cg_steps",
+        "w0",
+        "inner_solver",
+        "pool_valid",
+      )
+    }
     unknown = set(kwargs) - set(opts)
     if unknown:
-      raise ValueError(f"select_batch_sharded: unknown keyword(s) {sorted(unknown)}; expected "
-                       f"those of bilevel.select.select_batch: {sorted(opts)}.")
+      raise ValueError(
+        f"select_batch_sharded: unknown keyword(s) {sorted(unknown)}; expected "
+        f"those of bilevel.select.select_batch: {sorted(opts)}."
+      )
     nystrom_select.validate_inputs(
-        pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params,
-        b=b, **opts)
+      pool_z,
+      pseudo_labels,
+      labeled_idx,
+      labeled_labels,
+      labeled_bank,
+      bank_fn,
+      bank_params,
+      b=b,
+      **opts,
+    )
   size = padded_size(p, mesh.devices.size)
   if size != p:
     c = np.shape(pseudo_labels)[1]
-    valid = np.ones((p,), bool) if kwargs.get("pool_valid") is None else np.asarray(
-        kwargs["pool_valid"], bool)
+    valid = (
+      np.ones((p,), bool)
+      if kwargs.get("pool_valid") is None
+      else np.asarray(kwargs["pool_valid"], bool)
+    )
     kwargs["pool_valid"] = pad_rows(valid, size, fill=False)
     pool_z = pad_rows(pool_z, size)
-    pseudo_labels = pad_rows(pseudo_labels, size, fill=1.0 / c)   # rows stay distributions
+    pseudo_labels = pad_rows(pseudo_labels, size, fill=1.0 / c)  # rows stay distributions
     bank_params = jax.tree.map(
-        lambda x: pad_rows(x, size) if np.ndim(x) >= 1 and np.shape(x)[0] == p else x,
-        bank_params)
+      lambda x: pad_rows(x, size) if np.ndim(x) >= 1 and np.shape(x)[0] == p else x, bank_params
+    )
   if kwargs.get("pool_valid") is not None:
     kwargs["pool_valid"] = shard_pool(mesh, np.asarray(kwargs["pool_valid"], bool))
   pool_z, pseudo_labels = shard_pool(mesh, pool_z), shard_pool(mesh, pseudo_labels)
   bank_params = place_pool_tree(mesh, bank_params, size)
-  labeled_idx, labeled_labels, labeled_bank = (replicate(mesh, a) for a in
-                                               (labeled_idx, labeled_labels, labeled_bank))
+  labeled_idx, labeled_labels, labeled_bank = (
+    replicate(mesh, a) for a in (labeled_idx, labeled_labels, labeled_bank)
+  )
   # validate=False: validated above on host arrays; avoid gathering shards back.
-  sel = nystrom_select.select_batch(key, pool_z, pseudo_labels, labeled_idx, labeled_labels,
-                                    labeled_bank, bank_fn, bank_params, b=b, validate=False,
-                                    **kwargs)
+  sel = nystrom_select.select_batch(
+    key,
+    pool_z,
+    pseudo_labels,
+    labeled_idx,
+    labeled_labels,
+    labeled_bank,
+    bank_fn,
+    bank_params,
+    b=b,
+    validate=False,
+    **kwargs,
+  )
   if validate:
     nystrom_select.check_scores(sel.scores)
   return sel
 
 
-def nystrom_features_sharded(mesh: Mesh, kernel_fn: Any, x_pool: Any, landmarks: Any,
-                             nystrom_map: Any) -> jax.Array:
+def nystrom_features_sharded(
+  mesh: Mesh, kernel_fn: Any, x_pool: Any, landmarks: Any, nystrom_map: Any
+) -> jax.Array:
   """Nystrom features z = k(x, U) M of a pool, rows computed on the device that holds them.
 
   Args:
@@ -198,6 +255,5 @@ def nystrom_features_sharded(mesh: Mesh, kernel_fn: Any, x_pool: Any, landmarks:
   """
   x_pool = shard_pool(mesh, x_pool)
   landmarks, nystrom_map = replicate(mesh, landmarks), replicate(mesh, nystrom_map)
-  fn = jax.jit(lambda x, u, mm: kernel_fn(x, u) @ mm,
-               out_shardings=pool_sharding(mesh, 2))
+  fn = jax.jit(lambda x, u, mm: kernel_fn(x, u) @ mm, out_shardings=pool_sharding(mesh, 2))
   return fn(x_pool, landmarks, nystrom_map)

@@ -9,6 +9,7 @@ Each chunk is one call of a jitted function of fixed shape (the last chunk is pa
 masked), so everything compiles once. Keys are split exactly as in `bilevel.select`, so on a
 pool that fits in memory the streamed selection picks the same points as `select_batch`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,19 +75,28 @@ class RowWriter:
   def __init__(self, path: str | os.PathLike, shape: tuple, dtype=np.float32):
     self.path, self.shape, self.dtype, self.rows = os.fspath(path), tuple(shape), np.dtype(dtype), 0
     # A unique temporary name: two writers of one path never share a partial file.
-    fd, self._tmp = tempfile.mkstemp(dir=os.path.dirname(self.path) or ".",
-                                     prefix=f".{os.path.basename(self.path)}.", suffix=".partial")
+    fd, self._tmp = tempfile.mkstemp(
+      dir=os.path.dirname(self.path) or ".",
+      prefix=f".{os.path.basename(self.path)}.",
+      suffix=".partial",
+    )
     os.chmod(self._tmp, io.default_file_mode())
     self._f = os.fdopen(fd, "wb")
     np.lib.format.write_array_header_1_0(
-        self._f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": self.shape})
+      self._f,
+      {
+        "descr": np.lib.format.dtype_to_descr(self.dtype),
+        "fortran_order": False,
+        "shape": self.shape,
+      },
+    )
 
   def append(self, rows: np.ndarray) -> None:
     rows = np.ascontiguousarray(rows, self.dtype)
     if rows.shape[1:] != self.shape[1:] or self.rows + rows.shape[0] > self.shape[0]:
-      raise ValueError(f"{self.path}: chunk {rows.shape} does not fit rows {self.rows}.. of "
-                       f"{self.shape}.")
+      raise ValueError(
+        f"{self.path}: chunk {rows.shape} does not fit rows {self.rows}.. of {self.shape}."
+      )
     self._f.write(rows.tobytes())
     self.rows += rows.shape[0]
 
@@ -109,10 +119,16 @@ def chunks(n: int, rows: int) -> Iterator[tuple[int, int]]:
     yield s, min(s + rows, n)
 
 
-def stream_nystrom_features(waveforms: RowFile, out_path: str | os.PathLike,
-                            featurize_fn: Callable, kernel_fn: Callable,
-                            landmarks: jax.Array, nystrom_map: jax.Array, *,
-                            chunk_rows: int = 256) -> dict:
+def stream_nystrom_features(
+  waveforms: RowFile,
+  out_path: str | os.PathLike,
+  featurize_fn: Callable,
+  kernel_fn: Callable,
+  landmarks: jax.Array,
+  nystrom_map: jax.Array,
+  *,
+  chunk_rows: int = 256,
+) -> dict:
   """Pool features z = k(featurize(x), U) M, chunk by chunk from waveforms on disk to disk.
 
   Args:
@@ -137,7 +153,7 @@ def stream_nystrom_features(waveforms: RowFile, out_path: str | os.PathLike,
   first = None
   for s, e in chunks(n, chunk_rows):
     x = waveforms.read(s, e, buf)
-    if e - s < chunk_rows:                          # keep one compiled shape
+    if e - s < chunk_rows:  # keep one compiled shape
       x = np.concatenate([x, np.zeros((chunk_rows - (e - s),) + x.shape[1:], x.dtype)])
     z = np.asarray(fn(x, landmarks, nystrom_map))[: e - s]
     if first is None:
@@ -146,8 +162,13 @@ def stream_nystrom_features(waveforms: RowFile, out_path: str | os.PathLike,
   writer.close()
   total = time.perf_counter() - t0
   steady = max(total - first, 1e-9)
-  return {"seconds": total, "first_chunk_s": first, "rows": n, "m": m,
-          "entries_per_s_steady": (n - min(chunk_rows, n)) * m / steady if n > chunk_rows else None}
+  return {
+    "seconds": total,
+    "first_chunk_s": first,
+    "rows": n,
+    "m": m,
+    "entries_per_s_steady": (n - min(chunk_rows, n)) * m / steady if n > chunk_rows else None,
+  }
 
 
 def _validate_files(features: RowFile, pseudo_labels: RowFile, chunk_rows: int) -> None:
@@ -156,8 +177,10 @@ def _validate_files(features: RowFile, pseudo_labels: RowFile, chunk_rows: int) 
     z = features.read(s, e)
     if not np.all(np.isfinite(z)):
       row, col = np.argwhere(~np.isfinite(z))[0]
-      raise ValueError(f"{features.path}: features row {s + row} column {col} is {z[row, col]}; "
-                       "expected finite values.")
+      raise ValueError(
+        f"{features.path}: features row {s + row} column {col} is {z[row, col]}; "
+        "expected finite values."
+      )
     y = pseudo_labels.read(s, e)
     if not np.all(np.isfinite(y)):
       row = int(np.argwhere(~np.isfinite(y))[0, 0])
@@ -166,10 +189,10 @@ def _validate_files(features: RowFile, pseudo_labels: RowFile, chunk_rows: int) 
 
 
 class StreamedSelection(NamedTuple):
-  indices: np.ndarray       # (b,) greedy picks then uniform picks
-  scores: np.ndarray        # (n_bilevel,)
-  cg_residual: np.ndarray   # (n_bilevel,)
-  stage_seconds: dict       # validate / inner / outer_grad / cg / scoring -> seconds
+  indices: np.ndarray  # (b,) greedy picks then uniform picks
+  scores: np.ndarray  # (n_bilevel,)
+  cg_residual: np.ndarray  # (n_bilevel,)
+  stage_seconds: dict  # validate / inner / outer_grad / cg / scoring -> seconds
 
 
 @jax.jit
@@ -195,13 +218,26 @@ def _cg(w, g, bank, l2, *, steps):
   return ihvp.CGResult(res.x.T, res.residual)
 
 
-def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
-                    labeled_idx: np.ndarray, labeled_labels: np.ndarray,
-                    labeled_bank: np.ndarray, copies_fn: Callable, *, b: int,
-                    uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-                    inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                    chunk_rows: int = 65536, log: Callable | None = None,
-                    validate: bool = True) -> StreamedSelection:
+def select_streamed(
+  key: jax.Array,
+  features: RowFile,
+  pseudo_labels: RowFile,
+  labeled_idx: np.ndarray,
+  labeled_labels: np.ndarray,
+  labeled_bank: np.ndarray,
+  copies_fn: Callable,
+  *,
+  b: int,
+  uniform_fraction: float = 0.1,
+  lr: float = 1e-3,
+  l2: float = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int | None = 64,
+  cg_steps: int = 30,
+  chunk_rows: int = 65536,
+  log: Callable | None = None,
+  validate: bool = True,
+) -> StreamedSelection:
   """`bilevel.select.select_batch` for pools on disk; same rule, same keys, same picks.
 
   Args:
@@ -216,8 +252,10 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     Others: as in `select_batch`.
   """
   if len(features.shape) != 2 or len(pseudo_labels.shape) != 2:
-    raise ValueError(f"features must be (P, m) and pseudo_labels (P, c), got {features.shape} "
-                     f"and {pseudo_labels.shape}.")
+    raise ValueError(
+      f"features must be (P, m) and pseudo_labels (P, c), got {features.shape} "
+      f"and {pseudo_labels.shape}."
+    )
   p, m = features.shape
   c = pseudo_labels.shape[1]
   if pseudo_labels.shape[0] != p:
@@ -225,14 +263,27 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
   if np.ndim(labeled_bank) != 3:
     raise ValueError(f"labeled_bank must be (L, A, m={m}), got {np.shape(labeled_bank)}.")
   n_lab, n_aug, bm = np.shape(labeled_bank)
-  if bm != m or np.shape(labeled_labels) != (n_lab,) or np.shape(labeled_idx) != (n_lab,) \
-      or n_lab < 1 or n_aug < 1:
-    raise ValueError(f"labeled_idx, labeled_labels must be (L,) and labeled_bank (L, A, m={m}) "
-                     f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
-                     f"and {np.shape(labeled_bank)}.")
-  nystrom_select.check_settings(b=b, uniform_fraction=uniform_fraction, lr=lr, l2=l2,
-                                inner_steps=inner_steps, batch_size=batch_size,
-                                cg_steps=cg_steps)
+  if (
+    bm != m
+    or np.shape(labeled_labels) != (n_lab,)
+    or np.shape(labeled_idx) != (n_lab,)
+    or n_lab < 1
+    or n_aug < 1
+  ):
+    raise ValueError(
+      f"labeled_idx, labeled_labels must be (L,) and labeled_bank (L, A, m={m}) "
+      f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
+      f"and {np.shape(labeled_bank)}."
+    )
+  nystrom_select.check_settings(
+    b=b,
+    uniform_fraction=uniform_fraction,
+    lr=lr,
+    l2=l2,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+  )
   if b > p - n_lab:
     raise ValueError(f"b={b!r} must be an int in [1, {p - n_lab}] (pool minus labeled).")
   if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
@@ -254,8 +305,11 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
   available = np.ones(p, bool)
   available[labeled_idx] = False
   cap = n_lab + n_bilevel
-  bank = inner.Bank(jnp.zeros((cap, n_aug, m)).at[:n_lab].set(labeled_bank),
-                    jnp.zeros((cap, c)).at[:n_lab].set(onehot), jnp.arange(cap) < n_lab)
+  bank = inner.Bank(
+    jnp.zeros((cap, n_aug, m)).at[:n_lab].set(labeled_bank),
+    jnp.zeros((cap, c)).at[:n_lab].set(onehot),
+    jnp.arange(cap) < n_lab,
+  )
   state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
   zbuf = np.empty((chunk_rows, m), np.float32)
   ybuf = np.empty((chunk_rows, c), np.float32)
@@ -263,12 +317,12 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
 
   def passes():
     for s, e in chunks(p, chunk_rows):
-      features.read(s, e, zbuf)   # fills zbuf in place
+      features.read(s, e, zbuf)  # fills zbuf in place
       pseudo_labels.read(s, e, ybuf)
       valid = np.zeros(chunk_rows, np.float32)
       valid[: e - s] = 1.0
       if e - s < chunk_rows:
-        zbuf[e - s:], ybuf[e - s:] = 0.0, 0.0
+        zbuf[e - s :], ybuf[e - s :] = 0.0, 0.0
       # Fresh numpy copies: on CPU a device array may alias the host buffer (even via
       # jnp.array(copy=True), measured), and with async dispatch the next read would overwrite
       # rows that a queued chunk computation has not consumed yet (flaky CI failure).
@@ -277,8 +331,15 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
   picks, scores, resid = [], [], []
   for k in range(n_bilevel):
     t0 = time.perf_counter()
-    state, _ = inner.fit_inner(jax.random.fold_in(inner_key, k), state, bank, lr, l2,
-                               steps=inner_steps, batch_size=batch_size)
+    state, _ = inner.fit_inner(
+      jax.random.fold_in(inner_key, k),
+      state,
+      bank,
+      lr,
+      l2,
+      steps=inner_steps,
+      batch_size=batch_size,
+    )
     jax.block_until_ready(state.w)
     t1 = time.perf_counter()
     g = jnp.zeros((m, c), jnp.float32)
@@ -307,19 +368,24 @@ def select_streamed(key: jax.Array, features: RowFile, pseudo_labels: RowFile,
     z_row = jnp.asarray(features.read(best_i, best_i + 1)[0])
     y_row = jnp.asarray(pseudo_labels.read(best_i, best_i + 1)[0])
     copies = copies_fn(jax.random.fold_in(bank_key, k), best_i, z_row)
-    bank = inner.Bank(bank.z.at[n_lab + k].set(copies), bank.y.at[n_lab + k].set(y_row),
-                      bank.valid.at[n_lab + k].set(True))
+    bank = inner.Bank(
+      bank.z.at[n_lab + k].set(copies),
+      bank.y.at[n_lab + k].set(y_row),
+      bank.valid.at[n_lab + k].set(True),
+    )
     available[best_i] = False
     picks.append(best_i)
     scores.append(best)
     resid.append(float(cg.residual))
-    for name, dt in zip(("inner", "outer_grad", "cg", "scoring"),
-                        (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+    for name, dt in zip(
+      ("inner", "outer_grad", "cg", "scoring"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+    ):
       t[name] += dt
-    log(f"step {k}: pick {best_i} score {best:.4g} inner {t1 - t0:.2f}s grad {t2 - t1:.2f}s "
-        f"cg {t3 - t2:.2f}s score {t4 - t3:.2f}s")
+    log(
+      f"step {k}: pick {best_i} score {best:.4g} inner {t1 - t0:.2f}s grad {t2 - t1:.2f}s "
+      f"cg {t3 - t2:.2f}s score {t4 - t3:.2f}s"
+    )
   if n_uniform:
-    top = nystrom_select.uniform_picks(uniform_key, jnp.asarray(available), n_uniform,
-                                       jnp.float32)
+    top = nystrom_select.uniform_picks(uniform_key, jnp.asarray(available), n_uniform, jnp.float32)
     picks.extend(np.asarray(top).tolist())
   return StreamedSelection(np.asarray(picks, np.int64), np.asarray(scores), np.asarray(resid), t)

@@ -6,6 +6,7 @@ unsure near boundaries), and its augmented copies are z_x + tau * eps'. Every ch
 pure function of (seed, chunk index), so a 1M-point pool can be regenerated or streamed in any
 order without holding it in memory.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,6 +25,7 @@ class SyntheticSpec(NamedTuple):
   noise: scale of the teacher's Gumbel logit noise;
   seed: everything is derived from it.
   """
+
   n: int
   m: int
   c: int
@@ -81,8 +83,11 @@ def chunk(spec: SyntheticSpec, start: int, stop: int) -> tuple[np.ndarray, np.nd
     lo, hi = max(start, j * BLOCK) - j * BLOCK, min(stop, (j + 1) * BLOCK) - j * BLOCK
     parts.append([np.asarray(a)[lo:hi] for a in block(spec, j)])
   if not parts:
-    return (np.zeros((0, spec.m), np.float32), np.zeros((0, spec.c), np.float32),
-            np.zeros((0,), np.int32))
+    return (
+      np.zeros((0, spec.m), np.float32),
+      np.zeros((0, spec.c), np.float32),
+      np.zeros((0,), np.int32),
+    )
   return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))
 
 
@@ -100,8 +105,11 @@ def augmented_copies(spec: SyntheticSpec, key: jax.Array, z: jax.Array) -> jax.A
 def bank_params(pool_z: jax.Array, copies: int, tau: float = 0.3) -> dict:
   """Traced parameters of `bank_fn`: the pool features, the noise level and a (A,) shape carrier
   (the number of copies must be static, so it travels as an array shape)."""
-  return {"z": jnp.asarray(pool_z), "tau": jnp.asarray(tau, jnp.asarray(pool_z).dtype),
-          "copies": jnp.zeros((copies,), jnp.int8)}
+  return {
+    "z": jnp.asarray(pool_z),
+    "tau": jnp.asarray(tau, jnp.asarray(pool_z).dtype),
+    "copies": jnp.zeros((copies,), jnp.int8),
+  }
 
 
 def bank_fn(params: dict, key: jax.Array, index: jax.Array) -> jax.Array:

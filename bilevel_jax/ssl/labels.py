@@ -1,11 +1,13 @@
 """Labeled index sets for experiments (host-side NumPy, seeded)."""
+
 from __future__ import annotations
 
 import numpy as np
 
 
-def class_covering_indices(labels: np.ndarray, num_labels: int, num_classes: int,
-                           rng: np.random.Generator) -> np.ndarray:
+def class_covering_indices(
+  labels: np.ndarray, num_labels: int, num_classes: int, rng: np.random.Generator
+) -> np.ndarray:
   """(num_labels,) sorted indices: one uniform draw per class, the rest uniform without
   replacement from the remaining clips, so every class is represented."""
   labels = np.asarray(labels)
@@ -22,10 +24,15 @@ def class_covering_indices(labels: np.ndarray, num_labels: int, num_classes: int
   return np.sort(np.concatenate([first, extra])).astype(np.int32)
 
 
-def labeled_sets(labels: np.ndarray, num_labels: int, num_seeds: int, num_classes: int,
-                 seed: int) -> np.ndarray:
+def labeled_sets(
+  labels: np.ndarray, num_labels: int, num_seeds: int, num_classes: int, seed: int
+) -> np.ndarray:
   """(S, L) labeled indices; seed s at label count L is the same for every method."""
-  return np.stack([
-      class_covering_indices(labels, num_labels, num_classes,
-                             np.random.default_rng([seed, s, num_labels]))
-      for s in range(num_seeds)])
+  return np.stack(
+    [
+      class_covering_indices(
+        labels, num_labels, num_classes, np.random.default_rng([seed, s, num_labels])
+      )
+      for s in range(num_seeds)
+    ]
+  )

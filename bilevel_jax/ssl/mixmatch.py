@@ -3,6 +3,7 @@
 Shapes: B labeled examples, K augmentations of B unlabeled examples, C classes,
 inputs x of any per-example shape (here log-mel images (32, 32, 1)).
 """
+
 from __future__ import annotations
 
 import chex
@@ -29,8 +30,9 @@ def mixup_lambda(key: jax.Array, n: int, alpha: float) -> jax.Array:
   return jnp.maximum(lam, 1.0 - lam)
 
 
-def mixup(x1: jax.Array, y1: jax.Array, x2: jax.Array, y2: jax.Array,
-          lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+def mixup(
+  x1: jax.Array, y1: jax.Array, x2: jax.Array, y2: jax.Array, lam: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Convex combination with per-example weight lam (n,) on the first argument."""
   chex.assert_equal_shape([x1, x2])
   chex.assert_equal_shape([y1, y2])
@@ -39,8 +41,9 @@ def mixup(x1: jax.Array, y1: jax.Array, x2: jax.Array, y2: jax.Array,
   return lx * x1 + (1 - lx) * x2, ly * y1 + (1 - ly) * y2
 
 
-def mixmatch_batch(key: jax.Array, x: jax.Array, y_onehot: jax.Array, u: jax.Array,
-                   q: jax.Array, alpha: float) -> tuple[jax.Array, jax.Array]:
+def mixmatch_batch(
+  key: jax.Array, x: jax.Array, y_onehot: jax.Array, u: jax.Array, q: jax.Array, alpha: float
+) -> tuple[jax.Array, jax.Array]:
   """Builds the MixMatch training batch.
 
   Args:
@@ -81,8 +84,9 @@ def rampup_weight(step: jax.Array, lambda_u: float, rampup_steps: int) -> jax.Ar
   return lambda_u * jnp.clip(step.astype(jnp.float32) / rampup_steps, 0.0, 1.0)
 
 
-def mixmatch_loss(logits: jax.Array, targets: jax.Array, batch_labeled: int,
-                  weight_u: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def mixmatch_loss(
+  logits: jax.Array, targets: jax.Array, batch_labeled: int, weight_u: jax.Array
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """L = L_X + w_u * L_U on the MixMatch batch. logits, targets: (B + K*B, C).
 
   Returns (total, (L_X, L_U)).

@@ -10,6 +10,7 @@ metrics over the steps); the state is donated. `TrainConfig.seed_mode` picks one
   vmap_host  a jitted vmapped step (or chunk of steps) called from Python.
   auto       host on the CPU backend, vmap elsewhere.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -28,18 +29,27 @@ RunSteps = Callable  # (state, data, labeled_idx, num_steps) -> (state, metrics)
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_run_steps(tc: TrainConfig, model: nn.Module, num_classes: int,
-                       featurize_fn: FeaturizeFn,
-                       augment_featurize_fn: AugmentFeaturizeFn) -> RunSteps:
+def compiled_run_steps(
+  tc: TrainConfig,
+  model: nn.Module,
+  num_classes: int,
+  featurize_fn: FeaturizeFn,
+  augment_featurize_fn: AugmentFeaturizeFn,
+) -> RunSteps:
   """Cached runner for `tc`, so repeated trainings with equal settings compile once."""
-  step = step_lib.cached_step(step_lib.step_settings(tc), model, num_classes, featurize_fn,
-                              augment_featurize_fn)
-  return make_run_steps(step, seed_mode=resolve_seed_mode(tc.seed_mode),
-                        seed_threads=tc.seed_threads, steps_per_call=tc.steps_per_call)
+  step = step_lib.cached_step(
+    step_lib.step_settings(tc), model, num_classes, featurize_fn, augment_featurize_fn
+  )
+  return make_run_steps(
+    step,
+    seed_mode=resolve_seed_mode(tc.seed_mode),
+    seed_threads=tc.seed_threads,
+    steps_per_call=tc.steps_per_call,
+  )
 
 
 def resolve_seed_mode(mode: str) -> str:
-  """"auto" -> "host" on the CPU backend, "vmap" elsewhere; other modes unchanged."""
+  """ "auto" -> "host" on the CPU backend, "vmap" elsewhere; other modes unchanged."""
   if mode == "auto":
     return "host" if jax.default_backend() == "cpu" else "vmap"
   return mode
@@ -47,19 +57,22 @@ def resolve_seed_mode(mode: str) -> str:
 
 def scan_steps(step: Callable, k: int) -> Callable:
   """k steps as one function (lax.scan): (state, data, lab) -> (state, metrics summed)."""
+
   def chunk(state, data, labeled_idx):
-    state, metrics = jax.lax.scan(lambda st, _: step(st, data, labeled_idx), state, None,
-                                  length=k)
+    state, metrics = jax.lax.scan(lambda st, _: step(st, data, labeled_idx), state, None, length=k)
     return state, jax.tree.map(lambda v: v.sum(0), metrics)
+
   return chunk
 
 
-def _host_steps(step_jit: Callable, chunk_jit: Callable | None, k: int, state, data,
-                labeled_idx, n: int):
+def _host_steps(
+  step_jit: Callable, chunk_jit: Callable | None, k: int, state, data, labeled_idx, n: int
+):
   """n steps from Python: n // k calls of the k-step chunk, then single steps; mean metrics."""
   acc = None
-  calls = [(chunk_jit, k)] * (n // k) + [(step_jit, 1)] * (n % k) if chunk_jit else (
-      [(step_jit, 1)] * n)
+  calls = (
+    [(chunk_jit, k)] * (n // k) + [(step_jit, 1)] * (n % k) if chunk_jit else ([(step_jit, 1)] * n)
+  )
   for fn, _ in calls:
     state, m = fn(state, data, labeled_idx)
     acc = m if acc is None else jax.tree.map(jnp.add, acc, m)
@@ -69,15 +82,19 @@ def _host_steps(step_jit: Callable, chunk_jit: Callable | None, k: int, state, d
 def _jitted(step: Callable, steps_per_call: int, vmapped: bool):
   wrap = (lambda f: jax.vmap(f, in_axes=(0, None, 0))) if vmapped else (lambda f: f)
   step_jit = jax.jit(wrap(step), donate_argnums=0)
-  chunk_jit = (jax.jit(wrap(scan_steps(step, steps_per_call)), donate_argnums=0)
-               if steps_per_call > 1 else None)
+  chunk_jit = (
+    jax.jit(wrap(scan_steps(step, steps_per_call)), donate_argnums=0)
+    if steps_per_call > 1
+    else None
+  )
   return step_jit, chunk_jit
 
 
 def _vmap_host_run_steps(step: Callable, steps_per_call: int = 1) -> RunSteps:
   step_jit, chunk_jit = _jitted(step, steps_per_call, vmapped=True)
   return lambda state, data, labeled_idx, num_steps: _host_steps(
-      step_jit, chunk_jit, steps_per_call, state, data, labeled_idx, int(num_steps))
+    step_jit, chunk_jit, steps_per_call, state, data, labeled_idx, int(num_steps)
+  )
 
 
 def seed_thread_count(seed_threads: int, num_seeds: int) -> int:
@@ -88,9 +105,17 @@ def seed_thread_count(seed_threads: int, num_seeds: int) -> int:
 
 
 # JAX config entries that `with jax.<context>(...)` blocks set for their own thread only.
-_THREAD_LOCAL_CONFIG = ("jax_default_matmul_precision", "jax_default_device", "jax_disable_jit",
-                        "jax_enable_x64", "jax_numpy_rank_promotion", "jax_numpy_dtype_promotion",
-                        "jax_debug_nans", "jax_debug_infs", "jax_default_prng_impl")
+_THREAD_LOCAL_CONFIG = (
+  "jax_default_matmul_precision",
+  "jax_default_device",
+  "jax_disable_jit",
+  "jax_enable_x64",
+  "jax_numpy_rank_promotion",
+  "jax_numpy_dtype_promotion",
+  "jax_debug_nans",
+  "jax_debug_infs",
+  "jax_default_prng_impl",
+)
 
 
 def _thread_config() -> tuple:
@@ -114,9 +139,15 @@ def _host_run_steps(step: Callable, seed_threads: int = 1, steps_per_call: int =
 
   def run(state, data, labeled_idx, num_steps):
     num_seeds = labeled_idx.shape[0]
-    one_seed = lambda s: _host_steps(step_jit, chunk_jit, steps_per_call,
-                                     jax.tree.map(lambda v: v[s], state), data, labeled_idx[s],
-                                     int(num_steps))
+    one_seed = lambda s: _host_steps(
+      step_jit,
+      chunk_jit,
+      steps_per_call,
+      jax.tree.map(lambda v: v[s], state),
+      data,
+      labeled_idx[s],
+      int(num_steps),
+    )
     workers = seed_thread_count(seed_threads, num_seeds)
     if workers > 1 and config_reaches_threads():
       with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -128,8 +159,9 @@ def _host_run_steps(step: Callable, seed_threads: int = 1, steps_per_call: int =
   return run
 
 
-def make_run_steps(step: Callable, seed_mode: str | None, seed_threads: int = 1,
-                   steps_per_call: int = 1) -> RunSteps:
+def make_run_steps(
+  step: Callable, seed_mode: str | None, seed_threads: int = 1, steps_per_call: int = 1
+) -> RunSteps:
   """(state, data, labeled_idx, num_steps) -> (state, mean metrics over the steps).
 
   With seed_mode "vmap", "map", "host" or "vmap_host" the state/labeled_idx carry a leading
@@ -146,6 +178,7 @@ def make_run_steps(step: Callable, seed_mode: str | None, seed_threads: int = 1,
   if seed_mode == "vmap":
     one = jax.vmap(step, in_axes=(0, None, 0))
   elif seed_mode == "map":
+
     def one(state, data, labeled_idx):
       return jax.lax.map(lambda a: step(a[0], data, a[1]), (state, labeled_idx))
   else:

@@ -8,6 +8,7 @@ the mean and std over all values of the un-augmented features of the first 512 t
 the round-0 model files), so prediction applies the same affine map; augmented features are
 standardized with the same two numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ class TrainConfig:
   reference code: after every update conv/dense kernels are multiplied by
   (1 - weight_decay * lr_t), lr_t the current learning rate.
   """
+
   method: str = "mixmatch"
   steps: int = 100_000
   batch_size: int = 64
@@ -106,27 +108,30 @@ def comparable_train_config(train_config: dict) -> dict:
 
 class TrainState(NamedTuple):
   """Whole training state; a pytree (stacked along a leading seed axis by `train_many`)."""
-  step: jax.Array          # () int32
+
+  step: jax.Array  # () int32
   params: Any
   batch_stats: Any
   opt_state: Any
   ema_params: Any
-  key: jax.Array           # (2,) uint32 raw key data; step t uses fold_in(key, t)
+  key: jax.Array  # (2,) uint32 raw key data; step t uses fold_in(key, t)
 
 
 class TrainData(NamedTuple):
   """Device-resident training set shared by all seeds."""
-  waveforms: jax.Array     # (N, T) float32
-  labels: jax.Array        # (N,) int32
-  noise: jax.Array         # (K, L) float32 background noise for augmentation
+
+  waveforms: jax.Array  # (N, T) float32
+  labels: jax.Array  # (N,) int32
+  noise: jax.Array  # (K, L) float32 background noise for augmentation
   feature_mean: jax.Array  # () scalar normalisation of log-mel features
-  feature_std: jax.Array   # ()
+  feature_std: jax.Array  # ()
 
 
 class Classifier(NamedTuple):
   """Everything `predict` needs for one trained model (EMA weights)."""
+
   model: nn.Module
-  variables: Any           # {"params": EMA params, "batch_stats": running stats}
+  variables: Any  # {"params": EMA params, "batch_stats": running stats}
   feature_mean: float
   feature_std: float
   featurize_fn: FeaturizeFn
@@ -135,16 +140,22 @@ class Classifier(NamedTuple):
 
 
 class TrainResult(NamedTuple):
-  state: TrainState        # final state (leading axis S for train_many)
-  classifiers: list        # [Classifier] one per seed
-  history: list            # logged scalar dicts (mean over seeds)
-  seconds: float           # wall time of the training loop (compilation included)
+  state: TrainState  # final state (leading axis S for train_many)
+  classifiers: list  # [Classifier] one per seed
+  history: list  # logged scalar dicts (mean over seeds)
+  seconds: float  # wall time of the training loop (compilation included)
   steps_per_second: float  # steps of one model per second, excluding the first (compiling) chunk
   cpu_seconds_per_step: float  # process CPU time (all threads) per step after the first chunk
 
 
-def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: np.ndarray,
-             num_classes: int, require_all_classes: bool) -> None:
+def validate(
+  tc: TrainConfig,
+  num_train: int,
+  labels: np.ndarray,
+  labeled_idx: np.ndarray,
+  num_classes: int,
+  require_all_classes: bool,
+) -> None:
   """Raises ValueError naming the bad setting; called before anything is compiled."""
   if tc.seed_mode not in SEED_MODES:
     raise ValueError(f"train.seed_mode={tc.seed_mode!r}; expected one of {SEED_MODES}.")
@@ -157,23 +168,30 @@ def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: n
   if tc.method not in METHODS:
     raise ValueError(f"train.method={tc.method!r}; expected one of {METHODS}.")
   checks = [
-      (tc.steps >= 1, f"train.steps={tc.steps}; expected >= 1."),
-      (tc.batch_size >= 1, f"train.batch_size={tc.batch_size}; expected >= 1."),
-      (tc.batch_size <= num_train,
-       f"train.batch_size={tc.batch_size} is larger than the training set ({num_train} clips)."),
-      (tc.lr > 0 and tc.lr_end >= 0, f"train.lr={tc.lr}, lr_end={tc.lr_end}; expected lr > 0, "
-       "lr_end >= 0."),
-      (0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay}; expected in [0, 1)."),
-      (0.0 <= tc.weight_decay * tc.lr < 1.0, f"train.weight_decay={tc.weight_decay}; expected "
-       "0 <= weight_decay * lr < 1."),
-      (tc.lambda_u >= 0, f"train.lambda_u={tc.lambda_u}; expected >= 0."),
-      (tc.temperature > 0, f"train.temperature={tc.temperature}; expected > 0."),
-      (tc.mixup_alpha > 0, f"train.mixup_alpha={tc.mixup_alpha}; expected > 0."),
-      (tc.num_augmentations >= 1,
-       f"train.num_augmentations={tc.num_augmentations}; expected >= 1."),
-      (tc.log_every >= 1 and tc.checkpoint_every >= 1,
-       f"train.log_every={tc.log_every}, checkpoint_every={tc.checkpoint_every}; expected >= 1."),
-      (num_classes >= 2, f"num_classes={num_classes}; expected >= 2."),
+    (tc.steps >= 1, f"train.steps={tc.steps}; expected >= 1."),
+    (tc.batch_size >= 1, f"train.batch_size={tc.batch_size}; expected >= 1."),
+    (
+      tc.batch_size <= num_train,
+      f"train.batch_size={tc.batch_size} is larger than the training set ({num_train} clips).",
+    ),
+    (
+      tc.lr > 0 and tc.lr_end >= 0,
+      f"train.lr={tc.lr}, lr_end={tc.lr_end}; expected lr > 0, lr_end >= 0.",
+    ),
+    (0.0 <= tc.ema_decay < 1.0, f"train.ema_decay={tc.ema_decay}; expected in [0, 1)."),
+    (
+      0.0 <= tc.weight_decay * tc.lr < 1.0,
+      f"train.weight_decay={tc.weight_decay}; expected 0 <= weight_decay * lr < 1.",
+    ),
+    (tc.lambda_u >= 0, f"train.lambda_u={tc.lambda_u}; expected >= 0."),
+    (tc.temperature > 0, f"train.temperature={tc.temperature}; expected > 0."),
+    (tc.mixup_alpha > 0, f"train.mixup_alpha={tc.mixup_alpha}; expected > 0."),
+    (tc.num_augmentations >= 1, f"train.num_augmentations={tc.num_augmentations}; expected >= 1."),
+    (
+      tc.log_every >= 1 and tc.checkpoint_every >= 1,
+      f"train.log_every={tc.log_every}, checkpoint_every={tc.checkpoint_every}; expected >= 1.",
+    ),
+    (num_classes >= 2, f"num_classes={num_classes}; expected >= 2."),
   ]
   for ok, message in checks:
     if not ok:
@@ -182,8 +200,9 @@ def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: n
   if labels.shape != (num_train,):
     raise ValueError(f"labels have shape {labels.shape}; expected ({num_train},).")
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(f"labels must lie in [0, {num_classes}); got range "
-                     f"[{labels.min()}, {labels.max()}].")
+    raise ValueError(
+      f"labels must lie in [0, {num_classes}); got range [{labels.min()}, {labels.max()}]."
+    )
   labeled_idx = np.asarray(labeled_idx)
   if labeled_idx.ndim != 2:
     raise ValueError(f"labeled indices must be (S, L); got shape {labeled_idx.shape}.")
@@ -192,21 +211,26 @@ def validate(tc: TrainConfig, num_train: int, labels: np.ndarray, labeled_idx: n
   if not np.issubdtype(labeled_idx.dtype, np.integer):
     raise ValueError(f"labeled indices must be integers; got dtype {labeled_idx.dtype}.")
   if labeled_idx.min() < 0 or labeled_idx.max() >= num_train:
-    raise ValueError(f"labeled indices must lie in [0, {num_train}); got range "
-                     f"[{labeled_idx.min()}, {labeled_idx.max()}].")
+    raise ValueError(
+      f"labeled indices must lie in [0, {num_train}); got range "
+      f"[{labeled_idx.min()}, {labeled_idx.max()}]."
+    )
   for s, row in enumerate(labeled_idx):
     if len(np.unique(row)) != len(row):
       raise ValueError(f"labeled indices of seed {s} contain duplicates.")
     if require_all_classes:
       missing = sorted(set(range(num_classes)) - set(labels[row].tolist()))
       if missing:
-        raise ValueError(f"labeled set of seed {s} has no label for classes {missing}; the "
-                         "protocol requires every class to be represented.")
+        raise ValueError(
+          f"labeled set of seed {s} has no label for classes {missing}; the "
+          "protocol requires every class to be represented."
+        )
 
 
 def create_model(tc: TrainConfig, num_classes: int) -> nn.Module:
-  return get_model(tc.model, num_classes=num_classes, depth=tc.depth, width=tc.width,
-                   bn_momentum=tc.bn_momentum)
+  return get_model(
+    tc.model, num_classes=num_classes, depth=tc.depth, width=tc.width, bn_momentum=tc.bn_momentum
+  )
 
 
 def lr_schedule(tc: TrainConfig) -> optax.Schedule:
@@ -218,24 +242,31 @@ def make_optimizer(tc: TrainConfig) -> optax.GradientTransformation:
   return optax.adam(lr_schedule(tc))
 
 
-def init_state(tc: TrainConfig, model: nn.Module, key: jax.Array,
-               input_shape: Sequence[int] = (32, 32, 1)) -> TrainState:
+def init_state(
+  tc: TrainConfig, model: nn.Module, key: jax.Array, input_shape: Sequence[int] = (32, 32, 1)
+) -> TrainState:
   """Fresh state from a typed PRNG key."""
   init_key, train_key = jax.random.split(key)
   variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
   params = variables["params"]
   return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
-      opt_state=make_optimizer(tc).init(params),
-      ema_params=jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
-      key=jax.random.key_data(train_key))
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=variables["batch_stats"],
+    opt_state=make_optimizer(tc).init(params),
+    ema_params=jax.tree.map(jnp.copy, params),  # own buffers: the state is donated
+    key=jax.random.key_data(train_key),
+  )
 
 
-def feature_stats(featurize_fn: FeaturizeFn, waveforms: np.ndarray, max_clips: int = 512,
-                  batch: int = 128) -> tuple[float, float]:
+def feature_stats(
+  featurize_fn: FeaturizeFn, waveforms: np.ndarray, max_clips: int = 512, batch: int = 128
+) -> tuple[float, float]:
   """Scalar mean and std of un-augmented log-mel features over the first max_clips clips."""
-  feats = [np.asarray(jax.jit(featurize_fn)(jnp.asarray(waveforms[i:i + batch])))
-           for i in range(0, min(len(waveforms), max_clips), batch)]
+  feats = [
+    np.asarray(jax.jit(featurize_fn)(jnp.asarray(waveforms[i : i + batch])))
+    for i in range(0, min(len(waveforms), max_clips), batch)
+  ]
   f = np.concatenate(feats)
   return float(f.mean()), float(f.std() + 1e-6)
 
@@ -243,4 +274,5 @@ def feature_stats(featurize_fn: FeaturizeFn, waveforms: np.ndarray, max_clips: i
 def default_audio() -> tuple[FeaturizeFn, AugmentFeaturizeFn]:
   """(featurize, augment_and_featurize) of bilevel_jax.audio: what train_many uses by default."""
   from bilevel_jax import audio  # pylint: disable=g-import-not-at-top
+
   return audio.featurize, audio.augment_and_featurize

@@ -3,6 +3,7 @@
 Every step's randomness is `fold_in(state.key, state.step)`, so any split of a training into
 calls, chunks or processes (resume from a checkpoint) gives the same numbers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,15 @@ import jax.numpy as jnp
 import optax
 
 from bilevel_jax.ssl import mixmatch
-from bilevel_jax.ssl.state import (AugmentFeaturizeFn, FeaturizeFn, TrainConfig, TrainData,
-                                   TrainState, lr_schedule, make_optimizer)
+from bilevel_jax.ssl.state import (
+  AugmentFeaturizeFn,
+  FeaturizeFn,
+  TrainConfig,
+  TrainData,
+  TrainState,
+  lr_schedule,
+  make_optimizer,
+)
 
 StepFn = Callable[[TrainState, TrainData, jax.Array], tuple[TrainState, dict]]
 
@@ -24,16 +32,23 @@ StepFn = Callable[[TrainState, TrainData, jax.Array], tuple[TrainState, dict]]
 def _decay_kernels(params: Any, factor: jax.Array) -> Any:
   def f(path, p):
     return p * factor if getattr(path[-1], "key", None) == "kernel" else p
+
   return jax.tree_util.tree_map_with_path(f, params)
 
 
 def _cast_floats(tree: Any, dtype: Any) -> Any:
-  return jax.tree.map(lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v,
-                      tree)
+  return jax.tree.map(
+    lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree
+  )
 
 
-def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
-              featurize_fn: FeaturizeFn, augment_featurize_fn: AugmentFeaturizeFn) -> StepFn:
+def make_step(
+  tc: TrainConfig,
+  model: nn.Module,
+  num_classes: int,
+  featurize_fn: FeaturizeFn,
+  augment_featurize_fn: AugmentFeaturizeFn,
+) -> StepFn:
   """Returns step(state, data, labeled_idx (L,)) -> (state, metrics) for one model (un-jitted)."""
   optimizer = make_optimizer(tc)
   b, k_aug = tc.batch_size, tc.num_augmentations
@@ -41,15 +56,16 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
   # augment_groups(keys, waveform_groups, noise): the function's batched `groups` form where it
   # has one (audio.augment_and_featurize), else one call per group; the draws are the same.
   augment_groups = getattr(augment_featurize_fn, "groups", None) or (
-      lambda keys, groups, noise: [augment_featurize_fn(k, w, noise)
-                                   for k, w in zip(keys, groups)])
+    lambda keys, groups, noise: [augment_featurize_fn(k, w, noise) for k, w in zip(keys, groups)]
+  )
 
   def forward(params, batch_stats, inputs):
     if compute_dtype is not None:
       # bf16 copies enter the network; gradients flow back through the casts as float32.
       params, inputs = _cast_floats(params, compute_dtype), inputs.astype(compute_dtype)
-    (logits, _), upd = model.apply({"params": params, "batch_stats": batch_stats}, inputs,
-                                   train=True, mutable=["batch_stats"])
+    (logits, _), upd = model.apply(
+      {"params": params, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
+    )
     if compute_dtype is not None:
       return logits.astype(jnp.float32), _cast_floats(upd["batch_stats"], jnp.float32)
     return logits, upd["batch_stats"]
@@ -65,8 +81,9 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
       uidx = jax.random.choice(k_unl, data.waveforms.shape[0], (b,), replace=False)
       waves_u = jnp.tile(data.waveforms[uidx], (k_aug, 1))  # (K*B, T)
       # All groups' augmented log-mels in one batched front-end call per step (same draws).
-      x, u = map(norm, augment_groups([k_auglab, k_augunl], [data.waveforms[idx], waves_u],
-                                      data.noise))
+      x, u = map(
+        norm, augment_groups([k_auglab, k_augunl], [data.waveforms[idx], waves_u], data.noise)
+      )
     elif tc.method == "supervised":
       x = norm(featurize_fn(data.waveforms[idx]))
     else:
@@ -76,8 +93,9 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
       # Label guessing uses batch statistics of the guess batch; its stat updates are dropped.
       logits_u, _ = forward(state.params, state.batch_stats, u)
       q = mixmatch.guess_labels(logits_u.reshape(k_aug, b, num_classes), tc.temperature)
-      inputs, targets = mixmatch.mixmatch_batch(k_mix, x, y, u, jnp.tile(q, (k_aug, 1)),
-                                                tc.mixup_alpha)
+      inputs, targets = mixmatch.mixmatch_batch(
+        k_mix, x, y, u, jnp.tile(q, (k_aug, 1)), tc.mixup_alpha
+      )
       weight_u = mixmatch.rampup_weight(state.step, tc.lambda_u, tc.rampup_steps)
 
       def loss_fn(params):
@@ -106,8 +124,13 @@ def make_step(tc: TrainConfig, model: nn.Module, num_classes: int,
 
 
 @functools.lru_cache(maxsize=16)
-def cached_step(tc: TrainConfig, model: nn.Module, num_classes: int, featurize_fn: FeaturizeFn,
-                augment_featurize_fn: AugmentFeaturizeFn) -> StepFn:
+def cached_step(
+  tc: TrainConfig,
+  model: nn.Module,
+  num_classes: int,
+  featurize_fn: FeaturizeFn,
+  augment_featurize_fn: AugmentFeaturizeFn,
+) -> StepFn:
   """make_step, one function object per setting that changes the step: runners that differ
   only in how they drive it (seed_threads, steps_per_call) share JAX's trace caches."""
   return make_step(tc, model, num_classes, featurize_fn, augment_featurize_fn)

@@ -6,6 +6,7 @@ live in `ssl.state`, the ways of stepping S seeds in `ssl.runners`, checkpoints 
 `ssl.checkpoint`. Every step's randomness is `fold_in(state.key, state.step)`, so a run resumed
 from a checkpoint reproduces the uninterrupted run exactly.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,14 +19,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilevel_jax.ssl.checkpoint import Checkpoints
+
 # The public names of the training API, re-exported (callers use `ssl.train.<name>`).
-from bilevel_jax.ssl.runners import (compiled_run_steps, config_reaches_threads,  # noqa: F401
-                                     make_run_steps, resolve_seed_mode, seed_thread_count)
-from bilevel_jax.ssl.state import (METHODS, PRECISIONS, SEED_MODES,  # noqa: F401
-                                   AugmentFeaturizeFn, Classifier, FeaturizeFn, TrainConfig,
-                                   TrainData, TrainResult, TrainState, create_model,
-                                   default_audio, feature_stats, init_state, lr_schedule,
-                                   make_optimizer, validate)
+from bilevel_jax.ssl.runners import (
+  compiled_run_steps,
+  config_reaches_threads,  # noqa: F401
+  make_run_steps,
+  resolve_seed_mode,
+  seed_thread_count,
+)
+from bilevel_jax.ssl.state import (
+  METHODS,
+  PRECISIONS,
+  SEED_MODES,  # noqa: F401
+  AugmentFeaturizeFn,
+  Classifier,
+  FeaturizeFn,
+  TrainConfig,
+  TrainData,
+  TrainResult,
+  TrainState,
+  create_model,
+  default_audio,
+  feature_stats,
+  init_state,
+  lr_schedule,
+  make_optimizer,
+  validate,
+)
 from bilevel_jax.ssl.step import make_step  # noqa: F401
 from bilevel_jax.utils import budget as budget_lib
 from bilevel_jax.utils.metrics import MetricWriter
@@ -34,15 +55,25 @@ from bilevel_jax.utils.progress import Progress
 log = logging.getLogger(__name__)
 
 
-def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
-               labeled_idx: np.ndarray, keys: jax.Array, *, num_classes: int,
-               noise: np.ndarray | None = None, featurize_fn: FeaturizeFn | None = None,
-               augment_featurize_fn: AugmentFeaturizeFn | None = None,
-               workdir: str | pathlib.Path | None = None, require_all_classes: bool = False,
-               vmapped: bool = True, progress: bool = True,
-               callback: Callable[[int, TrainState], None] | None = None,
-               deadline: budget_lib.Deadline | None = None,
-               desc: str | None = None) -> TrainResult:
+def train_many(
+  config: Any,
+  waveforms: np.ndarray,
+  labels: np.ndarray,
+  labeled_idx: np.ndarray,
+  keys: jax.Array,
+  *,
+  num_classes: int,
+  noise: np.ndarray | None = None,
+  featurize_fn: FeaturizeFn | None = None,
+  augment_featurize_fn: AugmentFeaturizeFn | None = None,
+  workdir: str | pathlib.Path | None = None,
+  require_all_classes: bool = False,
+  vmapped: bool = True,
+  progress: bool = True,
+  callback: Callable[[int, TrainState], None] | None = None,
+  deadline: budget_lib.Deadline | None = None,
+  desc: str | None = None,
+) -> TrainResult:
   """Trains S models (one per key / labeled set).
 
   Args:
@@ -75,33 +106,57 @@ def train_many(config: Any, waveforms: np.ndarray, labels: np.ndarray,
   validate(tc, waveforms.shape[0], labels, labeled_idx, num_classes, require_all_classes)
   num_seeds = labeled_idx.shape[0]
   if jnp.shape(keys) != (num_seeds,):
-    raise ValueError(f"need one key per labeled set: keys {jnp.shape(keys)}, labeled "
-                     f"{labeled_idx.shape}.")
+    raise ValueError(
+      f"need one key per labeled set: keys {jnp.shape(keys)}, labeled {labeled_idx.shape}."
+    )
   if featurize_fn is None or augment_featurize_fn is None:
     default_feat, default_aug = default_audio()
     featurize_fn = featurize_fn or default_feat
     augment_featurize_fn = augment_featurize_fn or default_aug
   if noise is None:
     noise = np.zeros((1, waveforms.shape[1]), np.float32)
-  common = dict(num_classes=num_classes, noise=noise, featurize_fn=featurize_fn,
-                augment_featurize_fn=augment_featurize_fn, progress=progress, callback=callback,
-                deadline=deadline or budget_lib.NO_DEADLINE,
-                desc=desc or f"{tc.method} x{num_seeds if vmapped else 1}")
+  common = dict(
+    num_classes=num_classes,
+    noise=noise,
+    featurize_fn=featurize_fn,
+    augment_featurize_fn=augment_featurize_fn,
+    progress=progress,
+    callback=callback,
+    deadline=deadline or budget_lib.NO_DEADLINE,
+    desc=desc or f"{tc.method} x{num_seeds if vmapped else 1}",
+  )
   if vmapped:
     return _train_seeds(tc, waveforms, labels, labeled_idx, keys, workdir=workdir, **common)
-  results = [_train_seeds(tc, waveforms, labels, labeled_idx[s:s + 1], keys[s:s + 1],
-                          workdir=None if workdir is None else pathlib.Path(workdir) / f"seed{s}",
-                          **common)
-             for s in range(num_seeds)]
-  return TrainResult(jax.tree.map(lambda *xs: jnp.concatenate(xs), *[r.state for r in results]),
-                     sum((r.classifiers for r in results), []), results[0].history,
-                     sum(r.seconds for r in results),
-                     float(np.mean([r.steps_per_second for r in results])),
-                     float(np.mean([r.cpu_seconds_per_step for r in results])))
+  results = [
+    _train_seeds(
+      tc,
+      waveforms,
+      labels,
+      labeled_idx[s : s + 1],
+      keys[s : s + 1],
+      workdir=None if workdir is None else pathlib.Path(workdir) / f"seed{s}",
+      **common,
+    )
+    for s in range(num_seeds)
+  ]
+  return TrainResult(
+    jax.tree.map(lambda *xs: jnp.concatenate(xs), *[r.state for r in results]),
+    sum((r.classifiers for r in results), []),
+    results[0].history,
+    sum(r.seconds for r in results),
+    float(np.mean([r.steps_per_second for r in results])),
+    float(np.mean([r.cpu_seconds_per_step for r in results])),
+  )
 
 
-def train(config: Any, waveforms: np.ndarray, labels: np.ndarray, labeled_idx: np.ndarray,
-          key: jax.Array, **kwargs: Any) -> TrainResult:
+def train(
+  config: Any,
+  waveforms: np.ndarray,
+  labels: np.ndarray,
+  labeled_idx: np.ndarray,
+  key: jax.Array,
+  **kwargs: Any,
+) -> TrainResult:
   """One model: labeled_idx (L,), key a typed PRNG key. Same keywords as `train_many`."""
   labeled_idx = np.asarray(labeled_idx)
   if labeled_idx.ndim != 1:
@@ -115,16 +170,36 @@ def _next_stop(tc: TrainConfig, step: int, piece: int) -> int:
   return min(step + piece, boundary, tc.steps)
 
 
-def _train_seeds(tc: TrainConfig, waveforms, labels, labeled_idx, keys, *, num_classes, noise,
-                 featurize_fn, augment_featurize_fn, workdir, progress, callback, deadline,
-                 desc) -> TrainResult:
+def _train_seeds(
+  tc: TrainConfig,
+  waveforms,
+  labels,
+  labeled_idx,
+  keys,
+  *,
+  num_classes,
+  noise,
+  featurize_fn,
+  augment_featurize_fn,
+  workdir,
+  progress,
+  callback,
+  deadline,
+  desc,
+) -> TrainResult:
   """The loop for S seeds in one state: restore, step in chunks, log, checkpoint, stop on time."""
   model = create_model(tc, num_classes)
   mean, std = feature_stats(featurize_fn, waveforms)
-  data = TrainData(jnp.asarray(waveforms), jnp.asarray(labels, jnp.int32),
-                   jnp.asarray(noise, jnp.float32), jnp.float32(mean), jnp.float32(std))
-  input_shape = jax.eval_shape(featurize_fn, jax.ShapeDtypeStruct((1, waveforms.shape[1]),
-                                                                 jnp.float32)).shape[1:]
+  data = TrainData(
+    jnp.asarray(waveforms),
+    jnp.asarray(labels, jnp.int32),
+    jnp.asarray(noise, jnp.float32),
+    jnp.float32(mean),
+    jnp.float32(std),
+  )
+  input_shape = jax.eval_shape(
+    featurize_fn, jax.ShapeDtypeStruct((1, waveforms.shape[1]), jnp.float32)
+  ).shape[1:]
   state = jax.vmap(lambda k: init_state(tc, model, k, input_shape))(keys)
   lab = jnp.asarray(labeled_idx, jnp.int32)
   run_steps = compiled_run_steps(tc, model, num_classes, featurize_fn, augment_featurize_fn)
@@ -166,8 +241,9 @@ def _train_seeds(tc: TrainConfig, waveforms, labels, labeled_idx, keys, *, num_c
       if deadline.expired() and step < tc.steps:
         checkpoints.save(step, state)
         raise budget_lib.TimeBudgetExceeded(
-            f"time budget of {deadline.seconds} s spent at step {step}/{tc.steps} of {desc}"
-            + (f"; checkpoint in {workdir}" if workdir is not None else " (no workdir: lost)"))
+          f"time budget of {deadline.seconds} s spent at step {step}/{tc.steps} of {desc}"
+          + (f"; checkpoint in {workdir}" if workdir is not None else " (no workdir: lost)")
+        )
     jax.block_until_ready(state)
   finally:
     bar.close()
@@ -178,8 +254,18 @@ def _train_seeds(tc: TrainConfig, waveforms, labels, labeled_idx, keys, *, num_c
   sps = steps_after_first / (t1 - t_first) if steps_after_first else float("nan")
   cps = (cpu1 - cpu_first) / steps_after_first if steps_after_first else float("nan")
   classifiers = [
-      Classifier(model, {"params": jax.tree.map(lambda v: v[s], state.ema_params),
-                         "batch_stats": jax.tree.map(lambda v: v[s], state.batch_stats)},
-                 mean, std, featurize_fn, augment_featurize_fn, data.noise)
-      for s in range(labeled_idx.shape[0])]
+    Classifier(
+      model,
+      {
+        "params": jax.tree.map(lambda v: v[s], state.ema_params),
+        "batch_stats": jax.tree.map(lambda v: v[s], state.batch_stats),
+      },
+      mean,
+      std,
+      featurize_fn,
+      augment_featurize_fn,
+      data.noise,
+    )
+    for s in range(labeled_idx.shape[0])
+  ]
   return TrainResult(state, classifiers, history, t1 - t0, sps, cps)

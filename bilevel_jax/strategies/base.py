@@ -26,6 +26,7 @@ A strategy that needs inputs of its own (e.g. the bilevel rule's Nystrom feature
 augmented-copy banks) builds them in a `prepare` hook from its config block (`config_block`);
 see `strategies.inputs`, which the AL loop calls without knowing strategy names.
 """
+
 from __future__ import annotations
 
 import functools
@@ -59,6 +60,7 @@ class RoundContext(NamedTuple):
     aug_embeddings: (K, N, E) last-layer embeddings under the K augmentations of aug_probs
       (for strategies registered with both `augmentations` and `embeddings`), or None.
   """
+
   probs: jax.Array
   labeled_mask: jax.Array
   labeled_idx: jax.Array
@@ -73,6 +75,7 @@ class RoundContext(NamedTuple):
 
 class Strategy(NamedTuple):
   """A registered strategy: its jitted `select` and what it needs from the loop."""
+
   name: str
   select: Callable[..., jax.Array]
   augmentations: int = 0
@@ -80,9 +83,9 @@ class Strategy(NamedTuple):
   kernel: bool = False
   # Jitted fn returning (indices, {name: array}) for strategies registered with diagnostics.
   select_with_diagnostics: Callable[..., tuple[jax.Array, dict]] | None = None
-  options: tuple[str, ...] = ()           # keyword-only option names of the strategy function
-  config_block: str | None = None         # config entry holding its options and input settings
-  prepare: Callable[..., Any] | None = None       # (block, data, *, progress) -> inputs.Prepared
+  options: tuple[str, ...] = ()  # keyword-only option names of the strategy function
+  config_block: str | None = None  # config entry holding its options and input settings
+  prepare: Callable[..., Any] | None = None  # (block, data, *, progress) -> inputs.Prepared
   check_config: Callable[[Any], None] | None = None  # (block) -> None, raises ValueError
   # Float options traced under jit (changing them does not recompile).
   traced_options: tuple[str, ...] = ()
@@ -91,12 +94,19 @@ class Strategy(NamedTuple):
 _REGISTRY: dict[str, Strategy] = {}
 
 
-def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
-             kernel: bool = False, diagnostics: bool = False,
-             overwrite: bool = True, config_block: str | None = None,
-             prepare: Callable[..., Any] | None = None,
-             check_config: Callable[[Any], None] | None = None,
-             static_options: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def register(
+  name: str,
+  *,
+  augmentations: int = 0,
+  embeddings: bool = False,
+  kernel: bool = False,
+  diagnostics: bool = False,
+  overwrite: bool = True,
+  config_block: str | None = None,
+  prepare: Callable[..., Any] | None = None,
+  check_config: Callable[[Any], None] | None = None,
+  static_options: tuple[str, ...] = (),
+) -> Callable[[Callable], Callable]:
   """Decorator registering `fn(key, ctx, b, *, **options) -> (b,) int32` under `name`.
 
   Keyword-only parameters of `fn` are options, passed through `select(..., **options)`. Those
@@ -129,8 +139,11 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
   def decorator(fn: Callable) -> Callable:
     if name in _REGISTRY and not overwrite:
       raise ValueError(f"Strategy {name!r} is already registered.")
-    options = tuple(p.name for p in inspect.signature(fn).parameters.values()
-                    if p.kind == inspect.Parameter.KEYWORD_ONLY)
+    options = tuple(
+      p.name
+      for p in inspect.signature(fn).parameters.values()
+      if p.kind == inspect.Parameter.KEYWORD_ONLY
+    )
     static, traced = _split_options(name, fn, static_options)
     jit = functools.partial(jax.jit, static_argnums=(2,), static_argnames=("b", *static))
 
@@ -149,24 +162,40 @@ def register(name: str, *, augmentations: int = 0, embeddings: bool = False,
       jitted = jit(indices_only)
     else:
       jitted = jit(checked)
-    _REGISTRY[name] = Strategy(name, jitted, augmentations, embeddings, kernel, with_diagnostics,
-                               options, config_block, prepare, check_config, traced)
+    _REGISTRY[name] = Strategy(
+      name,
+      jitted,
+      augmentations,
+      embeddings,
+      kernel,
+      with_diagnostics,
+      options,
+      config_block,
+      prepare,
+      check_config,
+      traced,
+    )
     return jitted
 
   return decorator
 
 
-def _split_options(name: str, fn: Callable, static_options: tuple[str, ...]
-                   ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _split_options(
+  name: str, fn: Callable, static_options: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
   """(static, traced) keyword-only option names of `fn`: float defaults are traced."""
-  params = [p for p in inspect.signature(fn).parameters.values()
-            if p.kind == inspect.Parameter.KEYWORD_ONLY]
+  params = [
+    p for p in inspect.signature(fn).parameters.values() if p.kind == inspect.Parameter.KEYWORD_ONLY
+  ]
   unknown = set(static_options) - {p.name for p in params}
   if unknown:
-    raise ValueError(f"Strategy {name!r}: static_options {sorted(unknown)} are not keyword-only "
-                     "parameters of the function.")
-  traced = tuple(p.name for p in params
-                 if isinstance(p.default, float) and p.name not in static_options)
+    raise ValueError(
+      f"Strategy {name!r}: static_options {sorted(unknown)} are not keyword-only "
+      "parameters of the function."
+    )
+  traced = tuple(
+    p.name for p in params if isinstance(p.default, float) and p.name not in static_options
+  )
   return tuple(p.name for p in params if p.name not in traced), traced
 
 
@@ -174,14 +203,22 @@ def _check_output(name: str, diagnostics: bool, out: Any) -> Any:
   """Raises TypeError (at trace time) if `out` is not what `register(diagnostics=...)` says."""
   pair = isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], dict)
   if diagnostics and not pair:
-    got = (f"a {type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
-           else f"an array of shape {out.shape}" if hasattr(out, "shape")
-           else f"a {type(out).__name__}")
-    raise TypeError(f"Strategy {name!r} is registered with diagnostics=True, so it must return "
-                    f"(indices, {{name: array}}); it returned {got}.")
+    got = (
+      f"a {type(out).__name__} of length {len(out)}"
+      if isinstance(out, (tuple, list))
+      else f"an array of shape {out.shape}"
+      if hasattr(out, "shape")
+      else f"a {type(out).__name__}"
+    )
+    raise TypeError(
+      f"Strategy {name!r} is registered with diagnostics=True, so it must return "
+      f"(indices, {{name: array}}); it returned {got}."
+    )
   if not diagnostics and isinstance(out, (tuple, list)):
-    raise TypeError(f"Strategy {name!r} returned a {type(out).__name__}; expected (b,) indices. "
-                    "Register it with diagnostics=True to return (indices, {name: array}).")
+    raise TypeError(
+      f"Strategy {name!r} returned a {type(out).__name__}; expected (b,) indices. "
+      "Register it with diagnostics=True to return (indices, {name: array})."
+    )
   return out
 
 
@@ -207,14 +244,21 @@ def select(name: str, key: jax.Array, ctx: RoundContext, b: int, **options: Any)
   return _run(name, key, ctx, b, options, want_diagnostics=False)[0]
 
 
-def select_with_diagnostics(name: str, key: jax.Array, ctx: RoundContext, b: int,
-                            **options: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+def select_with_diagnostics(
+  name: str, key: jax.Array, ctx: RoundContext, b: int, **options: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """`select`, plus the strategy's diagnostics ({} for strategies without them)."""
   return _run(name, key, ctx, b, options, want_diagnostics=True)
 
 
-def _run(name: str, key: jax.Array, ctx: RoundContext, b: int, options: dict[str, Any],
-         want_diagnostics: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+def _run(
+  name: str,
+  key: jax.Array,
+  ctx: RoundContext,
+  b: int,
+  options: dict[str, Any],
+  want_diagnostics: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   strategy = get(name)
   _check_context(strategy, ctx)
   _check_traced_options(strategy, options)
@@ -235,40 +279,57 @@ def _check_context(strategy: Strategy, ctx: RoundContext) -> None:
   if ctx.probs.ndim != 2:
     raise ValueError(f"RoundContext.probs must be (N, C), got shape {ctx.probs.shape}.")
   n, c = ctx.probs.shape
-  want = {"labeled_mask": (n,), "labels": (n,), "aug_probs": (None, n, c),
-          "embeddings": (n, None), "features": (n, None), "aug_embeddings": (None, n, None),
-          "bank": (ctx.labeled_idx.shape[0], None, None)}
+  want = {
+    "labeled_mask": (n,),
+    "labels": (n,),
+    "aug_probs": (None, n, c),
+    "embeddings": (n, None),
+    "features": (n, None),
+    "aug_embeddings": (None, n, None),
+    "bank": (ctx.labeled_idx.shape[0], None, None),
+  }
   if ctx.labeled_mask.dtype != jnp.bool_:
     raise ValueError(f"RoundContext.labeled_mask must be bool, got dtype {ctx.labeled_mask.dtype}.")
   if ctx.labeled_idx.ndim != 1 or not jnp.issubdtype(ctx.labeled_idx.dtype, jnp.integer):
-    raise ValueError(f"RoundContext.labeled_idx must be (L,) integers, got shape "
-                     f"{ctx.labeled_idx.shape} dtype {ctx.labeled_idx.dtype}.")
+    raise ValueError(
+      f"RoundContext.labeled_idx must be (L,) integers, got shape "
+      f"{ctx.labeled_idx.shape} dtype {ctx.labeled_idx.dtype}."
+    )
   for field, shape in want.items():
     x = getattr(ctx, field)
-    if x is not None and (x.ndim != len(shape) or
-                          any(w is not None and d != w for d, w in zip(x.shape, shape))):
-      raise ValueError(f"RoundContext.{field} has shape {x.shape}; expected "
-                       f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
-                       f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled).")
+    if x is not None and (
+      x.ndim != len(shape) or any(w is not None and d != w for d, w in zip(x.shape, shape))
+    ):
+      raise ValueError(
+        f"RoundContext.{field} has shape {x.shape}; expected "
+        f"{tuple('*' if w is None else w for w in shape)} (N={n} training "
+        f"points, C={c} classes, L={ctx.labeled_idx.shape[0]} labeled)."
+      )
   # (L,) indices come to the host; the (N,) mask is reduced where it lives (count, L entries).
   idx = tracing.concrete(ctx.labeled_idx)
   if idx is not None and not isinstance(ctx.labeled_mask, jax.core.Tracer):
     in_range = np.all((idx >= 0) & (idx < n))
     mask_sum = int(jnp.sum(ctx.labeled_mask))
     marked = np.asarray(jnp.asarray(ctx.labeled_mask)[jnp.asarray(np.clip(idx, 0, n - 1))])
-    if not in_range or np.unique(idx).size != idx.size or mask_sum != idx.size or \
-        not np.all(marked):
-      raise ValueError(f"RoundContext.labeled_mask ({mask_sum} True) and labeled_idx "
-                       f"({idx.size} indices) disagree; expected labeled_idx to list the True "
-                       f"rows of labeled_mask, each once, in [0, N={n}).")
+    if (
+      not in_range or np.unique(idx).size != idx.size or mask_sum != idx.size or not np.all(marked)
+    ):
+      raise ValueError(
+        f"RoundContext.labeled_mask ({mask_sum} True) and labeled_idx "
+        f"({idx.size} indices) disagree; expected labeled_idx to list the True "
+        f"rows of labeled_mask, each once, in [0, N={n})."
+      )
   missing = []
   if strategy.augmentations:
     if ctx.aug_probs is None or ctx.aug_probs.shape[-3] < strategy.augmentations:
       missing.append(f"aug_probs with K >= {strategy.augmentations} augmentations")
   if strategy.embeddings and ctx.embeddings is None:
     missing.append("embeddings")
-  if strategy.embeddings and strategy.augmentations and (
-      ctx.aug_embeddings is None or ctx.aug_embeddings.shape[-3] < strategy.augmentations):
+  if (
+    strategy.embeddings
+    and strategy.augmentations
+    and (ctx.aug_embeddings is None or ctx.aug_embeddings.shape[-3] < strategy.augmentations)
+  ):
     missing.append(f"aug_embeddings with K >= {strategy.augmentations} augmentations")
   if strategy.kernel and ctx.features is None:
     missing.append("features (Nystrom)")
@@ -282,29 +343,36 @@ def _check_traced_options(strategy: Strategy, options: dict[str, Any]) -> None:
     if k not in options:
       continue
     v = tracing.concrete(options[k])
-    if v is not None and (v.shape != () or not np.issubdtype(v.dtype, np.number) or
-                          not np.isfinite(v)):
-      raise ValueError(f"Strategy {strategy.name!r}: option {k}={options[k]!r}; expected a "
-                       "finite number.")
+    if v is not None and (
+      v.shape != () or not np.issubdtype(v.dtype, np.number) or not np.isfinite(v)
+    ):
+      raise ValueError(
+        f"Strategy {strategy.name!r}: option {k}={options[k]!r}; expected a finite number."
+      )
 
 
 def _check_picks(name: str, picks: jax.Array, labeled_mask: jax.Array, b: int) -> None:
   if picks.shape != (b,) or not jnp.issubdtype(picks.dtype, jnp.integer):
-    raise ValueError(f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
-                     f"expected ({b},) integer indices.")
-  got = tracing.concrete(picks)   # (b,): small
+    raise ValueError(
+      f"Strategy {name!r} returned shape {picks.shape} dtype {picks.dtype}; "
+      f"expected ({b},) integer indices."
+    )
+  got = tracing.concrete(picks)  # (b,): small
   if got is None or isinstance(labeled_mask, jax.core.Tracer):
     return
   n = labeled_mask.shape[0]
   if np.any((got < 0) | (got >= n)):
     raise ValueError(f"Strategy {name!r} returned indices {got.tolist()} outside [0, N={n}).")
-  labeled = np.asarray(jnp.asarray(labeled_mask)[jnp.asarray(got)])   # (b,) entries of the mask
+  labeled = np.asarray(jnp.asarray(labeled_mask)[jnp.asarray(got)])  # (b,) entries of the mask
   if np.unique(got).size != b or np.any(labeled):
-    raise ValueError(f"Strategy {name!r} returned {got.tolist()}: expected {b} distinct "
-                     f"unlabeled indices (labeled among them: {got[labeled].tolist()}).")
+    raise ValueError(
+      f"Strategy {name!r} returned {got.tolist()}: expected {b} distinct "
+      f"unlabeled indices (labeled among them: {got[labeled].tolist()})."
+    )
 
 
 # Helpers shared by strategies (all jit-friendly, no loops over pool points).
+
 
 def top_b_in_pool(scores: jax.Array, labeled_mask: jax.Array, b: int) -> jax.Array:
   """Indices of the b largest `scores` (N,) among unlabeled points; ties -> lower index."""
@@ -318,8 +386,9 @@ def top_b_in_pool(scores: jax.Array, labeled_mask: jax.Array, b: int) -> jax.Arr
   return jax.lax.top_k(masked, b)[1].astype(jnp.int32)
 
 
-def uniform_in_pool(key: jax.Array, labeled_mask: jax.Array, b: int,
-                    exclude: jax.Array | None = None) -> jax.Array:
+def uniform_in_pool(
+  key: jax.Array, labeled_mask: jax.Array, b: int, exclude: jax.Array | None = None
+) -> jax.Array:
   """b distinct unlabeled indices uniformly at random (Gumbel top-k), avoiding `exclude` (k,)."""
   blocked = labeled_mask
   if exclude is not None:
@@ -331,4 +400,3 @@ def entropy(probs: jax.Array, axis: int = -1) -> jax.Array:
   """Shannon entropy in nats of (..., C) probabilities (0 log 0 = 0)."""
   p = jnp.clip(probs, 0.0, 1.0)
   return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=axis)
-

@@ -2,6 +2,7 @@
 
 Each returns (b,) int32 distinct indices of unlabeled training-set points.
 """
+
 from __future__ import annotations
 
 import jax
@@ -54,8 +55,9 @@ def _distances_to(x: jax.Array, center: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(x - center), axis=-1))
 
 
-def kcenter_greedy(key: jax.Array, embeddings: jax.Array, labeled_mask: jax.Array,
-                   labeled_idx: jax.Array, b: int) -> jax.Array:
+def kcenter_greedy(
+  key: jax.Array, embeddings: jax.Array, labeled_mask: jax.Array, labeled_idx: jax.Array, b: int
+) -> jax.Array:
   """Sener & Savarese (2018) greedy k-center in embedding space.
 
   Repeatedly picks the pool point farthest (Euclidean) from its nearest center, where the
@@ -79,9 +81,11 @@ def kcenter_greedy(key: jax.Array, embeddings: jax.Array, labeled_mask: jax.Arra
     min_dist = jax.random.uniform(key, (n,), jnp.float32, 1e30, 2e30)
   else:
     min_dist = lax.fori_loop(
-        0, labeled_idx.shape[0],
-        lambda i, d: jnp.minimum(d, _distances_to(x, x[labeled_idx[i]])),
-        jnp.full((n,), jnp.inf, jnp.float32))
+      0,
+      labeled_idx.shape[0],
+      lambda i, d: jnp.minimum(d, _distances_to(x, x[labeled_idx[i]])),
+      jnp.full((n,), jnp.inf, jnp.float32),
+    )
 
   def body(t, state):
     min_dist, available, picks = state

@@ -6,6 +6,7 @@ Its inputs (WRN NTK Nystrom features of the training set, augmented-copy banks a
 bank function) are built by `prepare` from the config's `bilevel` block with
 `bilevel_jax.ntk.features`; the block's entries named like the options below are the options.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,30 +28,51 @@ def clean_copy_bank_fn(features: jax.Array, key: jax.Array, index: jax.Array) ->
 def check_config(block: Any) -> None:
   """The feature entries of the `bilevel` block (landmarks, kernel, ...), before any data."""
   from bilevel_jax.ntk import features  # pylint: disable=g-import-not-at-top
+
   features.check_config(block)
 
 
 def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
   """Nystrom features and banks of `data`'s training set (cached), and the options."""
   from bilevel_jax.ntk import features  # pylint: disable=g-import-not-at-top
+
   kernel = features.prepare(block, data, progress=progress)
   options = inputs.block_options("bilevel", block)
   if "batch_size" in options:
-    options["batch_size"] = options["batch_size"] or None    # 0: the full bank
+    options["batch_size"] = options["batch_size"] or None  # 0: the full bank
   options["bank_fn"] = kernel.bank_fn
   return inputs.Prepared(options, kernel.context_fields, kernel)
 
 
-@base.register("bilevel", kernel=True, diagnostics=True, config_block="bilevel",
-               prepare=prepare, check_config=check_config,
-               static_options=("uniform_fraction",))   # it decides the number of greedy picks
-def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
-            uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-            inner_steps: int = 1000, batch_size: int | None = 64,
-            cg_steps: int = 30, solver: str = "paper", loss_reduction: str = "sum",
-            inner_tol: float = 1e-6, ihvp_rtol: float = 1e-4, inner_max_iter: int = 50,
-            ihvp_max_iter: int = 1000, newton_cg_max_iter: int = 200
-            ) -> tuple[jax.Array, dict[str, jax.Array]]:
+@base.register(
+  "bilevel",
+  kernel=True,
+  diagnostics=True,
+  config_block="bilevel",
+  prepare=prepare,
+  check_config=check_config,
+  static_options=("uniform_fraction",),
+)  # it decides the number of greedy picks
+def bilevel(
+  key: jax.Array,
+  ctx: base.RoundContext,
+  b: int,
+  *,
+  bank_fn: Any = None,
+  uniform_fraction: float = 0.1,
+  lr: float = 1e-3,
+  l2: float = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int | None = 64,
+  cg_steps: int = 30,
+  solver: str = "paper",
+  loss_reduction: str = "sum",
+  inner_tol: float = 1e-6,
+  ihvp_rtol: float = 1e-4,
+  inner_max_iter: int = 50,
+  ihvp_max_iter: int = 1000,
+  newton_cg_max_iter: int = 200,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Bilevel greedy picks followed by round(uniform_fraction * b) uniform ones.
 
   Returns the (b,) indices and, per greedy pick (n,), its `score`, the `inner_loss` F and
@@ -68,28 +90,53 @@ def bilevel(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = No
   if ctx.bank is None:
     if bank_fn is not None:
       # Otherwise the copies bank_fn would make are silently replaced by clean features.
-      raise ValueError("The bilevel strategy got a bank_fn option but RoundContext.bank is None; "
-                       "expected ctx.bank (L, A, m) with the labeled points' augmented copies.")
+      raise ValueError(
+        "The bilevel strategy got a bank_fn option but RoundContext.bank is None; "
+        "expected ctx.bank (L, A, m) with the labeled points' augmented copies."
+      )
     bank = ctx.features[ctx.labeled_idx][:, None, :]
     bank_fn, bank_params = clean_copy_bank_fn, ctx.features
   else:
     if bank_fn is None:
-      raise ValueError("RoundContext.bank is set, so the bilevel strategy needs a bank_fn option "
-                       "that makes the copies of picked points.")
+      raise ValueError(
+        "RoundContext.bank is set, so the bilevel strategy needs a bank_fn option "
+        "that makes the copies of picked points."
+      )
     bank, bank_params = ctx.bank, ctx.bank_params
   selection = bilevel_select.select_batch(
-      key, ctx.features, ctx.probs.astype(ctx.features.dtype), ctx.labeled_idx,
-      labeled_labels, bank, bank_fn, bank_params, b=b, uniform_fraction=uniform_fraction,
-      lr=lr, l2=l2, inner_steps=inner_steps, batch_size=batch_size, cg_steps=cg_steps,
-      solver=solver, loss_reduction=loss_reduction, inner_tol=inner_tol, ihvp_rtol=ihvp_rtol,
-      inner_max_iter=inner_max_iter, ihvp_max_iter=ihvp_max_iter,
-      newton_cg_max_iter=newton_cg_max_iter)
-  diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
-                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
-                 "inner_grad_norm": selection.inner_grad_norm,
-                 "inner_iterations": selection.inner_iterations,
-                 "ihvp_iterations": selection.ihvp_iterations,
-                 # The proxy of the last inner solve on the training set (N, C), for the
-                 # loop's pick diagnostics (al/diagnostics.py; not stored per pick).
-                 "proxy_logits": ctx.features @ selection.w}
+    key,
+    ctx.features,
+    ctx.probs.astype(ctx.features.dtype),
+    ctx.labeled_idx,
+    labeled_labels,
+    bank,
+    bank_fn,
+    bank_params,
+    b=b,
+    uniform_fraction=uniform_fraction,
+    lr=lr,
+    l2=l2,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+    solver=solver,
+    loss_reduction=loss_reduction,
+    inner_tol=inner_tol,
+    ihvp_rtol=ihvp_rtol,
+    inner_max_iter=inner_max_iter,
+    ihvp_max_iter=ihvp_max_iter,
+    newton_cg_max_iter=newton_cg_max_iter,
+  )
+  diagnostics = {
+    "score": selection.scores,
+    "inner_loss": selection.inner_loss,
+    "outer_loss": selection.outer_loss,
+    "cg_residual": selection.cg_residual,
+    "inner_grad_norm": selection.inner_grad_norm,
+    "inner_iterations": selection.inner_iterations,
+    "ihvp_iterations": selection.ihvp_iterations,
+    # The proxy of the last inner solve on the training set (N, C), for the
+    # loop's pick diagnostics (al/diagnostics.py; not stored per pick).
+    "proxy_logits": ctx.features @ selection.w,
+  }
   return selection.indices.astype(jnp.int32), diagnostics

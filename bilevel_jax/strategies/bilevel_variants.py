@@ -15,6 +15,7 @@ All three take `pseudo_temperature` (default 1: the model's predictions, as in t
 every keyword option it has (their signatures are built from its own), so they share its solver
 and options, including any added to `bilevel` later.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -41,15 +42,16 @@ def tempered(probs: jax.Array, temperature: float) -> jax.Array:
     return probs
   logp = jnp.log(jnp.maximum(probs, jnp.finfo(probs.dtype).tiny))
   out = jax.nn.softmax(logp / temperature, axis=-1)
-  return jnp.where(probs > 0, out, 0.0) / jnp.sum(jnp.where(probs > 0, out, 0.0), -1,
-                                                  keepdims=True)
+  return jnp.where(probs > 0, out, 0.0) / jnp.sum(jnp.where(probs > 0, out, 0.0), -1, keepdims=True)
 
 
 def _check_temperature(name: str, block: Any) -> None:
   t = block.get("pseudo_temperature", 1.0) if block is not None else 1.0
   if not (isinstance(t, (int, float)) and 0 < t < float("inf")):
-    raise ValueError(f"config.{name}.pseudo_temperature={t!r}; expected a number > 0 "
-                     "(1 = the model's predictions, as in the paper).")
+    raise ValueError(
+      f"config.{name}.pseudo_temperature={t!r}; expected a number > 0 "
+      "(1 = the model's predictions, as in the paper)."
+    )
 
 
 def _kernel_prepare(name: str):
@@ -60,8 +62,9 @@ def _kernel_prepare(name: str):
     options = dict(prepared.options)
     options.update(inputs.block_options(name, block))
     if "batch_size" in options:
-      options["batch_size"] = options["batch_size"] or None    # 0: the full bank
+      options["batch_size"] = options["batch_size"] or None  # 0: the full bank
     return prepared._replace(options=options)
+
   return prepare
 
 
@@ -73,14 +76,19 @@ def _kernel_check(name: str):
       # Its own greedy loop (bilevel/semi_supervised.py) has the paper's Adam + CG solver and
       # the mean convention only; refuse a block that asks for more rather than ignore it.
       if block.get("solver", "paper") != "paper" or block.get("loss_reduction", "mean") != "mean":
-        raise ValueError(f"config.bilevel_ssl asks for solver={block.get('solver')!r}, "
-                         f"loss_reduction={block.get('loss_reduction')!r}; bilevel_ssl supports "
-                         "only solver='paper' with loss_reduction='mean' so far.")
+        raise ValueError(
+          f"config.bilevel_ssl asks for solver={block.get('solver')!r}, "
+          f"loss_reduction={block.get('loss_reduction')!r}; bilevel_ssl supports "
+          "only solver='paper' with loss_reduction='mean' so far."
+        )
       if not 0.0 <= float(block.ssl_threshold) <= 1.0:
-        raise ValueError(f"config.bilevel_ssl.ssl_threshold={block.ssl_threshold}; expected a "
-                         "probability in [0, 1].")
+        raise ValueError(
+          f"config.bilevel_ssl.ssl_threshold={block.ssl_threshold}; expected a "
+          "probability in [0, 1]."
+        )
       if not float(block.ssl_weight) >= 0.0:
         raise ValueError(f"config.bilevel_ssl.ssl_weight={block.ssl_weight}; expected >= 0.")
+
   return check
 
 
@@ -93,12 +101,13 @@ def _with_paper_options(drop: tuple[str, ...] = (), **extra: Any):
   passed; `bilevel` applies its own defaults."""
 
   def decorator(fn):
-    params = [p for p in inspect.signature(paper.bilevel).parameters.values()
-              if p.name not in drop]
-    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v)
-               for k, v in extra.items()]
+    params = [p for p in inspect.signature(paper.bilevel).parameters.values() if p.name not in drop]
+    params += [
+      inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in extra.items()
+    ]
     fn.__signature__ = inspect.Signature(params)
     return fn
+
   return decorator
 
 
@@ -107,13 +116,19 @@ def _with_paper_options(drop: tuple[str, ...] = (), **extra: Any):
 _STATIC_FLOATS = ("uniform_fraction", "pseudo_temperature")
 
 
-@base.register("bilevel_tempered", kernel=True, diagnostics=True,
-               config_block="bilevel_tempered", prepare=_kernel_prepare("bilevel_tempered"),
-               check_config=_kernel_check("bilevel_tempered"),
-               static_options=_STATIC_FLOATS)
+@base.register(
+  "bilevel_tempered",
+  kernel=True,
+  diagnostics=True,
+  config_block="bilevel_tempered",
+  prepare=_kernel_prepare("bilevel_tempered"),
+  check_config=_kernel_check("bilevel_tempered"),
+  static_options=_STATIC_FLOATS,
+)
 @_with_paper_options(pseudo_temperature=1.0)
-def bilevel_tempered(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
-                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+def bilevel_tempered(
+  key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (f): `bilevel` on pseudo-labels y~ = tempered(ctx.probs, pseudo_temperature).
 
   Differs from the paper only in y~ (the targets of G on the pool, the labels picked points
@@ -134,13 +149,14 @@ def standardize(embeddings: jax.Array, *others: jax.Array) -> tuple[jax.Array, .
   return tuple((x - mean) / std for x in (embeddings,) + others)
 
 
-def embedding_inputs(embeddings: jax.Array, aug_embeddings: jax.Array, labeled_idx: jax.Array,
-                     augmentations: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def embedding_inputs(
+  embeddings: jax.Array, aug_embeddings: jax.Array, labeled_idx: jax.Array, augmentations: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """bilevel_embed's proxy inputs: features (N, E), labeled bank (L, A, E) and the pool bank
   (N, A, E) of the first A augmented views, all standardized with the clean embeddings'
   statistics (embeddings (N, E), aug_embeddings (K, N, E), K >= A)."""
   z, aug = standardize(embeddings, aug_embeddings[:augmentations])
-  pool_bank = jnp.swapaxes(aug, 0, 1)                                    # (N, A, E)
+  pool_bank = jnp.swapaxes(aug, 0, 1)  # (N, A, E)
   return z, pool_bank[labeled_idx], pool_bank
 
 
@@ -148,25 +164,34 @@ def _embed_check(block: Any) -> None:
   _check_temperature("bilevel_embed", block)
   a = int(block.augmentations)
   if not 1 <= a <= EMBED_AUGMENTATIONS:
-    raise ValueError(f"config.bilevel_embed.augmentations={a}; expected 1 to "
-                     f"{EMBED_AUGMENTATIONS} (augmented views the loop computes).")
+    raise ValueError(
+      f"config.bilevel_embed.augmentations={a}; expected 1 to "
+      f"{EMBED_AUGMENTATIONS} (augmented views the loop computes)."
+    )
 
 
 def _embed_prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
-  del data, progress   # the inputs come from the round's model (ctx.embeddings)
+  del data, progress  # the inputs come from the round's model (ctx.embeddings)
   options = inputs.block_options("bilevel_embed", block)
   if "batch_size" in options:
     options["batch_size"] = options["batch_size"] or None
   return inputs.Prepared(options)
 
 
-@base.register("bilevel_embed", augmentations=EMBED_AUGMENTATIONS, embeddings=True,
-               diagnostics=True, config_block="bilevel_embed", prepare=_embed_prepare,
-               check_config=_embed_check, static_options=_STATIC_FLOATS)
-@_with_paper_options(drop=("bank_fn",), augmentations=EMBED_AUGMENTATIONS,
-                     pseudo_temperature=1.0)
-def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
-                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
+@base.register(
+  "bilevel_embed",
+  augmentations=EMBED_AUGMENTATIONS,
+  embeddings=True,
+  diagnostics=True,
+  config_block="bilevel_embed",
+  prepare=_embed_prepare,
+  check_config=_embed_check,
+  static_options=_STATIC_FLOATS,
+)
+@_with_paper_options(drop=("bank_fn",), augmentations=EMBED_AUGMENTATIONS, pseudo_temperature=1.0)
+def bilevel_embed(
+  key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (d): `bilevel` with the SSL network's embeddings as the proxy's features.
 
   Differs from the paper only in the features of the linear proxy h_w(z) = softmax(w^T z):
@@ -181,22 +206,41 @@ def bilevel_embed(key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
   """
   augmentations = options.pop("augmentations", EMBED_AUGMENTATIONS)
   temperature = options.pop("pseudo_temperature", 1.0)
-  z, labeled_bank, pool_bank = embedding_inputs(ctx.embeddings, ctx.aug_embeddings,
-                                                ctx.labeled_idx, augmentations)
+  z, labeled_bank, pool_bank = embedding_inputs(
+    ctx.embeddings, ctx.aug_embeddings, ctx.labeled_idx, augmentations
+  )
   bank_fn, bank_params = bilevel_select.precomputed_bank(pool_bank)
-  ctx = ctx._replace(probs=tempered(ctx.probs, temperature), features=z,
-                     bank=labeled_bank, bank_params=bank_params)
+  ctx = ctx._replace(
+    probs=tempered(ctx.probs, temperature), features=z, bank=labeled_bank, bank_params=bank_params
+  )
   return base.get("bilevel").select_with_diagnostics(key, ctx, b, bank_fn=bank_fn, **options)
 
 
-@base.register("bilevel_ssl", kernel=True, diagnostics=True, config_block="bilevel_ssl",
-               prepare=_kernel_prepare("bilevel_ssl"), check_config=_kernel_check("bilevel_ssl"),
-               static_options=_STATIC_FLOATS)
-def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any = None,
-                uniform_fraction: float = 0.1, lr: float = 1e-3, l2: float = 1e-4,
-                inner_steps: int = 1000, batch_size: int | None = 64, cg_steps: int = 30,
-                ssl_threshold: float = 0.9, ssl_weight: float = 0.5,
-                pseudo_temperature: float = 1.0) -> tuple[jax.Array, dict[str, jax.Array]]:
+@base.register(
+  "bilevel_ssl",
+  kernel=True,
+  diagnostics=True,
+  config_block="bilevel_ssl",
+  prepare=_kernel_prepare("bilevel_ssl"),
+  check_config=_kernel_check("bilevel_ssl"),
+  static_options=_STATIC_FLOATS,
+)
+def bilevel_ssl(
+  key: jax.Array,
+  ctx: base.RoundContext,
+  b: int,
+  *,
+  bank_fn: Any = None,
+  uniform_fraction: float = 0.1,
+  lr: float = 1e-3,
+  l2: float = 1e-4,
+  inner_steps: int = 1000,
+  batch_size: int | None = 64,
+  cg_steps: int = 30,
+  ssl_threshold: float = 0.9,
+  ssl_weight: float = 0.5,
+  pseudo_temperature: float = 1.0,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (e): a semi-supervised proxy; the inner problem also fits the confident pool.
 
   Differs from the paper only in the inner objective F: besides the labeled points and the
@@ -210,17 +254,37 @@ def bilevel_ssl(key: jax.Array, ctx: base.RoundContext, b: int, *, bank_fn: Any 
   """
   labeled_labels = ctx.labels[ctx.labeled_idx]
   if ctx.bank is None or bank_fn is None:
-    raise ValueError("bilevel_ssl needs RoundContext.bank (L, A, m) and a bank_fn option (its "
-                     "prepare hook provides both).")
+    raise ValueError(
+      "bilevel_ssl needs RoundContext.bank (L, A, m) and a bank_fn option (its "
+      "prepare hook provides both)."
+    )
   selection, n_conf = semi_supervised.select_batch_ssl(
-      key, ctx.features, tempered(ctx.probs, pseudo_temperature).astype(ctx.features.dtype),
-      jnp.max(ctx.probs, axis=-1), ctx.labeled_idx, labeled_labels, ctx.bank, bank_fn,
-      ctx.bank_params, b=b, threshold=ssl_threshold, ssl_weight=ssl_weight,
-      uniform_fraction=uniform_fraction, lr=lr, l2=l2, inner_steps=inner_steps,
-      batch_size=batch_size, cg_steps=cg_steps)
-  diagnostics = {"score": selection.scores, "inner_loss": selection.inner_loss,
-                 "outer_loss": selection.outer_loss, "cg_residual": selection.cg_residual,
-                 "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32),
-                 # The proxy of the last inner solve (N, C), for the loop's pick diagnostics.
-                 "proxy_logits": ctx.features @ selection.w}
+    key,
+    ctx.features,
+    tempered(ctx.probs, pseudo_temperature).astype(ctx.features.dtype),
+    jnp.max(ctx.probs, axis=-1),
+    ctx.labeled_idx,
+    labeled_labels,
+    ctx.bank,
+    bank_fn,
+    ctx.bank_params,
+    b=b,
+    threshold=ssl_threshold,
+    ssl_weight=ssl_weight,
+    uniform_fraction=uniform_fraction,
+    lr=lr,
+    l2=l2,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+  )
+  diagnostics = {
+    "score": selection.scores,
+    "inner_loss": selection.inner_loss,
+    "outer_loss": selection.outer_loss,
+    "cg_residual": selection.cg_residual,
+    "num_confident": jnp.full(selection.scores.shape, n_conf, jnp.float32),
+    # The proxy of the last inner solve (N, C), for the loop's pick diagnostics.
+    "proxy_logits": ctx.features @ selection.w,
+  }
   return selection.indices.astype(jnp.int32), diagnostics

@@ -6,6 +6,7 @@ strategy's RoundContext fields and `Prepared.options` as its keyword options. It
 strategy's config block itself: the registered strategy names the block (`config_block`) and
 builds its inputs in its `prepare` hook (see `strategies.bilevel`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -26,6 +27,7 @@ class Prepared(NamedTuple):
     builder: the object that built the inputs (bilevel: `ntk.features.KernelFeatures`), for
       experiments that need more of it (e.g. features of a test split), or None.
   """
+
   options: dict[str, Any]
   context: Callable[[int, np.ndarray, jax.Array], dict[str, Any]] | None = None
   builder: Any = None

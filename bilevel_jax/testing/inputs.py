@@ -1,4 +1,5 @@
 """Real FSDD log-mel inputs for kernel tests, the oracle comparison and benchmarks."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,9 @@ from bilevel_jax import audio
 from bilevel_jax import data
 
 
-def fsdd_log_mels(n: int, *, seed: int = 0, data_root: str | os.PathLike | None = None,
-                  split: str = "train") -> np.ndarray:
+def fsdd_log_mels(
+  n: int, *, seed: int = 0, data_root: str | os.PathLike | None = None, split: str = "train"
+) -> np.ndarray:
   """n clips of an FSDD split (the official one, `data.load_dataset`) drawn without replacement
   with a NumPy seed, as `audio.featurize` log-mels (no standardization).
 

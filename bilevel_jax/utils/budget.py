@@ -5,6 +5,7 @@ in progress saves an Orbax checkpoint and raises `TimeBudgetExceeded`, and the e
 with status EXIT_TIME_BUDGET (75, EX_TEMPFAIL: "try again"), so a caller (e.g. a 10-minute
 device call) can tell "stopped on time, resume me" (75) from "finished" (0) and "failed" (other).
 """
+
 from __future__ import annotations
 
 import time

@@ -5,6 +5,7 @@ sync plus a pool-sized transfer on every call. These helpers reduce a device arr
 device (one small jitted program per shape) and fetch only counts and first indices; NumPy
 arrays are checked in place; traced values are skipped (checks then happen outside jit).
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -15,16 +16,16 @@ import numpy as np
 
 
 class NonFinite(NamedTuple):
-  count: int                  # NaN/inf entries
-  first: tuple[int, ...]      # index of the first one (row-major); () when count == 0
+  count: int  # NaN/inf entries
+  first: tuple[int, ...]  # index of the first one (row-major); () when count == 0
 
 
 class RowSums(NamedTuple):
-  min_value: float            # smallest entry
-  min_row: int                # its row
-  bad_rows: int               # rows whose sum is off 1 by more than tol
-  first_bad: int              # the first such row (0 when none)
-  first_bad_sum: float        # its sum
+  min_value: float  # smallest entry
+  min_row: int  # its row
+  bad_rows: int  # rows whose sum is off 1 by more than tol
+  first_bad: int  # the first such row (0 when none)
+  first_bad_sum: float  # its sum
 
 
 def is_traced(x: Any) -> bool:
@@ -53,8 +54,9 @@ def nonfinite(x: Any) -> NonFinite | None:
     count, first = int(bad.sum()), int(np.argmax(bad)) if bad.size else 0
   count = int(count)
   shape = np.shape(x)
-  return NonFinite(count, tuple(int(i) for i in np.unravel_index(int(first), shape))
-                   if count else ())
+  return NonFinite(
+    count, tuple(int(i) for i in np.unravel_index(int(first), shape)) if count else ()
+  )
 
 
 @jax.jit
@@ -63,8 +65,7 @@ def _row_sums(y, tol):
   bad = jnp.abs(sums - 1.0) > tol
   first = jnp.argmax(bad)
   row_min = jnp.min(y, axis=1)
-  return (jnp.min(row_min), jnp.argmin(row_min), jnp.sum(bad, dtype=jnp.int32), first,
-          sums[first])
+  return (jnp.min(row_min), jnp.argmin(row_min), jnp.sum(bad, dtype=jnp.int32), first, sums[first])
 
 
 def row_sums(y: Any, tol: float) -> RowSums | None:

@@ -1,6 +1,7 @@
 """Atomic file writes (a killed process never leaves a half-written result; unique temporary
 names, data and folder fsynced) and an exclusive file lock for cache entries that several
 processes may fill."""
+
 from __future__ import annotations
 
 import contextlib
@@ -151,8 +152,10 @@ def check_finite_json(obj: Any, name: str) -> None:
   would write a bare NaN that other readers reject)."""
   found = _first_non_finite(_to_jsonable(obj), "")
   if found:
-    raise ValueError(f"Refusing to write {name}: {found.lstrip()} is not a finite number, and "
-                     "JSON cannot hold NaN or inf.")
+    raise ValueError(
+      f"Refusing to write {name}: {found.lstrip()} is not a finite number, and "
+      "JSON cannot hold NaN or inf."
+    )
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -172,8 +175,9 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     np.save(tmp, np.asarray(array))
 
 
-def atomic_savez(path: str | os.PathLike, *, compressed: bool = False,
-                 **arrays: np.ndarray) -> None:
+def atomic_savez(
+  path: str | os.PathLike, *, compressed: bool = False, **arrays: np.ndarray
+) -> None:
   """np.savez(_compressed) of `arrays` to `path` (.npz) atomically, under a unique temp name."""
   with atomic_path(path, suffix=".tmp.npz") as tmp:
     (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
@@ -219,8 +223,9 @@ def exclusive_lock(path: pathlib.Path, what: str) -> Iterator[None]:
     if f is not None:
       f.close()
       f = None
-    warnings.warn(f"No lock on {path} ({e}); filling {what} without it.",
-                  RuntimeWarning, stacklevel=3)
+    warnings.warn(
+      f"No lock on {path} ({e}); filling {what} without it.", RuntimeWarning, stacklevel=3
+    )
   try:
     yield
   finally:

@@ -7,6 +7,7 @@ host, start time and command into the file, and a second run fails at once with
 `WorkdirBusyError` naming them. Within one process the lock is re-entrant (the CLI holds it
 around `al.loop.run`, which takes it too).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ from typing import Iterator
 
 LOCK_NAME = ".lock"
 
-_held: dict[str, int] = {}   # resolved lock path -> nesting depth in this process
+_held: dict[str, int] = {}  # resolved lock path -> nesting depth in this process
 _held_guard = threading.Lock()
 
 
@@ -40,8 +41,10 @@ def holder_info(path: str | os.PathLike) -> dict:
 def _describe(info: dict) -> str:
   if not info:
     return "a process that has not written its details yet"
-  return (f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, started "
-          f"{info.get('started_utc', '?')} ({info.get('command', '?')})")
+  return (
+    f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, started "
+    f"{info.get('started_utc', '?')} ({info.get('command', '?')})"
+  )
 
 
 @contextlib.contextmanager
@@ -79,12 +82,15 @@ def workdir_lock(workdir: str | os.PathLike, command: str | None = None) -> Iter
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       raise WorkdirBusyError(
-          f"{workdir} is in use by another run: {_describe(holder_info(path))}. Wait for it to "
-          f"finish or use another --workdir (lock file {path}).") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "command": command or " ".join(sys.argv)}
+        f"{workdir} is in use by another run: {_describe(holder_info(path))}. Wait for it to "
+        f"finish or use another --workdir (lock file {path})."
+      ) from None
+    info = {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "command": command or " ".join(sys.argv),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     os.fsync(fd)

@@ -1,4 +1,5 @@
 """Scalar metrics a person can plot: JSON lines plus TensorBoard event files."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ class MetricWriter:
     self._tb = None
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(str(self.workdir / "tb"))
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:

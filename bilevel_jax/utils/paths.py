@@ -4,6 +4,7 @@ Data root: an explicit flag value wins, then `$BILEVEL_JAX_DATA`, then `../share
 (relative to the repository root or the working directory) when it exists.
 Cache root: `$BILEVEL_JAX_CACHE`, else `~/.cache/bilevel_jax` (never inside the repository).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def resolve_data_root(flag_value: str | os.PathLike | None = None) -> pathlib.Pa
       if candidate.is_dir():
         return candidate.resolve()
     raise FileNotFoundError(
-        f"No data root: pass --data_root, set ${DATA_ENV}, or place the data in ../shared/data "
-        f"(looked in {[str(c) for c in _fallback_candidates()]}).")
+      f"No data root: pass --data_root, set ${DATA_ENV}, or place the data in ../shared/data "
+      f"(looked in {[str(c) for c in _fallback_candidates()]})."
+    )
   if not root.is_dir():
     raise FileNotFoundError(f"Data root {root} (from {source}) does not exist or is not a folder.")
   return root.resolve()

@@ -6,6 +6,7 @@ redraws them, so a log line never lands glued to a bar. With progress disabled (
 `--config.progress=False`, logs to a file) a `Progress` writes one log line per `log` call
 instead of drawing a bar; nothing is reported both ways.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,6 +28,7 @@ class _TqdmStream:
 
   def write(self, text: str) -> None:
     from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
     if text:
       tqdm.write(text, file=self.stream, end="")
 
@@ -36,14 +38,18 @@ class _TqdmStream:
 
 def _console_handlers() -> Iterator[logging.StreamHandler]:
   """Handlers of every existing logger that write to the console (absl's included)."""
-  loggers = [logging.getLogger()] + [l for l in logging.root.manager.loggerDict.values()
-                                     if isinstance(l, logging.Logger)]
+  loggers = [logging.getLogger()] + [
+    l for l in logging.root.manager.loggerDict.values() if isinstance(l, logging.Logger)
+  ]
   seen = set()
   for handler in (h for l in loggers for h in l.handlers):
     inner = getattr(handler, "python_handler", None)  # absl's ABSLHandler wraps a StreamHandler
     for h in (handler, inner):
-      if (isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
-          and id(h) not in seen):
+      if (
+        isinstance(h, logging.StreamHandler)
+        and h.stream in (sys.stdout, sys.stderr)
+        and id(h) not in seen
+      ):
         seen.add(id(h))
         yield h
 
@@ -76,18 +82,29 @@ class Progress:
   the bar's status text when it is on, so each event is reported once.
   """
 
-  def __init__(self, total: int, *, initial: int = 0, desc: str = "", enabled: bool = True,
-               leave: bool = True, logger: logging.Logger | None = None, file: Any = None):
+  def __init__(
+    self,
+    total: int,
+    *,
+    initial: int = 0,
+    desc: str = "",
+    enabled: bool = True,
+    leave: bool = True,
+    logger: logging.Logger | None = None,
+    file: Any = None,
+  ):
     self._log = logger or logging.getLogger("bilevel_jax")
     self._desc = desc
     self._bar = None
     self._redirect = None
     if enabled:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
       self._redirect = logging_through_bars()
       self._redirect.__enter__()
-      self._bar = tqdm(total=total, initial=initial, desc=desc, leave=leave, file=file,
-                       dynamic_ncols=True)
+      self._bar = tqdm(
+        total=total, initial=initial, desc=desc, leave=leave, file=file, dynamic_ncols=True
+      )
 
   def update(self, n: int = 1, **postfix: Any) -> None:
     if self._bar is not None:

@@ -1,4 +1,5 @@
 """Helpers for checks that run on concrete values and step aside under jit/vmap tracing."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -13,6 +13,7 @@ the inner learning rate 3e-2 (the smallest gap to the L-BFGS optimum in the lr_c
 authors' 1e-3 leaves the objective 3x above its optimum here); `landmarks` is set per part from
 m_first / m_curve / m_timing.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -28,15 +29,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mode = configs.check_mode("bilevel_evidence", arg, "default", MODES)
   c = ml_collections.ConfigDict()
   c.mode = mode
-  c.data_root = ""            # "" -> $BILEVEL_JAX_DATA, else ../shared/data
-  c.parts = "kernel,first_batch,al_curve,timing"   # comma-separated subset of PARTS
-  c.m_first = 500             # landmarks of the first-batch part
-  c.m_curve = 500             # landmarks of the proxy AL curve (CPU scale)
-  c.m_timing = 500            # landmarks of the timing part
-  c.seeds = 6                 # initial labeled sets (one clip per class each)
+  c.data_root = ""  # "" -> $BILEVEL_JAX_DATA, else ../shared/data
+  c.parts = "kernel,first_batch,al_curve,timing"  # comma-separated subset of PARTS
+  c.m_first = 500  # landmarks of the first-batch part
+  c.m_curve = 500  # landmarks of the proxy AL curve (CPU scale)
+  c.m_timing = 500  # landmarks of the timing part
+  c.seeds = 6  # initial labeled sets (one clip per class each)
   c.batch_size_per_round = 10
-  c.final_labels = 60         # the proxy AL curve stops here
-  c.bank_seed = 0             # key of the augmented copies (the same for every seed)
+  c.final_labels = 60  # the proxy AL curve stops here
+  c.bank_seed = 0  # key of the augmented copies (the same for every seed)
   c.timing_features = "real"  # or "synthetic": random features of the real shapes
   c.progress = True
   c.bilevel = fsdd_config.get_config("paper").bilevel
@@ -48,8 +49,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The committed results/bilevel_evidence used the first conventions.
   c.bilevel.update(solver="paper", loss_reduction="mean")
   if mode == "tiny":
-    c.update(parts="kernel,lr_check,first_batch,al_curve,timing", m_first=8, m_curve=8,
-             m_timing=8, seeds=2, final_labels=20, progress=False)
-    c.bilevel.update(augmentations=2, ntk_depth=10, inner_steps=20, batch_size=16, cg_steps=5,
-                     kernel_batch=16)
+    c.update(
+      parts="kernel,lr_check,first_batch,al_curve,timing",
+      m_first=8,
+      m_curve=8,
+      m_timing=8,
+      seeds=2,
+      final_labels=20,
+      progress=False,
+    )
+    c.bilevel.update(
+      augmentations=2, ntk_depth=10, inner_steps=20, batch_size=16, cg_steps=5, kernel_batch=16
+    )
   return c

@@ -14,6 +14,7 @@ Modes (`--config=experiments/configs/fsdd.py:MODE`):
   python -m experiments.active_learning --config=experiments/configs/fsdd.py:cpu \
       --config.strategy=bilevel --config.seed=0 --workdir=runs/al_fsdd_cpu
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -33,14 +34,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = mode
   c.dataset = "fsdd"
-  c.data_root = ""            # "" -> $BILEVEL_JAX_DATA, else ../shared/data
-  c.strategy = "all"          # a name, "a,b", or "all" (the paper's five)
-  c.seed = -1                 # >= 0: that seed only; -1: seeds 0 .. num_seeds - 1
+  c.data_root = ""  # "" -> $BILEVEL_JAX_DATA, else ../shared/data
+  c.strategy = "all"  # a name, "a,b", or "all" (the paper's five)
+  c.seed = -1  # >= 0: that seed only; -1: seeds 0 .. num_seeds - 1
   c.num_seeds = 6
-  c.vmap_seeds = False        # train the seeds of a round together (ssl train_many)
+  c.vmap_seeds = False  # train the seeds of a round together (ssl train_many)
   c.progress = True
   c.tensorboard = True
-  c.report = True             # print Table 1 and save Figure 3 into the workdir at the end
+  c.report = True  # print Table 1 and save Figure 3 into the workdir at the end
   c.predict_batch = 256
   c.subset = ml_collections.ConfigDict(dict(train=0, test=0, seed=0))  # 0 = all clips
   # Labels: initial (class-covering), budget (last round), b per selection round.
@@ -49,10 +50,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Bilevel selection (SPEC section 3). landmarks: Nystrom m drawn from the training set with
   # landmark_seed (shared by all AL seeds, so the NTK is computed once per dataset);
   # augmentations: copies per labeled/picked point in the inner problem.
-  c.bilevel = ml_collections.ConfigDict(dict(
-      landmarks=2000, landmark_seed=0, augmentations=4, uniform_fraction=0.1, lr=1e-3,
-      l2=1e-4, inner_steps=1000, batch_size=64, cg_steps=30, ntk_depth=28, kernel="ntk",
-      kernel_batch=64))
+  c.bilevel = ml_collections.ConfigDict(
+    dict(
+      landmarks=2000,
+      landmark_seed=0,
+      augmentations=4,
+      uniform_fraction=0.1,
+      lr=1e-3,
+      l2=1e-4,
+      inner_steps=1000,
+      batch_size=64,
+      cg_steps=30,
+      ntk_depth=28,
+      kernel="ntk",
+      kernel_batch=64,
+    )
+  )
   # The WRN kernel's activation (issue 13): the trained WRN's leaky ReLU (0.1) and its final
   # activation before the readout. Modes with committed results keep the legacy kernel.
   c.bilevel.update(ntk_activation="leaky_relu", ntk_leaky_slope=0.1, ntk_final_activation=True)
@@ -80,8 +93,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.al.update(initial=10, budget=20, batch_size_per_round=5)
     # A 1-conv CNN (bilevel_jax/models/small_cnn.py) so that a whole run takes seconds.
     c.train.update(steps=8, batch_size=16, log_every=4, rampup_steps=8, model="tiny_cnn")
-    c.bilevel.update(landmarks=32, augmentations=2, inner_steps=20, batch_size=16, cg_steps=5,
-                     ntk_depth=10)
+    c.bilevel.update(
+      landmarks=32, augmentations=2, inner_steps=20, batch_size=16, cg_steps=5, ntk_depth=10
+    )
     c.tensorboard = False
     c.report = False
   elif mode == "quick":
@@ -106,22 +120,24 @@ def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
   `bilevel_ssl.<entry>` etc.
   """
   # bilevel_embed computes no kernel: every other `bilevel` entry (selection settings).
-  selection = {k: v for k, v in c.bilevel.to_dict().items()
-               if k not in ("landmarks", "landmark_seed", "kernel", "kernel_batch",
-                            "augmentations") and not k.startswith("ntk_")}
+  selection = {
+    k: v
+    for k, v in c.bilevel.to_dict().items()
+    if k not in ("landmarks", "landmark_seed", "kernel", "kernel_batch", "augmentations")
+    and not k.startswith("ntk_")
+  }
   # (f) pseudo-label temperature: < 1 sharpens, > 1 softens, 1 = the paper.
-  c.bilevel_tempered = ml_collections.ConfigDict(
-      dict(c.bilevel.to_dict(), pseudo_temperature=1.0))
+  c.bilevel_tempered = ml_collections.ConfigDict(dict(c.bilevel.to_dict(), pseudo_temperature=1.0))
   # (e) inner problem also fits pool points predicted with probability >= ssl_threshold; the
   # confident set weighs ssl_weight times the labeled set.
   ssl = dict(c.bilevel.to_dict(), ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0)
-  if "solver" in ssl:   # its greedy loop has only these (bilevel/semi_supervised.py)
+  if "solver" in ssl:  # its greedy loop has only these (bilevel/semi_supervised.py)
     ssl.update(solver="paper", loss_reduction="mean")
     for key in ("inner_tol", "ihvp_rtol", "inner_max_iter", "ihvp_max_iter", "newton_cg_max_iter"):
-      ssl.pop(key, None)   # the exact solver's settings
+      ssl.pop(key, None)  # the exact solver's settings
   c.bilevel_ssl = ml_collections.ConfigDict(ssl)
   # (d) proxy features: the SSL network's standardized embeddings; `augmentations` augmented
   # views per labeled/picked point (at most strategies.bilevel_variants.EMBED_AUGMENTATIONS).
   c.bilevel_embed = ml_collections.ConfigDict(
-      dict(selection, augmentations=min(int(c.bilevel.augmentations), 4),
-           pseudo_temperature=1.0))
+    dict(selection, augmentations=min(int(c.bilevel.augmentations), 4), pseudo_temperature=1.0)
+  )

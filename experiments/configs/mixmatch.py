@@ -16,6 +16,7 @@ Scales (same code, `get_config(arg)`):
   tiny:  WRN-10-1, 6 steps, 2 seeds, label counts (10,), for tests and quick checks (the
          smallest mode of every config is `tiny`; "smoke" is accepted as its old name).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -61,7 +62,7 @@ def get_config(arg: str = "cpu") -> ml_collections.ConfigDict:
   t.log_every = 500
   t.checkpoint_every = 5000
   t.seed_mode = "auto"  # host loop over seeds and steps on CPU, vmap on accelerators
-  t.seed_threads = 0    # host loop: seeds stepped at the same time (0: min(seeds, CPU cores))
+  t.seed_threads = 0  # host loop: seeds stepped at the same time (0: min(seeds, CPU cores))
   t.precision = "float32"  # or "bfloat16": bf16 convolutions, float32 params/optimizer state
   t.steps_per_call = 1  # host loop: steps per jitted call (lax.scan); vmap runs log_every
   c.train = t

@@ -13,6 +13,7 @@ Builds on the FSDD AL config of the same mode (data, training, `bilevel` entries
 
 Modes: tiny (tests; seconds), cpu (the cpu-scale AL round: WRN-10-1, 1000 MixMatch steps).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.retrain = False
   # JSON (a string keeps the order; a ConfigDict sorts its keys), cheapest first: their
   # statistics are written before the kernel features are computed.
-  c.variants = json.dumps({"uniform": {"strategy": "uniform"},
-                           "kcenter": {"strategy": "kcenter"},
-                           "bilevel": {"strategy": "bilevel"}})
+  c.variants = json.dumps(
+    {
+      "uniform": {"strategy": "uniform"},
+      "kcenter": {"strategy": "kcenter"},
+      "bilevel": {"strategy": "bilevel"},
+    }
+  )
   if mode == "tiny":
     c.seeds = "100"
   return c

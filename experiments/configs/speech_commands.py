@@ -13,6 +13,7 @@ round, 2000 landmarks; accelerator), `cpu` (same protocol at the MixMatch `cpu` 
 (Seeds one after another, the default: at paper scale vmapped seeds ran 0.61x as fast on an
 H200, `benchmarks/results/vmap_seeds_h200_paper.json`.)
 """
+
 from __future__ import annotations
 
 import ml_collections

@@ -4,6 +4,7 @@ python scripts/ntk_oracle/ours.py --n=64 --depth=28 --shortcut_size=1 --workdir=
 Writes DIR/x.npy (real FSDD log-mels), DIR/ours.npz (nngp, ntk; with --x64 also nngp64, ntk64
 from the float64 one-shot kernel) and DIR/ours.json (timings; none with --reps=0).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from bilevel_jax.ntk import wrn_kernel as wk
 
 
 def _timed(fn, reps):
-  fn()                                       # compile + warm up
+  fn()  # compile + warm up
   wall, cpu = [], []
   for _ in range(reps):
     t0, c0 = time.perf_counter(), time.process_time()
@@ -46,8 +47,13 @@ def main():
   ap.add_argument("--final_activation", type=int, default=0, choices=(0, 1))
   ap.add_argument("--x64", action="store_true", help="also the float64 kernel (nngp64, ntk64)")
   a = ap.parse_args()
-  arch = dict(depth=a.depth, shortcut_size=a.shortcut_size, activation=a.activation,
-              leaky_slope=a.leaky_slope, final_activation=bool(a.final_activation))
+  arch = dict(
+    depth=a.depth,
+    shortcut_size=a.shortcut_size,
+    activation=a.activation,
+    leaky_slope=a.leaky_slope,
+    final_activation=bool(a.final_activation),
+  )
   work = pathlib.Path(a.workdir)
   work.mkdir(parents=True, exist_ok=True)
   x = inputs.fsdd_log_mels(a.n, seed=a.seed)
@@ -58,9 +64,11 @@ def main():
   if a.x64:
     jax.config.update("jax_enable_x64", True)
     x64 = x.astype(np.float64)
-    rows = [wk.wrn_kernel(x64[i:i + 8], x64, **arch) for i in range(0, a.n, 8)]
-    out.update(nngp64=np.concatenate([np.asarray(r.nngp) for r in rows]),
-               ntk64=np.concatenate([np.asarray(r.ntk) for r in rows]))
+    rows = [wk.wrn_kernel(x64[i : i + 8], x64, **arch) for i in range(0, a.n, 8)]
+    out.update(
+      nngp64=np.concatenate([np.asarray(r.nngp) for r in rows]),
+      ntk64=np.concatenate([np.asarray(r.ntk) for r in rows]),
+    )
     jax.config.update("jax_enable_x64", False)
   np.savez(work / "ours.npz", **out)
   if a.reps == 0:
@@ -70,12 +78,25 @@ def main():
   sym = _timed(lambda: km.kernel_matrix(x, kind="both", **kw), a.reps)
   entries = a.n * a.n
   res = dict(
-      n=a.n, entries=entries, tile=a.tile, jax=jax.__version__,
-      cross=dict(wall_s=cross[0], cpu_s=cross[1], entries_per_s=entries / cross[0],
-                 entries_per_cpu_s=entries / cross[1]),
-      symmetric=dict(wall_s=sym[0], cpu_s=sym[1], entries_per_s=entries / sym[0],
-                     entries_per_cpu_s=entries / sym[1]),
-      loadavg=os.getloadavg(), machine=platform.processor() or platform.machine())
+    n=a.n,
+    entries=entries,
+    tile=a.tile,
+    jax=jax.__version__,
+    cross=dict(
+      wall_s=cross[0],
+      cpu_s=cross[1],
+      entries_per_s=entries / cross[0],
+      entries_per_cpu_s=entries / cross[1],
+    ),
+    symmetric=dict(
+      wall_s=sym[0],
+      cpu_s=sym[1],
+      entries_per_s=entries / sym[0],
+      entries_per_cpu_s=entries / sym[1],
+    ),
+    loadavg=os.getloadavg(),
+    machine=platform.processor() or platform.machine(),
+  )
   (work / "ours.json").write_text(json.dumps(res, indent=1))
 
 

@@ -1,4 +1,5 @@
 """The bilevel variants end to end through the AL loop at the tiny scale (fsdd.py:tiny)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,13 +27,13 @@ def test_variants_run_through_the_loop_and_record_diagnostics(tmp_path, fsdd_roo
   initial = io.read_json(tmp_path / "fsdd_uniform_seed0.json")["initial_indices"]
   for name in _VARIANTS:
     rec = io.read_json(results.result_path(tmp_path, "fsdd", name, 0))
-    assert rec["complete"] and rec["initial_indices"] == initial   # shared round-0 pool
+    assert rec["complete"] and rec["initial_indices"] == initial  # shared round-0 pool
     n_greedy = b - round(c[name].uniform_fraction * b)
     for r in rec["rounds"][:-1]:
       assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + b
       sel = r["selection"]
       assert all(len(v) == n_greedy and np.isfinite(v).all() for v in sel.values())
-      assert 0 <= r["pick_diagnostics"]["proxy_pool_accuracy"] <= 1   # each has a proxy
+      assert 0 <= r["pick_diagnostics"]["proxy_pool_accuracy"] <= 1  # each has a proxy
       if name == "bilevel_ssl":
         # threshold 0: every pool point is confident (300 clips minus the labeled ones)
         assert sel["num_confident"] == [300 - len(r["labeled_indices"])] * n_greedy

@@ -1,4 +1,5 @@
 """Shared helper of the AL tests: a config with dotted overrides."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """Pick diagnostics: `round_entry` against plain-Python counts, and in every round of a tiny AL
 run against counts made by hand from the round's recorded predictions and picks."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,14 +27,23 @@ def _by_hand(probs, labels, labeled, picks, proxy_logits=None, num_greedy=0):
   for i in picks:
     hist[labels[i]] += 1
     pred_hist[pred[i]] += 1
-  out = {"num_picks": len(picks), "picks_misclassified": wrong_picks,
-         "pick_misclassified_rate": wrong_picks / len(picks), "pool_size": len(pool),
-         "pool_errors": pool_errors, "pool_error_rate": pool_errors / len(pool),
-         "pick_class_histogram": hist, "pick_prediction_histogram": pred_hist}
+  out = {
+    "num_picks": len(picks),
+    "picks_misclassified": wrong_picks,
+    "pick_misclassified_rate": wrong_picks / len(picks),
+    "pool_size": len(pool),
+    "pool_errors": pool_errors,
+    "pool_error_rate": pool_errors / len(pool),
+    "pick_class_histogram": hist,
+    "pick_prediction_histogram": pred_hist,
+  }
   if num_greedy:
     g = sum(1 for i in picks[:num_greedy] if pred[i] != labels[i])
-    out["greedy"] = {"num_picks": num_greedy, "picks_misclassified": g,
-                     "pick_misclassified_rate": g / num_greedy}
+    out["greedy"] = {
+      "num_picks": num_greedy,
+      "picks_misclassified": g,
+      "pick_misclassified_rate": g / num_greedy,
+    }
   if proxy_logits is not None:
     proxy = [argmax(proxy_logits[i]) for i in range(n)]
     out["proxy_pool_accuracy"] = sum(1 for i in pool if proxy[i] == labels[i]) / len(pool)
@@ -45,7 +55,8 @@ def _check(got, want):
   for k, v in want.items():
     assert got[k] == pytest.approx(v), k
   assert got["misclassified_ratio"] == pytest.approx(
-      want["pick_misclassified_rate"] / want["pool_error_rate"])
+    want["pick_misclassified_rate"] / want["pool_error_rate"]
+  )
 
 
 def test_round_entry_matches_counts_by_hand():
@@ -57,12 +68,20 @@ def test_round_entry_matches_counts_by_hand():
   rest = np.setdiff1d(np.arange(n), labeled)
   picks = rng.permutation(rest)[:7]
   logits = rng.normal(size=(n, c))
-  diag = {"score": np.arange(6.0), "cg_residual": np.array([0.5, 1e-9, 2, 3, 4, 5]),
-          "inner_grad_norm": np.full(6, 1e-3)}
-  got = diagnostics.round_entry(probs, labels, labeled, picks, proxy_logits=logits,
-                                diagnostics=diag)
-  _check(got, _by_hand(probs.tolist(), labels.tolist(), labeled, picks.tolist(), logits.tolist(),
-                       num_greedy=6))
+  diag = {
+    "score": np.arange(6.0),
+    "cg_residual": np.array([0.5, 1e-9, 2, 3, 4, 5]),
+    "inner_grad_norm": np.full(6, 1e-3),
+  }
+  got = diagnostics.round_entry(
+    probs, labels, labeled, picks, proxy_logits=logits, diagnostics=diag
+  )
+  _check(
+    got,
+    _by_hand(
+      probs.tolist(), labels.tolist(), labeled, picks.tolist(), logits.tolist(), num_greedy=6
+    ),
+  )
   assert got["ihvp_residual"] == [0.5, 1e-9, 2, 3, 4, 5]
   assert got["inner_grad_norm"] == [1e-3] * 6
   # Without a proxy or per-pick values those fields are absent, not made up.
@@ -96,9 +115,11 @@ def test_every_round_of_a_tiny_run_records_pick_diagnostics(tmp_path, fsdd_root,
 
   def select(*args, **kwargs):
     picks, diag = real_select(*args, **kwargs)
-    seen["proxy"].append(None if diagnostics.PROXY_LOGITS not in diag
-                         else np.asarray(diag[diagnostics.PROXY_LOGITS]))
+    seen["proxy"].append(
+      None if diagnostics.PROXY_LOGITS not in diag else np.asarray(diag[diagnostics.PROXY_LOGITS])
+    )
     return picks, diag
+
   monkeypatch.setattr(outputs_lib, "model_outputs", outputs)
   monkeypatch.setattr(strategies, "select_with_diagnostics", select)
 
@@ -117,8 +138,14 @@ def test_every_round_of_a_tiny_run_records_pick_diagnostics(tmp_path, fsdd_root,
       k += 1
       got = r["pick_diagnostics"]
       num_greedy = len(r["selection"]["score"]) if "selection" in r else 0
-      want = _by_hand(probs.tolist(), labels, r["labeled_indices"], r["picks"],
-                      None if proxy is None else proxy.tolist(), num_greedy=num_greedy)
+      want = _by_hand(
+        probs.tolist(),
+        labels,
+        r["labeled_indices"],
+        r["picks"],
+        None if proxy is None else proxy.tolist(),
+        num_greedy=num_greedy,
+      )
       _check(got, want)
       assert got["picks_misclassified"] == r["picks_misclassified"]
       if name == "bilevel":

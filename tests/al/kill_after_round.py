@@ -4,6 +4,7 @@
 
 Used by the resume test: a run killed between rounds must resume to the same selections.
 """
+
 import os
 import signal
 import sys

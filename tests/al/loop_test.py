@@ -1,4 +1,5 @@
 """AL loop: invalid configs fail before any compute; a killed run resumes to the same picks."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,13 @@ from tests.al import configs
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
-
-
 def _tiny(**overrides):
   return configs.with_overrides(fsdd_config.get_config("tiny"), overrides)
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     (dict(strategy="nope"), r"unknown strategy \['nope'\]"),
     (dict(strategy="uniform,uniform"), "twice"),
     (dict(**{"al.budget": 5}), r"al.budget=5 is smaller than the initial pool"),
@@ -38,7 +39,8 @@ def _tiny(**overrides):
     (dict(**{"train.depth_typo": 3}), "Unknown training config keys"),
     (dict(strategy="bilevel", **{"bilevel.kernel": "rbf"}), r"config.bilevel.kernel='rbf'"),
     (dict(strategy="uniform,bilevel", **{"bilevel.landmarks": 0}), "config.bilevel.landmarks=0"),
-])
+  ],
+)
 def test_invalid_config_fails_before_data(tmp_path, no_training, overrides, message):
   with pytest.raises(ValueError, match=message):
     loop.run(_tiny(**overrides), tmp_path)
@@ -75,13 +77,23 @@ def test_existing_results_need_resume(tmp_path, no_training):
 
 def _cli(workdir, kill_after_round=None, resume=False):
   """The AL CLI in a subprocess; with kill_after_round=k, SIGKILLed once round k is saved."""
-  entry = (["-m", "experiments.active_learning"] if kill_after_round is None else
-           [str(pathlib.Path(__file__).with_name("kill_after_round.py")), str(kill_after_round)])
-  cmd = [sys.executable, *entry,
-         "--config=experiments/configs/fsdd.py:tiny", "--config.strategy=uniform,kcenter",
-         "--config.progress=False", f"--workdir={workdir}"] + (["--resume"] if resume else [])
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [str(_REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+  entry = (
+    ["-m", "experiments.active_learning"]
+    if kill_after_round is None
+    else [str(pathlib.Path(__file__).with_name("kill_after_round.py")), str(kill_after_round)]
+  )
+  cmd = [
+    sys.executable,
+    *entry,
+    "--config=experiments/configs/fsdd.py:tiny",
+    "--config.strategy=uniform,kcenter",
+    "--config.progress=False",
+    f"--workdir={workdir}",
+  ] + (["--resume"] if resume else [])
+  env = dict(
+    os.environ,
+    PYTHONPATH=os.pathsep.join([str(_REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+  )
   return subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -104,6 +116,7 @@ def test_crashed_run_resumes_to_the_same_selections(tmp_path, fsdd_root, monkeyp
     save(path, record)
     if record["rounds"][-1]["round"] == 0:
       raise _Crash()
+
   monkeypatch.setattr(results, "save", crash_after_round_0)
   with pytest.raises(_Crash):
     loop.run(c, tmp_path / "crashed")
@@ -147,18 +160,25 @@ def test_killed_run_resumes_to_the_same_selections(tmp_path, fsdd_root):
     np.testing.assert_allclose(acc_a, acc_b)
     assert [len(r["labeled_indices"]) for r in rec_a["rounds"]] == rec_a["schedule"]
   # Round 0 is shared by both strategies of a seed (same initial pool and model).
-  assert _picks(clean, "uniform")[0]["initial_indices"] == \
-      _picks(clean, "kcenter")[0]["initial_indices"]
+  assert (
+    _picks(clean, "uniform")[0]["initial_indices"] == _picks(clean, "kcenter")[0]["initial_indices"]
+  )
 
 
 @pytest.mark.slow
 def test_cli_ends_with_the_tables_and_figure(tmp_path, fsdd_root):
   """`config.report`: Table 1 at the final budget, every round, bilevel seed by seed, Figure 3."""
-  cmd = [sys.executable, "-m", "experiments.active_learning",
-         "--config=experiments/configs/fsdd.py:tiny", "--config.strategy=uniform,bilevel",
-         "--config.progress=False", "--config.report=True", f"--workdir={tmp_path}"]
-  proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600,
-                        check=False)
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.active_learning",
+    "--config=experiments/configs/fsdd.py:tiny",
+    "--config.strategy=uniform,bilevel",
+    "--config.progress=False",
+    "--config.report=True",
+    f"--workdir={tmp_path}",
+  ]
+  proc = subprocess.run(cmd, cwd=_REPO, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = proc.stdout
   assert "| method | fsdd @ 20 labels | seeds |" in out
@@ -170,9 +190,18 @@ def test_cli_ends_with_the_tables_and_figure(tmp_path, fsdd_root):
 
 def test_resume_rejects_a_different_config(tmp_path):
   c = _tiny()
-  rec = results.new_record(dataset="fsdd", strategy="uniform", seed=0, command="x",
-                           config=c.to_dict(), train_size=300, test_size=100, num_classes=10,
-                           schedule=[10, 15, 20], initial_indices=np.arange(10))
+  rec = results.new_record(
+    dataset="fsdd",
+    strategy="uniform",
+    seed=0,
+    command="x",
+    config=c.to_dict(),
+    train_size=300,
+    test_size=100,
+    num_classes=10,
+    schedule=[10, 15, 20],
+    initial_indices=np.arange(10),
+  )
   path = results.result_path(tmp_path, "fsdd", "uniform", 0)
   results.save(path, rec)
   other = _tiny(**{"train.steps": 9}).to_dict()
@@ -183,8 +212,9 @@ def test_resume_rejects_a_different_config(tmp_path):
   with pytest.raises(ValueError, match="its num_classes=10 differs"):
     results.load_for_resume(path, dict(rec, num_classes=12))
   # How trainings are driven may change between sessions (e.g. a GPU then a CPU machine).
-  driven_differently = _tiny(**{"train.seed_mode": "map", "vmap_seeds": True,
-                                "report": not c.report}).to_dict()
+  driven_differently = _tiny(
+    **{"train.seed_mode": "map", "vmap_seeds": True, "report": not c.report}
+  ).to_dict()
   assert results.load_for_resume(path, dict(rec, config=driven_differently))["seed"] == 0
   # Files written before train.seed_threads existed resume with any setting of it.
   threads = _tiny(**{"train.seed_threads": 2}).to_dict()
@@ -198,6 +228,7 @@ def test_round0_model_name_ignores_seed_threads(tmp_path):
   """seed_threads changes no number, so round-0 models written before it existed stay valid."""
   from bilevel_jax.al import model_cache  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
+
   tc = _tiny().train.to_dict()
   older = {k: v for k, v in tc.items() if k != "seed_threads"}
   args = ("fsdd", 0)
@@ -209,17 +240,21 @@ def test_round0_model_name_ignores_seed_threads(tmp_path):
 
 def test_selection_entry_keeps_small_diagnostics():
   """Per-pick diagnostics keep 8 significant digits: tiny CG residuals do not round to 0."""
-  diag = {"cg_residual": np.array([2.0852011e-7, 1.2345678e-12], np.float32),
-          "score": np.array([[1234.56789, -0.5]]), "nan": np.array([np.nan])}
+  diag = {
+    "cg_residual": np.array([2.0852011e-7, 1.2345678e-12], np.float32),
+    "score": np.array([[1234.56789, -0.5]]),
+    "nan": np.array([np.nan]),
+  }
   got = results.selection_entry(diag)
   np.testing.assert_allclose(got["cg_residual"], diag["cg_residual"], rtol=1e-7)
   assert got["score"] == [[1234.5679, -0.5]]
-  assert got["nan"] == [None]   # JSON has no NaN: written as null
+  assert got["nan"] == [None]  # JSON has no NaN: written as null
   assert json.loads(json.dumps(got))["cg_residual"] == got["cg_residual"]
 
 
 def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no_training):
   from experiments.configs import speech_commands  # pylint: disable=g-import-not-at-top
+
   if any((data_root / d).is_dir() for d in ("speech_commands_v2", "speech_commands")):
     pytest.skip("the full Speech Commands data is present")
   c = speech_commands.get_config("tiny")
@@ -228,20 +263,22 @@ def test_speech_commands_without_full_data_fails_clearly(tmp_path, data_root, no
 
 
 @pytest.mark.slow
-def test_round0_model_is_shared_across_processes_through_the_workdir(tmp_path, fsdd_root,
-                                                                      monkeypatch):
+def test_round0_model_is_shared_across_processes_through_the_workdir(
+  tmp_path, fsdd_root, monkeypatch
+):
   """A later run (another process in practice) loads round 0 instead of retraining it."""
   loop.run(_tiny(strategy="uniform"), tmp_path)
   assert len(list((tmp_path / "models").glob("*.msgpack"))) == 1
   calls = []
   real = ssl_train.train_many
-  monkeypatch.setattr(ssl_train, "train_many",
-                      lambda *a, **k: calls.append(np.asarray(a[3]).shape) or real(*a, **k))
+  monkeypatch.setattr(
+    ssl_train, "train_many", lambda *a, **k: calls.append(np.asarray(a[3]).shape) or real(*a, **k)
+  )
   loop.run(_tiny(strategy="max_entropy"), tmp_path, resume=True)
   uni, _, acc_u = _picks(tmp_path, "uniform")
   ent, _, acc_e = _picks(tmp_path, "max_entropy")
-  assert len(calls) == len(ent["rounds"]) - 1          # every round but round 0 trained
-  assert acc_e[0] == acc_u[0]                          # the very same round-0 model
+  assert len(calls) == len(ent["rounds"]) - 1  # every round but round 0 trained
+  assert acc_e[0] == acc_u[0]  # the very same round-0 model
   # A different training setting does not pick up that model.
   calls.clear()
   loop.run(_tiny(strategy="kcenter", **{"train.steps": 6}), tmp_path, resume=True)
@@ -270,9 +307,17 @@ def test_train_seconds_are_per_seed(monkeypatch):
   def fake_train_many(*args, **kwargs):
     time.sleep(0.02)
     return types.SimpleNamespace(classifiers=["model1"])
+
   monkeypatch.setattr(ssl_train, "train_many", fake_train_many)
-  data = loop.Data("fsdd", 10, np.zeros((20, 4), np.float32), np.arange(20) % 10,
-                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  data = loop.Data(
+    "fsdd",
+    10,
+    np.zeros((20, 4), np.float32),
+    np.arange(20) % 10,
+    np.zeros((2, 4), np.float32),
+    np.zeros(2, np.int32),
+    np.zeros((1, 8)),
+  )
   models, seconds = loop._train(c, data, [0, 1], 1, labeled, shared)
   assert models == {0: "model0", 1: "model1"}
   assert seconds[0] == 0.0 and seconds[1] >= 0.02
@@ -283,9 +328,17 @@ def test_two_processes_train_a_round0_model_once(monkeypatch, tmp_path):
   the second waits and loads it (before, both trained: e.g. the two AL lanes)."""
   import threading  # pylint: disable=g-import-not-at-top
   from bilevel_jax.al import model_cache  # pylint: disable=g-import-not-at-top
+
   c = _tiny()
-  data = loop.Data("fsdd", 10, np.zeros((20, 4), np.float32), np.arange(20) % 10,
-                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  data = loop.Data(
+    "fsdd",
+    10,
+    np.zeros((20, 4), np.float32),
+    np.arange(20) % 10,
+    np.zeros((2, 4), np.float32),
+    np.zeros(2, np.int32),
+    np.zeros((1, 8)),
+  )
   labeled = {0: np.arange(10, dtype=np.int32)}
   calls, started = [], threading.Event()
 
@@ -294,10 +347,12 @@ def test_two_processes_train_a_round0_model_once(monkeypatch, tmp_path):
     started.set()
     time.sleep(0.5)  # the other caller arrives while this one trains
     return types.SimpleNamespace(classifiers=["model0"])
+
   monkeypatch.setattr(ssl_train, "train_many", slow_train_many)
   monkeypatch.setattr(model_cache, "save", lambda path, clf: io.atomic_write_json(path, clf))
-  monkeypatch.setattr(model_cache, "load",
-                      lambda path, *a: io.read_json(path) if path.exists() else None)
+  monkeypatch.setattr(
+    model_cache, "load", lambda path, *a: io.read_json(path) if path.exists() else None
+  )
   got = {}
 
   def caller(name):
@@ -318,8 +373,15 @@ def test_two_processes_train_a_round0_model_once(monkeypatch, tmp_path):
 def test_round0_model_key_tells_training_subsets_apart(tmp_path):
   """Same size, labeled indices and key but other clips (subset.seed) must not share a model."""
   rng = np.random.default_rng(0)
-  data = loop.Data("fsdd", 10, np.zeros((300, 4), np.float32), np.arange(300) % 10,
-                   np.zeros((2, 4), np.float32), np.zeros(2, np.int32), np.zeros((1, 8)))
+  data = loop.Data(
+    "fsdd",
+    10,
+    np.zeros((300, 4), np.float32),
+    np.arange(300) % 10,
+    np.zeros((2, 4), np.float32),
+    np.zeros(2, np.int32),
+    np.zeros((1, 8)),
+  )
   labeled = rng.permutation(300)[:10]
   a = loop._round0_path(_tiny(), data, 0, labeled, tmp_path)
   b = loop._round0_path(_tiny(**{"subset.seed": 1}), data, 0, labeled, tmp_path)
@@ -335,10 +397,12 @@ def test_committed_cpu_round0_model_keeps_its_name():
   """
   rec = io.read_json(_REPO / "results/active_learning/fsdd_cpu/fsdd_uniform_seed0.json")
   c = fsdd_config.get_config("cpu")
-  data = loop.Data("fsdd", rec["num_classes"], None, np.zeros(rec["train_size"], np.int32),
-                   None, None, None)
-  path = loop._round0_path(c, data, 0, np.asarray(rec["initial_indices"], np.int32),
-                           pathlib.Path("work"))
+  data = loop.Data(
+    "fsdd", rec["num_classes"], None, np.zeros(rec["train_size"], np.int32), None, None, None
+  )
+  path = loop._round0_path(
+    c, data, 0, np.asarray(rec["initial_indices"], np.int32), pathlib.Path("work")
+  )
   assert path == pathlib.Path("work/models/fsdd_seed0_round0_0e28ed6fa0bb7d9f.msgpack")
 
 
@@ -349,12 +413,21 @@ def test_bilevel_rounds_record_selection_diagnostics(tmp_path, fsdd_root):
   loop.run(c, tmp_path)
   rec = io.read_json(tmp_path / "fsdd_bilevel_seed0.json")
   assert rec["complete"]
-  n_greedy = c.al.batch_size_per_round - round(c.bilevel.uniform_fraction * c.al.batch_size_per_round)
+  n_greedy = c.al.batch_size_per_round - round(
+    c.bilevel.uniform_fraction * c.al.batch_size_per_round
+  )
   for r in rec["rounds"][:-1]:
     assert len(set(r["picks"]) | set(r["labeled_indices"])) == len(r["labeled_indices"]) + 5
     sel = r["selection"]
-    assert sorted(sel) == ["cg_residual", "ihvp_iterations", "inner_grad_norm",
-                           "inner_iterations", "inner_loss", "outer_loss", "score"]
+    assert sorted(sel) == [
+      "cg_residual",
+      "ihvp_iterations",
+      "inner_grad_norm",
+      "inner_iterations",
+      "inner_loss",
+      "outer_loss",
+      "score",
+    ]
     assert all(len(v) == n_greedy for v in sel.values())
     assert all(np.isfinite(v).all() for v in sel.values())
     # tiny mode: the paper solver with the configured steps

@@ -1,4 +1,5 @@
 """round_context: hides pool labels, rejects inconsistent shapes and labeled indices."""
+
 import numpy as np
 import pytest
 
@@ -29,11 +30,14 @@ def test_shape_mismatches_raise():
   with pytest.raises(AssertionError):
     outputs.round_context(_outputs(), labels[:5], np.array([0]))
   with pytest.raises(AssertionError):
-    outputs.round_context(_outputs(k=2)._replace(aug_probs=np.ones((2, 6, 4))), labels,
-                          np.array([0]))
+    outputs.round_context(
+      _outputs(k=2)._replace(aug_probs=np.ones((2, 6, 4))), labels, np.array([0])
+    )
   with pytest.raises(AssertionError):
-    outputs.round_context(_outputs(), labels, np.array([0, 1]), features=np.ones((5, 3)),
-                          bank=np.ones((2, 1, 3)))
+    outputs.round_context(
+      _outputs(), labels, np.array([0, 1]), features=np.ones((5, 3)), bank=np.ones((2, 1, 3))
+    )
   with pytest.raises(AssertionError):
-    outputs.round_context(_outputs(), labels, np.array([0, 1]), features=np.ones((6, 3)),
-                          bank=np.ones((3, 1, 3)))
+    outputs.round_context(
+      _outputs(), labels, np.array([0, 1]), features=np.ones((6, 3)), bank=np.ones((3, 1, 3))
+    )

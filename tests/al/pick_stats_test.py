@@ -1,5 +1,6 @@
 """Pick-statistics harness: bad settings fail before compute; on the tiny config it trains the
 AL loop's own round model, picks what the loop picks, caches the model and resumes."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,6 @@ from experiments.configs import pick_stats as pick_stats_config
 from tests.al import configs
 
 
-
-
 def _tiny(**overrides):
   return configs.with_overrides(pick_stats_config.get_config("tiny"), overrides)
 
@@ -30,19 +29,31 @@ def test_parse_seeds():
       pick_stats.parse_seeds(bad)
 
 
-@pytest.mark.parametrize("overrides, variants, message", [
+@pytest.mark.parametrize(
+  "overrides, variants, message",
+  [
     (dict(seeds="3,100"), None, r"includes \[3\], the seeds of the committed comparisons"),
     ({}, '{"x": {"strategy": "nope"}}', r"Unknown strategy 'nope'"),
     ({}, '{"x": ', "variants is not valid JSON"),
     ({}, '{"x": {"strategy": "uniform", "opts": {}}}', r"got unknown \['opts'\]"),
-    ({}, '{"x": {"strategy": "bilevel", "block": {"landmark": 3}}}',
-     "'landmark' is not a config.bilevel entry"),
-    ({}, '{"x": {"strategy": "bilevel", "block": {"landmarks": 0}}}',
-     r"config.bilevel.landmarks=0"),
+    (
+      {},
+      '{"x": {"strategy": "bilevel", "block": {"landmark": 3}}}',
+      "'landmark' is not a config.bilevel entry",
+    ),
+    (
+      {},
+      '{"x": {"strategy": "bilevel", "block": {"landmarks": 0}}}',
+      r"config.bilevel.landmarks=0",
+    ),
     ({}, '{"x": {"strategy": "kcenter", "block": {"landmarks": 3}}}', "has no config block"),
-    ({"labeled.source": "missing/fsdd_bilevel_seed{seed}.json"}, None,
-     r"no file missing/fsdd_bilevel_seed100.json"),
-])
+    (
+      {"labeled.source": "missing/fsdd_bilevel_seed{seed}.json"},
+      None,
+      r"no file missing/fsdd_bilevel_seed100.json",
+    ),
+  ],
+)
 def test_bad_settings_fail_before_compute(tmp_path, no_training, overrides, variants, message):
   with pytest.raises(ValueError, match=message):
     pick_stats.run(_tiny(**overrides), tmp_path, variants=variants)
@@ -50,12 +61,18 @@ def test_bad_settings_fail_before_compute(tmp_path, no_training, overrides, vari
 
 
 def test_labeled_set_from_a_result_json(tmp_path):
-  rec = {"seed": 101, "train_size": 40, "rounds": [
+  rec = {
+    "seed": 101,
+    "train_size": 40,
+    "rounds": [
       {"round": 0, "num_labeled": 10, "labeled_indices": list(range(10))},
-      {"round": 1, "num_labeled": 15, "labeled_indices": list(range(15))}]}
+      {"round": 1, "num_labeled": 15, "labeled_indices": list(range(15))},
+    ],
+  }
   io.atomic_write_json(tmp_path / "fsdd_bilevel_seed101.json", rec)
-  c = _tiny(**{"labeled.source": str(tmp_path / "fsdd_bilevel_seed{seed}.json"),
-               "labeled.num_labels": 15})
+  c = _tiny(
+    **{"labeled.source": str(tmp_path / "fsdd_bilevel_seed{seed}.json"), "labeled.num_labels": 15}
+  )
   idx, r, tag = pick_stats.labeled_set(c, 101, 40, np.arange(40) % 10, 10)
   assert idx.tolist() == list(range(15)) and r == 1 and tag == "fsdd_bilevel_seed101_round1"
   io.atomic_write_json(tmp_path / "fsdd_bilevel_seed102.json", rec)  # another seed's file
@@ -89,8 +106,9 @@ def test_tiny_run_is_the_loop_round_and_resumes(tmp_path, fsdd_root, monkeypatch
   real_train = loop._train
 
   def round0_only(config, data, seeds, r, labeled, shared, *args, **kwargs):
-    first = {s: idx[:config.al.initial] for s, idx in labeled.items()}
+    first = {s: idx[: config.al.initial] for s, idx in labeled.items()}
     return real_train(config, data, seeds, 0, first, shared, *args, **kwargs)
+
   monkeypatch.setattr(loop, "_train", round0_only)
   al = _tiny(seed=100, strategy="uniform,kcenter", **{"al.budget": 15})
   monkeypatch.setattr(ssl_train, "train_many", lambda *a, **k: pytest.fail("retrained"))
@@ -102,8 +120,12 @@ def test_tiny_run_is_the_loop_round_and_resumes(tmp_path, fsdd_root, monkeypatch
 
   # Resume: nothing is recomputed for a finished variant; a new one runs on the cached model.
   before = {k: v["picks"] for k, v in rec["variants"].items()}
-  variants = json.dumps({"uniform": {"strategy": "uniform"},
-                         "cg_more": {"strategy": "bilevel", "options": {"cg_steps": 7}}})
+  variants = json.dumps(
+    {
+      "uniform": {"strategy": "uniform"},
+      "cg_more": {"strategy": "bilevel", "options": {"cg_steps": 7}},
+    }
+  )
   pick_stats.run(c, tmp_path, variants=variants)
   again = io.read_json(path)
   assert {k: v["picks"] for k, v in again["variants"].items() if k in before} == before

@@ -1,4 +1,5 @@
 """Initial pool and round schedule."""
+
 from absl.testing import parameterized
 import jax
 import numpy as np
@@ -7,7 +8,6 @@ from bilevel_jax.al import pool
 
 
 class PoolTest(parameterized.TestCase):
-
   @parameterized.parameters((10, 10), (25, 10), (50, 35))
   def test_initial_pool_covers_every_class(self, size, num_classes):
     rng = np.random.default_rng(0)
@@ -17,10 +17,12 @@ class PoolTest(parameterized.TestCase):
     self.assertEqual(idx.shape, (size,))
     self.assertLen(set(idx.tolist()), size)
     self.assertEqual(set(labels[idx].tolist()), set(range(num_classes)))
-    np.testing.assert_array_equal(idx, pool.initial_pool(jax.random.key(3), labels, size,
-                                                         num_classes))
-    self.assertFalse(np.array_equal(idx, pool.initial_pool(jax.random.key(4), labels, size,
-                                                           num_classes)))
+    np.testing.assert_array_equal(
+      idx, pool.initial_pool(jax.random.key(3), labels, size, num_classes)
+    )
+    self.assertFalse(
+      np.array_equal(idx, pool.initial_pool(jax.random.key(4), labels, size, num_classes))
+    )
 
   def test_rare_class_is_found(self):
     labels = np.zeros(1000, np.int32)

@@ -1,4 +1,5 @@
 """Result files: a torn write loses at most the round being written; no bare NaN in JSON."""
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,28 @@ _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def _record():
   return results.new_record(
-      dataset="fsdd", strategy="uniform", seed=0, command="cmd", config={"mode": "test"},
-      train_size=20, test_size=5, num_classes=3, schedule=[3, 5, 7],
-      initial_indices=np.array([0, 1, 2]))
+    dataset="fsdd",
+    strategy="uniform",
+    seed=0,
+    command="cmd",
+    config={"mode": "test"},
+    train_size=20,
+    test_size=5,
+    num_classes=3,
+    schedule=[3, 5, 7],
+    initial_indices=np.array([0, 1, 2]),
+  )
 
 
 def _round(r):
-  return {"round": r, "num_labeled": 3 + 2 * r, "labeled_indices": list(range(3 + 2 * r)),
-          "test_accuracy": 0.25 * r, "picks": [10 + 2 * r, 11 + 2 * r] if r < 2 else None,
-          "selection": {"score": [1.5, float(r)]}}
+  return {
+    "round": r,
+    "num_labeled": 3 + 2 * r,
+    "labeled_indices": list(range(3 + 2 * r)),
+    "test_accuracy": 0.25 * r,
+    "picks": [10 + 2 * r, 11 + 2 * r] if r < 2 else None,
+    "selection": {"score": [1.5, float(r)]},
+  }
 
 
 def _write_rounds(path, n=3):
@@ -56,7 +70,7 @@ def test_truncated_journal_and_summary_lose_at_most_the_torn_round(tmp_path, no_
   path = tmp_path / "t" / src.name
   path.parent.mkdir()
   for k in range(len(journal) + 1):
-    path.write_bytes(summary[:len(summary) // 2])              # the summary is torn too
+    path.write_bytes(summary[: len(summary) // 2])  # the summary is torn too
     results.journal_path(path).write_bytes(journal[:k])
     want = _complete_rounds(journal, k)
     if want is None:
@@ -70,7 +84,7 @@ def test_truncated_journal_and_summary_lose_at_most_the_torn_round(tmp_path, no_
     if want < 3:
       rec["rounds"].append(_round(want))
       results.save(path, rec)
-      path.write_bytes(b"{")                                    # and the summary is lost again
+      path.write_bytes(b"{")  # and the summary is lost again
       assert len(results.load(path)["rounds"]) == want + 1, k
 
 

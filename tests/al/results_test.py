@@ -1,4 +1,5 @@
 """Result files: renamed config entries keep old records resumable."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,17 +10,26 @@ from bilevel_jax.utils import io
 
 
 def _record(config):
-  return results.new_record(dataset="fsdd", strategy="uniform", seed=0, command="c",
-                            config=config, train_size=30, test_size=10, num_classes=3,
-                            schedule=[3, 5], initial_indices=np.arange(3))
+  return results.new_record(
+    dataset="fsdd",
+    strategy="uniform",
+    seed=0,
+    command="c",
+    config=config,
+    train_size=30,
+    test_size=10,
+    num_classes=3,
+    schedule=[3, 5],
+    initial_indices=np.arange(3),
+  )
 
 
 def test_upgrade_config_moves_renamed_entries():
   old = {"al": {"initial": 3, "batch": 2}, "train": {"steps": 8}}
   new = results.upgrade_config(old)
   assert new == {"al": {"initial": 3, "batch_size_per_round": 2}, "train": {"steps": 8}}
-  assert old["al"]["batch"] == 2                         # the record itself is not changed
-  assert results.upgrade_config(new) == new              # current names pass through
+  assert old["al"]["batch"] == 2  # the record itself is not changed
+  assert results.upgrade_config(new) == new  # current names pass through
 
 
 def test_old_record_resumes_under_the_new_name(tmp_path):
@@ -37,14 +47,18 @@ def test_record_before_solver_keys_resumes_as_the_old_conventions(tmp_path):
   loss_reduction="mean": a config naming those resumes it, one naming "sum" does not."""
   path = tmp_path / "fsdd_uniform_seed0.json"
   io.atomic_write_json(path, _record({"bilevel": {"l2": 1e-4}}))
-  tols = {"inner_tol": 1e-6, "ihvp_rtol": 1e-4, **results.upgrade_config(
-      {"bilevel": {"l2": 1e-4}})["bilevel"]}
+  tols = {
+    "inner_tol": 1e-6,
+    "ihvp_rtol": 1e-4,
+    **results.upgrade_config({"bilevel": {"l2": 1e-4}})["bilevel"],
+  }
   tols.pop("l2")
   old = _record({"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols}})
   assert results.load_for_resume(path, old)["config"]["bilevel"] == {"l2": 1e-4}
   for change in ({"loss_reduction": "sum"}, {"solver": "exact"}):
-    new = _record({"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols,
-                               **change}})
+    new = _record(
+      {"bilevel": {"l2": 1e-4, "solver": "paper", "loss_reduction": "mean", **tols, **change}}
+    )
     with pytest.raises(ValueError, match=r"config entries \['bilevel'\] differ"):
       results.load_for_resume(path, new)
 
@@ -53,11 +67,13 @@ def test_record_without_kernel_options_reads_as_the_legacy_kernel(tmp_path):
   """Records written before bilevel.ntk_* existed used ReLU without a final activation."""
   path = tmp_path / "fsdd_bilevel_seed0.json"
   io.atomic_write_json(path, _record({"bilevel": {"ntk_depth": 10}}))
-  legacy = dict(ntk_depth=10, ntk_activation="relu", ntk_leaky_slope=0.0,
-                ntk_final_activation=False)
+  legacy = dict(
+    ntk_depth=10, ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False
+  )
   assert results.load_for_resume(path, _record({"bilevel": legacy}))["seed"] == 0
-  trained = dict(legacy, ntk_activation="leaky_relu", ntk_leaky_slope=0.1,
-                 ntk_final_activation=True)
+  trained = dict(
+    legacy, ntk_activation="leaky_relu", ntk_leaky_slope=0.1, ntk_final_activation=True
+  )
   with pytest.raises(ValueError, match=r"config entries \[.bilevel.\] differ"):
     results.load_for_resume(path, _record({"bilevel": trained}))
   assert results.upgrade_config({"al": {"initial": 3}}) == {"al": {"initial": 3}}  # no block

@@ -1,5 +1,6 @@
 """AL loop: a time budget stops a training mid-way with a checkpoint; --resume finishes it to the
 same picks and accuracies as an uninterrupted run; the CLI exits with status 75."""
+
 from __future__ import annotations
 
 import itertools
@@ -49,10 +50,22 @@ def test_budget_stops_mid_training_and_resume_matches(tmp_path, fsdd_root):
 
 
 def test_cli_exits_75_when_the_budget_is_spent(tmp_path, fsdd_root):
-  cmd = [sys.executable, "-m", "experiments.active_learning",
-         "--config=experiments/configs/fsdd.py:tiny", "--config.progress=False",
-         "--time_budget=0", f"--workdir={tmp_path}"]
-  proc = subprocess.run(cmd, cwd=_REPO, env=dict(os.environ, PYTHONPATH=str(_REPO)),
-                        capture_output=True, text=True, timeout=600)
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.active_learning",
+    "--config=experiments/configs/fsdd.py:tiny",
+    "--config.progress=False",
+    "--time_budget=0",
+    f"--workdir={tmp_path}",
+  ]
+  proc = subprocess.run(
+    cmd,
+    cwd=_REPO,
+    env=dict(os.environ, PYTHONPATH=str(_REPO)),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == budget.EXIT_TIME_BUDGET, proc.stderr[-3000:]
   assert "Continue with --resume" in proc.stdout

@@ -1,4 +1,5 @@
 """Two AL runs in one workdir: the second fails before loading data or training."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,6 +14,7 @@ from tests.utils.locks_test import hold_in_child
 def test_second_run_in_a_busy_workdir_fails_at_once(tmp_path, monkeypatch):
   def boom(*args, **kwargs):
     raise AssertionError("the second run went on")
+
   monkeypatch.setattr(loop, "load_data", boom)
   monkeypatch.setattr(ssl_train, "train_many", boom)
   config = fsdd_config.get_config("tiny")

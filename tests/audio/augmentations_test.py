@@ -1,4 +1,5 @@
 """Waveform augmentations: each effect against an obvious reference, plus PRNG/jit/vmap laws."""
+
 from __future__ import annotations
 
 import chex
@@ -70,12 +71,11 @@ def test_amplitude_scales_rms(gain):
 def test_shift_moves_onset_by_drawn_samples(shift):
   x = np.zeros((1, T), np.float32)
   x[0, 6000:7000] = np.hanning(1000) + 0.1  # onset exactly at sample 6000
-  y = np.asarray(_apply(_only(1, apply_shift=True, shift=shift), jnp.asarray(x),
-                                  _noise()))[0]
+  y = np.asarray(_apply(_only(1, apply_shift=True, shift=shift), jnp.asarray(x), _noise()))[0]
   assert int(np.flatnonzero(y)[0]) == 6000 + shift
   want = np.zeros(T, np.float32)  # zero-filled shift, the obvious way
   if shift >= 0:
-    want[shift:] = x[0, :T - shift]
+    want[shift:] = x[0, : T - shift]
   else:
     want[:shift] = x[0, -shift:]
   np.testing.assert_array_equal(y, want)
@@ -91,8 +91,7 @@ def test_speed_moves_tone_peak_to_u_times_f(speed):
   """'speed x u' = played u times faster: a tone at f Hz moves to u*f Hz."""
   f = 440.0
   x = np.sin(2 * np.pi * f * np.arange(T) / 16000).astype(np.float32)[None]
-  y = np.asarray(_apply(_only(1, apply_speed=True, speed=speed), jnp.asarray(x),
-                                  _noise()))[0]
+  y = np.asarray(_apply(_only(1, apply_speed=True, speed=speed), jnp.asarray(x), _noise()))[0]
   assert abs(_peak_hz(x[0]) - f) <= 1.0
   assert abs(_peak_hz(y) - speed * f) <= 2.0
   # Same result as numpy's linear interpolation about the centre, zeros outside.
@@ -103,8 +102,7 @@ def test_speed_moves_tone_peak_to_u_times_f(speed):
   # Speed-up compresses: a 0.1 s burst starting at 0.6 s ends earlier / later by 1/u.
   b = np.zeros((1, T), np.float32)
   b[0, 9600:11200] = 1.0
-  yb = np.asarray(_apply(_only(1, apply_speed=True, speed=speed), jnp.asarray(b),
-                                   _noise()))[0]
+  yb = np.asarray(_apply(_only(1, apply_speed=True, speed=speed), jnp.asarray(b), _noise()))[0]
   support = np.flatnonzero(yb > 0.5)
   assert abs(support.size - 1600 / speed) <= 2
 
@@ -118,12 +116,12 @@ def test_measured_snr_equals_drawn_snr(seed):
   clean = _apply(with_noise._replace(apply_noise=jnp.zeros(4, bool)), x, noise)
   noisy = _apply(with_noise, x, noise)
   added = np.asarray(noisy, np.float64) - np.asarray(clean, np.float64)
-  snr = 10 * np.log10(np.mean(np.asarray(clean, np.float64) ** 2, 1) / np.mean(added ** 2, 1))
+  snr = 10 * np.log10(np.mean(np.asarray(clean, np.float64) ** 2, 1) / np.mean(added**2, 1))
   np.testing.assert_allclose(snr, p.snr_db, atol=1e-3)
   # The added signal is the drawn crop of the drawn recording, scaled.
   for i in range(4):
     k, o = int(p.noise_index[i]), int(p.noise_offset[i])
-    crop = np.asarray(noise[k, o:o + T], np.float64)
+    crop = np.asarray(noise[k, o : o + T], np.float64)
     scale = added[i] @ crop / (crop @ crop)
     np.testing.assert_allclose(added[i], scale * crop, atol=1e-5)
 
@@ -161,14 +159,14 @@ def test_augment_and_featurize_jit_no_jit_and_vmap_over_seeds():
   # samples from the centre by ~1e-3 samples; so compare sampling and applying separately.
   p_jit, p_eager = _sample(key, 2, noise.shape), aug.sample_params(key, 2, noise.shape)
   chex.assert_trees_all_close(p_jit, p_eager, rtol=1e-6)
-  np.testing.assert_allclose(_apply(p_eager, x[:2], noise), aug.apply_params(p_eager, x[:2], noise),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    _apply(p_eager, x[:2], noise), aug.apply_params(p_eager, x[:2], noise), rtol=1e-5, atol=1e-6
+  )
   step = jax.jit(chex.assert_max_traces(aug.augment_and_featurize, n=1))
   jitted = step(key, x, noise)
   step(jax.random.key(99), x[::-1], noise * 2.0)  # new key, data and noise: no retrace
   chex.assert_shape(jitted, (4, 32, 32, 1))
-  np.testing.assert_allclose(jitted, jax.jit(audio.featurize)(_augment(key, x, noise)),
-                             atol=1e-3)
+  np.testing.assert_allclose(jitted, jax.jit(audio.featurize)(_augment(key, x, noise)), atol=1e-3)
   keys = jax.random.split(jax.random.key(6), 2)
   xs = jnp.stack([x, x[::-1]])
   feats = jax.jit(jax.vmap(aug.augment_and_featurize, in_axes=(0, 0, None)))(keys, xs, noise)
@@ -194,8 +192,12 @@ def test_groups_equal_separate_calls_and_reject_mismatch():
   groups = jax.jit(aug.augment_and_featurize_groups)(keys, [x[:2], x[2:]], noise)
   assert aug.augment_and_featurize.groups is aug.augment_and_featurize_groups
   chex.assert_shape(groups, [(2, 32, 32, 1), (3, 32, 32, 1)])
-  separate = jax.jit(lambda k0, k1: [aug.augment_and_featurize(k0, x[:2], noise),
-                                      aug.augment_and_featurize(k1, x[2:], noise)])(*keys)
+  separate = jax.jit(
+    lambda k0, k1: [
+      aug.augment_and_featurize(k0, x[:2], noise),
+      aug.augment_and_featurize(k1, x[2:], noise),
+    ]
+  )(*keys)
   # Same draws, same arithmetic per group (features ~0..1).
   for got, want in zip(groups, separate):
     np.testing.assert_allclose(got, want, atol=2e-5)

@@ -1,4 +1,5 @@
 """Log-mel in JAX against librosa on real FSDD and Speech Commands clips."""
+
 from __future__ import annotations
 
 import chex
@@ -16,8 +17,12 @@ from bilevel_jax.data import decode
 _log_mel = jax.jit(audio.log_mel)
 _featurize = jax.jit(audio.featurize)
 
-CLIPS = ("recordings/0_jackson_7.wav", "recordings/3_theo_22.wav", "recordings/7_george_3.wav",
-         "recordings/9_yweweler_45.wav")
+CLIPS = (
+  "recordings/0_jackson_7.wav",
+  "recordings/3_theo_22.wav",
+  "recordings/7_george_3.wav",
+  "recordings/9_yweweler_45.wav",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +31,31 @@ def fsdd_clips(fsdd_root) -> np.ndarray:
 
 
 def _librosa_log_mel(y: np.ndarray, dtype=np.float32) -> np.ndarray:
-  mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=2048, hop_length=512, n_mels=32,
-                                       window="hann", center=True, pad_mode="constant",
-                                       power=2.0, dtype=dtype)
+  mel = librosa.feature.melspectrogram(
+    y=y,
+    sr=16000,
+    n_fft=2048,
+    hop_length=512,
+    n_mels=32,
+    window="hann",
+    center=True,
+    pad_mode="constant",
+    power=2.0,
+    dtype=dtype,
+  )
   return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
 
 
 # Real Speech Commands clips: the one with the largest float32 error of the 563-clip sample
 # (benchmarks/results/log_mel_accuracy.json: band 31, frame 14, 0.0015 dB at -76.7 dB, 94 dB
 # below the clip's peak) and one clip of a few other words.
-SC_CLIPS = ("nine/7257420c_nohash_0.wav", "yes/022cd682_nohash_0.wav",
-            "zero/0fa1e7a9_nohash_2.wav", "bed/0ea0e2f4_nohash_1.wav",
-            "wow/3b4f8f24_nohash_0.wav")
+SC_CLIPS = (
+  "nine/7257420c_nohash_0.wav",
+  "yes/022cd682_nohash_0.wav",
+  "zero/0fa1e7a9_nohash_2.wav",
+  "bed/0ea0e2f4_nohash_1.wav",
+  "wow/3b4f8f24_nohash_0.wav",
+)
 
 
 def _check_float32_accuracy(clips: np.ndarray) -> None:

@@ -1,5 +1,6 @@
 """solver="exact" and loss_reduction: the exact reference's whole pick sequence, per convention;
 recorded tolerances; traced tolerances; the reference itself is exact."""
+
 from __future__ import annotations
 
 import jax
@@ -18,15 +19,32 @@ from tests.bilevel import problems
 def _select(prob, *, b=5, dtype=np.float64, **kw):
   bank_fn, params = select.precomputed_bank(prob.pool_bank.astype(dtype))
   return select.select_batch(
-      jax.random.key(0), prob.pool_z.astype(dtype), prob.pseudo.astype(dtype), prob.labeled_idx,
-      prob.labeled_labels, prob.pool_bank[prob.labeled_idx].astype(dtype), bank_fn, params, b=b,
-      uniform_fraction=0.0, **kw)
+    jax.random.key(0),
+    prob.pool_z.astype(dtype),
+    prob.pseudo.astype(dtype),
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx].astype(dtype),
+    bank_fn,
+    params,
+    b=b,
+    uniform_fraction=0.0,
+    **kw,
+  )
 
 
 def _reference(prob, *, b=5, l2, red):
-  return reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-                          prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=b, l2=l2,
-                          loss_reduction=red)
+  return reference.select(
+    prob.pool_z,
+    prob.pseudo,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx],
+    prob.pool_bank,
+    b=b,
+    l2=l2,
+    loss_reduction=red,
+  )
 
 
 def _grad_at_zero(prob, picks, l2, red):
@@ -37,8 +55,9 @@ def _grad_at_zero(prob, picks, l2, red):
   ys = [np.eye(c)[lab] for lab in prob.labeled_labels for _ in range(a)]
   out = []
   for pick in picks:
-    g, _ = reference.inner_grad_hessian(np.zeros((prob.pool_z.shape[1], c)), zs, ys, l2,
-                                        row_weight=1.0 / a if red == "sum" else None)
+    g, _ = reference.inner_grad_hessian(
+      np.zeros((prob.pool_z.shape[1], c)), zs, ys, l2, row_weight=1.0 / a if red == "sum" else None
+    )
     out.append(np.linalg.norm(g))
     zs += list(prob.pool_bank[pick])
     ys += [prob.pseudo[pick]] * a
@@ -52,22 +71,28 @@ def test_objectives_follow_the_convention(x64, red):
   rng = np.random.default_rng(0)
   w = rng.normal(size=(5, 3))
   valid = np.array([True, True, True, False])
-  bank = inner.Bank(jnp.asarray(prob.pool_bank[:4]), jnp.asarray(prob.pseudo[:4]),
-                    jnp.asarray(valid))
+  bank = inner.Bank(
+    jnp.asarray(prob.pool_bank[:4]), jnp.asarray(prob.pseudo[:4]), jnp.asarray(valid)
+  )
   zs = [z for copies in prob.pool_bank[:3] for z in copies]
   ys = [y for y in prob.pseudo[:3] for _ in range(4)]
   want = reference.inner_objective(w, zs, ys, 1e-2, row_weight=0.25 if red == "sum" else None)
-  np.testing.assert_allclose(inner.bank_objective(jnp.asarray(w), bank, 1e-2, red), want,
-                             rtol=1e-12)
-  g_val, g_t, _ = outer.outer_value_grad_t(jnp.asarray(w.T), jnp.asarray(prob.pool_z),
-                                           jnp.asarray(prob.pseudo), reduction=red)
-  np.testing.assert_allclose(g_val, reference.outer_objective(w, prob.pool_z, prob.pseudo, red),
-                             rtol=1e-12)
-  np.testing.assert_allclose(np.asarray(g_t).T.ravel(),
-                             reference.outer_grad(w, prob.pool_z, prob.pseudo, red), rtol=1e-10)
+  np.testing.assert_allclose(
+    inner.bank_objective(jnp.asarray(w), bank, 1e-2, red), want, rtol=1e-12
+  )
+  g_val, g_t, _ = outer.outer_value_grad_t(
+    jnp.asarray(w.T), jnp.asarray(prob.pool_z), jnp.asarray(prob.pseudo), reduction=red
+  )
+  np.testing.assert_allclose(
+    g_val, reference.outer_objective(w, prob.pool_z, prob.pseudo, red), rtol=1e-12
+  )
+  np.testing.assert_allclose(
+    np.asarray(g_t).T.ravel(), reference.outer_grad(w, prob.pool_z, prob.pseudo, red), rtol=1e-10
+  )
   # "sum" is "mean" times the number of valid slots, with l2 scaled alike.
   ratio = inner.bank_objective(jnp.asarray(w), bank, 3e-2, "sum") / inner.bank_objective(
-      jnp.asarray(w), bank, 1e-2, "mean")
+    jnp.asarray(w), bank, 1e-2, "mean"
+  )
   np.testing.assert_allclose(ratio, 3.0, rtol=1e-12)
 
 
@@ -76,8 +101,7 @@ def test_paper_solver_with_exact_inner_follows_the_convention(x64, red):
   """The paper solver's path (inner_solver hook, fixed CG) with a converged inner solve gives
   the reference's picks in both conventions: the convention reaches every part of the solver."""
   prob = problems.make_problem(seed=0, p=24, n_labeled=3)
-  sel = _select(prob, l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60),
-                loss_reduction=red)
+  sel = _select(prob, l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60), loss_reduction=red)
   ref = _reference(prob, l2=1e-2, red=red)
   np.testing.assert_array_equal(sel.indices, ref.indices)
   np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-6)
@@ -91,18 +115,24 @@ def test_conventions_pick_differently_at_small_l2(x64):
 
 
 _CASES = [  # seed, m, c, l2, reduction, dtype
-    (0, 12, 4, 1e-2, "sum", np.float64), (1, 12, 4, 1e-4, "mean", np.float64),
-    (2, 12, 4, 1e-4, "sum", np.float32),
+  (0, 12, 4, 1e-2, "sum", np.float64),
+  (1, 12, 4, 1e-4, "mean", np.float64),
+  (2, 12, 4, 1e-4, "sum", np.float32),
 ]
-_SLOW_CASES = [(s, m, c, l2, red, dt) for s, (m, c) in enumerate([(32, 10), (64, 4), (64, 10)])
-               for l2 in (1e-2, 1e-4) for red in ("sum", "mean")
-               for dt in (np.float32, np.float64)]
+_SLOW_CASES = [
+  (s, m, c, l2, red, dt)
+  for s, (m, c) in enumerate([(32, 10), (64, 4), (64, 10)])
+  for l2 in (1e-2, 1e-4)
+  for red in ("sum", "mean")
+  for dt in (np.float32, np.float64)
+]
 
 
 def _check_exact(prob, l2, red, dtype):
   tol, rtol = 1e-6, 1e-4
-  sel = _select(prob, dtype=dtype, l2=l2, solver="exact", loss_reduction=red,
-                inner_tol=tol, ihvp_rtol=rtol)
+  sel = _select(
+    prob, dtype=dtype, l2=l2, solver="exact", loss_reduction=red, inner_tol=tol, ihvp_rtol=rtol
+  )
   ref = _reference(prob, l2=l2, red=red)
   np.testing.assert_array_equal(sel.indices, ref.indices)
   f64 = dtype == np.float64
@@ -163,11 +193,13 @@ def test_exact_tolerances_are_traced_and_checked():
   for tol, rtol, l2 in ((1e-4, 1e-3, 1e-2), (1e-5, 1e-4, 1e-3)):
     _select(prob, b=3, dtype=np.float32, solver="exact", inner_tol=tol, ihvp_rtol=rtol, l2=l2)
   assert select._select._cache_size() - before == 1  # pylint: disable=protected-access
-  for bad, match in ((dict(solver="newton"), "solver must be"),
-                     (dict(loss_reduction="avg"), "loss_reduction must be"),
-                     (dict(solver="exact", inner_tol=-1.0), "inner_tol must be"),
-                     (dict(solver="exact", inner_max_iter=0), "inner_max_iter must be"),
-                     (dict(solver="exact", inner_solver=inner.LBFGSSolver(3)), "cannot be")):
+  for bad, match in (
+    (dict(solver="newton"), "solver must be"),
+    (dict(loss_reduction="avg"), "loss_reduction must be"),
+    (dict(solver="exact", inner_tol=-1.0), "inner_tol must be"),
+    (dict(solver="exact", inner_max_iter=0), "inner_max_iter must be"),
+    (dict(solver="exact", inner_solver=inner.LBFGSSolver(3)), "cannot be"),
+  ):
     with pytest.raises(ValueError, match=match):
       _select(prob, b=3, dtype=np.float32, **bad)
 
@@ -176,8 +208,9 @@ def test_reduced_coordinates_are_exact(x64):
   """w -> (w Q) Q^T loses nothing of F: value and gradient agree with the full-space ones."""
   rng = np.random.default_rng(0)
   z = rng.normal(size=(3, 2, 9))
-  bank = inner.Bank(jnp.asarray(z), jnp.asarray(np.eye(4)[[0, 2, 1]]),
-                    jnp.asarray([True, True, False]))
+  bank = inner.Bank(
+    jnp.asarray(z), jnp.asarray(np.eye(4)[[0, 2, 1]]), jnp.asarray([True, True, False])
+  )
   red = exact.reduce_bank(bank, "sum")
   assert red.basis.shape == (9, 6)
   wr = jnp.asarray(rng.normal(size=(4, 6)))

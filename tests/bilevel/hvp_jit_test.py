@@ -4,6 +4,7 @@ With `jax.nn.log_softmax` in the cross-entropy, XLA:CPU (jax 0.10.2) returned wr
 NaN for the jitted HVP at c = 35 when the bank had an empty slot, which stalled CG inside
 `select_batch` (picks 0, 1, 2, ...). The cross-entropy is now written with logsumexp.
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ def test_jit_hvp_matches_eager_and_dense(shape):
   rng = np.random.default_rng(0)
   z = rng.normal(size=(s, a, m)).astype(np.float32) * 0.05
   y = np.eye(c, dtype=np.float32)[rng.integers(0, c, s)]
-  z[-1], y[-1] = 0.0, 0.0            # an empty slot, as in the fixed-capacity bank
+  z[-1], y[-1] = 0.0, 0.0  # an empty slot, as in the fixed-capacity bank
   bank = inner.Bank(jnp.asarray(z), jnp.asarray(y), jnp.arange(s) < s - 1)
   w = jnp.asarray(rng.normal(size=(m, c)), jnp.float32)
   u = jnp.asarray(rng.normal(size=(m, c)), jnp.float32) * 0.01

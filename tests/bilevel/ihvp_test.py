@@ -1,4 +1,5 @@
 """CG inverse-HVP against dense solves of jax.hessian."""
+
 from __future__ import annotations
 
 import jax
@@ -13,9 +14,11 @@ from tests.bilevel import problems
 
 def _inner_fn(prob, l2):
   c = prob.pseudo.shape[1]
-  bank = inner.Bank(jnp.asarray(prob.pool_bank[prob.labeled_idx]),
-                    jnp.asarray(np.eye(c)[prob.labeled_labels]),
-                    jnp.ones(len(prob.labeled_idx), bool))
+  bank = inner.Bank(
+    jnp.asarray(prob.pool_bank[prob.labeled_idx]),
+    jnp.asarray(np.eye(c)[prob.labeled_labels]),
+    jnp.ones(len(prob.labeled_idx), bool),
+  )
   return lambda w: inner.bank_objective(w, bank, l2)
 
 
@@ -24,8 +27,12 @@ def test_hvp_matches_dense_hessian(x64):
   f = _inner_fn(prob, 1e-3)
   rng = np.random.default_rng(0)
   w, u = jnp.asarray(rng.normal(size=(5, 3))), jnp.asarray(rng.normal(size=(5, 3)))
-  both = jax.jit(lambda w, u: (ihvp.hvp(f, w, u).ravel(),       # one compile, not eager ops
-                               jax.hessian(lambda x: f(x.reshape(5, 3)))(w.ravel()) @ u.ravel()))
+  both = jax.jit(
+    lambda w, u: (
+      ihvp.hvp(f, w, u).ravel(),  # one compile, not eager ops
+      jax.hessian(lambda x: f(x.reshape(5, 3)))(w.ravel()) @ u.ravel(),
+    )
+  )
   got, want = both(w, u)
   np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
@@ -61,7 +68,7 @@ def test_truncated_cg_reports_its_residual(x64):
 def test_cg_stays_finite_after_exact_convergence(x64):
   a = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
   b = jnp.array([1.0, 1.0, 1.0])
-  res = ihvp.cg_solve(lambda x: a @ x, b, steps=30)   # exact after 3 steps, then r = 0
+  res = ihvp.cg_solve(lambda x: a @ x, b, steps=30)  # exact after 3 steps, then r = 0
   np.testing.assert_allclose(res.x, [1.0, 0.5, 1 / 3], rtol=1e-12)
   assert np.isfinite(float(res.residual))
 

@@ -1,4 +1,5 @@
 """Scores: matrix form vs per-point autodiff gradients, and vs influence by finite differences."""
+
 from __future__ import annotations
 
 import jax
@@ -26,8 +27,11 @@ def test_scores_match_per_point_gradients(x64):
 def test_outer_objective_matches_loop_reference(x64):
   prob = problems.make_problem(seed=1)
   w = np.random.default_rng(1).normal(size=(5, 3))
-  np.testing.assert_allclose(outer.outer_objective(jnp.asarray(w), prob.pool_z, prob.pseudo),
-                             reference.outer_objective(w, prob.pool_z, prob.pseudo), rtol=1e-12)
+  np.testing.assert_allclose(
+    outer.outer_objective(jnp.asarray(w), prob.pool_z, prob.pseudo),
+    reference.outer_objective(w, prob.pool_z, prob.pseudo),
+    rtol=1e-12,
+  )
 
 
 def test_scores_predict_change_of_outer_objective(x64):
@@ -39,11 +43,13 @@ def test_scores_predict_change_of_outer_objective(x64):
   targets = prob.pseudo.copy()
   targets[prob.labeled_idx] = np.eye(c)[prob.labeled_labels]
   w0 = reference.newton_solve(rows_z, rows_y, l2, np.zeros((5, c)))
-  bank = inner.Bank(jnp.asarray(prob.pool_bank[prob.labeled_idx]),
-                    jnp.asarray(np.eye(c)[prob.labeled_labels]), jnp.ones(4, bool))
+  bank = inner.Bank(
+    jnp.asarray(prob.pool_bank[prob.labeled_idx]),
+    jnp.asarray(np.eye(c)[prob.labeled_labels]),
+    jnp.ones(4, bool),
+  )
   g = jax.grad(outer.outer_objective)(jnp.asarray(w0), prob.pool_z, targets)
-  v = ihvp.inverse_hvp(lambda w: inner.bank_objective(w, bank, l2), jnp.asarray(w0), g,
-                       steps=30).x
+  v = ihvp.inverse_hvp(lambda w: inner.bank_objective(w, bank, l2), jnp.asarray(w0), g, steps=30).x
   scores = np.asarray(outer.pool_scores(jnp.asarray(w0), v, prob.pool_z, prob.pseudo))
   order = np.argsort(scores)
   for x in [order[0], order[len(order) // 2], order[-1]]:
@@ -62,7 +68,7 @@ def test_shape_mismatches_raise_at_trace_time():
   prob = problems.make_problem(seed=0)
   w = jnp.zeros((5, 3))
   with pytest.raises(AssertionError):
-    outer.outer_objective(w, prob.pool_z, prob.pseudo[:1])       # (1, c) would broadcast
+    outer.outer_objective(w, prob.pool_z, prob.pseudo[:1])  # (1, c) would broadcast
   with pytest.raises(AssertionError):
     outer.pool_scores(w, w.T, prob.pool_z, prob.pseudo)
   with pytest.raises(AssertionError):

@@ -1,4 +1,5 @@
 """select_batch: picks vs the NumPy reference, determinism, invariants, compile-once, errors."""
+
 from __future__ import annotations
 
 import jax
@@ -16,19 +17,43 @@ _FAST = dict(inner_steps=40, batch_size=16, cg_steps=10, lr=1e-2, l2=1e-3)
 
 def _args(prob):
   bank_fn, params = select.precomputed_bank(prob.pool_bank)
-  return (prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-          prob.pool_bank[prob.labeled_idx], bank_fn, params)
+  return (
+    prob.pool_z,
+    prob.pseudo,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx],
+    bank_fn,
+    params,
+  )
 
 
 def test_greedy_picks_match_numpy_reference(x64):
   """Deterministic setting (full-batch Adam run to convergence) vs Newton + dense solve."""
   prob = problems.make_problem(seed=0, p=24, n_labeled=3)
-  sel = select.select_batch(jax.random.key(0), *_args(prob), b=5, uniform_fraction=0.0,
-                            lr=0.05, l2=1e-2, inner_steps=3000, batch_size=None, cg_steps=30,
-                            loss_reduction="mean")
-  ref = reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2,
-                         loss_reduction="mean")
+  sel = select.select_batch(
+    jax.random.key(0),
+    *_args(prob),
+    b=5,
+    uniform_fraction=0.0,
+    lr=0.05,
+    l2=1e-2,
+    inner_steps=3000,
+    batch_size=None,
+    cg_steps=30,
+    loss_reduction="mean",
+  )
+  ref = reference.select(
+    prob.pool_z,
+    prob.pseudo,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx],
+    prob.pool_bank,
+    b=5,
+    l2=1e-2,
+    loss_reduction="mean",
+  )
   np.testing.assert_array_equal(sel.indices, ref.indices)
   np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-4)
   # The picks are not decided by rounding: the runner-up is clearly behind at every step.
@@ -39,8 +64,9 @@ def test_greedy_picks_match_numpy_reference(x64):
   np.testing.assert_allclose(sel.w, ref.ws[-1], atol=1e-5)
 
 
-@pytest.mark.parametrize("b,fraction,want", [(10, 0.1, (9, 1)), (5, 0.1, (5, 0)),
-                                             (20, 0.1, (18, 2)), (4, 1.0, (0, 4))])
+@pytest.mark.parametrize(
+  "b,fraction,want", [(10, 0.1, (9, 1)), (5, 0.1, (5, 0)), (20, 0.1, (18, 2)), (4, 1.0, (0, 4))]
+)
 def test_split_batch(b, fraction, want):
   assert select.split_batch(b, fraction) == want
 
@@ -76,7 +102,7 @@ def test_compiles_once_for_same_shapes():
   traces = []
 
   def counting_bank_fn(pool_bank, key, index):
-    traces.append(1)   # runs at trace time only
+    traces.append(1)  # runs at trace time only
     return pool_bank[index]
 
   args = list(_args(prob))
@@ -85,8 +111,8 @@ def test_compiles_once_for_same_shapes():
   select.select_batch(jax.random.key(0), *args, **opts)
   n_first = len(traces)
   assert n_first >= 1
-  args[0] = args[0] + 0.5                       # new feature values, same shape
-  for lr, l2 in [(1e-2, 1e-3), (3e-3, 1e-4)]:   # traced hyperparameters
+  args[0] = args[0] + 0.5  # new feature values, same shape
+  for lr, l2 in [(1e-2, 1e-3), (3e-3, 1e-4)]:  # traced hyperparameters
     opts.update(lr=lr, l2=l2)
     select.select_batch(jax.random.key(1), *args, **opts)
   assert len(traces) == n_first
@@ -107,8 +133,20 @@ def test_vmap_over_keys_equals_separate_calls(x64):
 
 
 def _bad(prob, **changes):
-  args = dict(zip(["pool_z", "pseudo_labels", "labeled_idx", "labeled_labels", "labeled_bank",
-                   "bank_fn", "bank_params"], _args(prob)))
+  args = dict(
+    zip(
+      [
+        "pool_z",
+        "pseudo_labels",
+        "labeled_idx",
+        "labeled_labels",
+        "labeled_bank",
+        "bank_fn",
+        "bank_params",
+      ],
+      _args(prob),
+    )
+  )
   opts = dict(_FAST, b=3)
   for k, v in changes.items():
     (args if k in args else opts)[k] = v
@@ -130,7 +168,9 @@ def _negative_pseudo():
   return y
 
 
-@pytest.mark.parametrize("changes,match", [
+@pytest.mark.parametrize(
+  "changes,match",
+  [
     (dict(b=8), r"b=8 is larger than the 7 pool points available"),
     (dict(pseudo_labels=_PROB.pseudo * 1.1), r"rows must sum to 1"),
     (dict(pseudo_labels=_negative_pseudo()), r"row 2 has a negative entry"),
@@ -152,9 +192,12 @@ def _negative_pseudo():
     # Before the review: accepted; NaN scores, and argmax picked 0, 1, 3 (index order).
     (dict(w0=np.full((5, 3), np.nan, np.float32)), r"w0 has 15 NaN/inf entries"),
     # Before the review: an IndexError from pool_valid[labeled_idx].
-    (dict(labeled_idx=np.array([0, 1, 10], np.int32), pool_valid=np.ones(10, bool)),
-     r"labeled_idx must lie in \[0, P=10\)"),
-])
+    (
+      dict(labeled_idx=np.array([0, 1, 10], np.int32), pool_valid=np.ones(10, bool)),
+      r"labeled_idx must lie in \[0, P=10\)",
+    ),
+  ],
+)
 def test_bad_inputs_raise_clear_errors(changes, match):
   args, opts = _bad(_PROB, **changes)
   with pytest.raises(ValueError, match=match):
@@ -172,7 +215,8 @@ def test_non_finite_scores_raise_instead_of_picking_by_index():
     select.select_batch(jax.random.key(0), *args, b=3, uniform_fraction=0.0, **_FAST)
   # Under an outer jit the scores are traced: no check, the caller sees the NaN diagnostics.
   sel = jax.jit(lambda k: select.select_batch(k, *args, b=3, uniform_fraction=0.0, **_FAST))(
-      jax.random.key(0))
+    jax.random.key(0)
+  )
   assert np.isnan(np.asarray(sel.scores)[1:]).all()
 
 
@@ -202,12 +246,27 @@ def test_exact_inner_solver_matches_reference_and_inner_loss_is_the_scored_probl
   """LBFGSSolver (inner_solver hook) reaches the inner minimiser: picks of the exact reference.
   inner_loss[k] is F at the k-th solve over the bank pick k was scored with (before it joins)."""
   prob = problems.make_problem(seed=0, p=24, n_labeled=3)
-  sel = select.select_batch(jax.random.key(0), *_args(prob), b=5, uniform_fraction=0.0,
-                            l2=1e-2, cg_steps=30, inner_solver=inner.LBFGSSolver(60),
-                            loss_reduction="mean")
-  ref = reference.select(prob.pool_z, prob.pseudo, prob.labeled_idx, prob.labeled_labels,
-                         prob.pool_bank[prob.labeled_idx], prob.pool_bank, b=5, l2=1e-2,
-                         loss_reduction="mean")
+  sel = select.select_batch(
+    jax.random.key(0),
+    *_args(prob),
+    b=5,
+    uniform_fraction=0.0,
+    l2=1e-2,
+    cg_steps=30,
+    inner_solver=inner.LBFGSSolver(60),
+    loss_reduction="mean",
+  )
+  ref = reference.select(
+    prob.pool_z,
+    prob.pseudo,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx],
+    prob.pool_bank,
+    b=5,
+    l2=1e-2,
+    loss_reduction="mean",
+  )
   np.testing.assert_array_equal(sel.indices, ref.indices)
   np.testing.assert_allclose(sel.scores, ref.scores, rtol=1e-6)
   c = prob.pseudo.shape[1]
@@ -219,7 +278,7 @@ def test_exact_inner_solver_matches_reference_and_inner_loss_is_the_scored_probl
     zs += list(prob.pool_bank[pick])
     ys += [prob.pseudo[pick]] * prob.pool_bank.shape[1]
   np.testing.assert_allclose(sel.inner_loss, want, rtol=1e-8)
-  assert inner.LBFGSSolver(60) == inner.LBFGSSolver(60)     # one compilation per setting
+  assert inner.LBFGSSolver(60) == inner.LBFGSSolver(60)  # one compilation per setting
   with pytest.raises(ValueError, match="iterations >= 1"):
     inner.LBFGSSolver(0)
 
@@ -236,11 +295,18 @@ def test_pool_valid_masks_padding_rows():
   y = np.concatenate([prob.pseudo, prob.pseudo[:pad]])
   pool_bank = np.concatenate([prob.pool_bank, 4.0 * prob.pool_bank[:pad]])
   bank_fn, params = select.precomputed_bank(pool_bank)
-  padded = (z, y, prob.labeled_idx, prob.labeled_labels, prob.pool_bank[prob.labeled_idx],
-            bank_fn, params)
+  padded = (
+    z,
+    y,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    prob.pool_bank[prob.labeled_idx],
+    bank_fn,
+    params,
+  )
   valid = np.arange(20 + pad) < 20
   unmasked = select.select_batch(jax.random.key(2), *padded, **kw)
-  assert np.max(unmasked.indices[:5]) >= 20        # the padding rows are attractive
+  assert np.max(unmasked.indices[:5]) >= 20  # the padding rows are attractive
   masked = select.select_batch(jax.random.key(2), *padded, pool_valid=valid, **kw)
   np.testing.assert_array_equal(masked.indices[:5], base.indices[:5])
   np.testing.assert_allclose(masked.outer_loss, base.outer_loss, rtol=1e-5)

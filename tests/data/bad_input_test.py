@@ -1,4 +1,5 @@
 """Bad input: one pass finds every bad file; one error names them all, or they are skipped."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def _write_bad(path, kind: str) -> str:
     path.write_bytes(good[:12] + bytes(range(256)) * 8)
     return "not a readable audio file"
   if kind == "truncated":
-    path.write_bytes(good[:len(good) // 2])
+    path.write_bytes(good[: len(good) // 2])
     return "truncated WAV"
   if kind == "no_samples":
     sf.write(str(path), np.zeros((0,), np.float32), 8000)
@@ -99,8 +100,9 @@ def test_stereo_is_mixed_down_to_mono(tmp_path):
   path = tmp_path / "stereo.wav"
   sf.write(str(path), np.stack([left, right], axis=1), 16000, subtype="FLOAT")
   assert decode.probe(path).channels == 2
-  np.testing.assert_allclose(decode.load_clip(path),
-                             decode.fix_length((left + right) / 2), atol=1e-7)
+  np.testing.assert_allclose(
+    decode.load_clip(path), decode.fix_length((left + right) / 2), atol=1e-7
+  )
 
 
 @pytest.mark.parametrize("rate", [11025, 22050, 44100, 48000])
@@ -186,12 +188,14 @@ def test_one_pass_one_error_names_every_bad_file_of_every_kind(tmp_path):
   _tone_file(rec / "1_bob_6.wav", inf)
   _tone_file(rec / "2_alice_5.wav", loud)
   _tone_file(rec / "2_bob_5.wav", ok_loud)  # a little over full scale is tolerated
-  expected = {"recordings/three_alice_1.wav": "unexpected entry",
-              "recordings/0_alice_0.wav": "not a readable audio file",
-              "recordings/0_bob_1.wav": "truncated WAV",
-              "recordings/1_alice_5.wav": "NaN or infinite",
-              "recordings/1_bob_6.wav": "NaN or infinite",
-              "recordings/2_alice_5.wav": "peak amplitude 1e+06; expected samples in [-1, 1]"}
+  expected = {
+    "recordings/three_alice_1.wav": "unexpected entry",
+    "recordings/0_alice_0.wav": "not a readable audio file",
+    "recordings/0_bob_1.wav": "truncated WAV",
+    "recordings/1_alice_5.wav": "NaN or infinite",
+    "recordings/1_bob_6.wav": "NaN or infinite",
+    "recordings/2_alice_5.wav": "peak amplitude 1e+06; expected samples in [-1, 1]",
+  }
   with pytest.raises(data.BadAudioError, match=r"6 bad file\(s\)") as err:
     data.load_dataset("fsdd", root, progress=False)
   msg = str(err.value)
@@ -212,6 +216,7 @@ def test_one_pass_one_error_names_every_bad_file_of_every_kind(tmp_path):
 
 def test_unique_problems_lists_each_path_once():
   from bilevel_jax.data import core  # pylint: disable=import-outside-toplevel
+
   got = core.unique_problems([("b", "r1"), ("a", "r2"), ("b", "r1"), ("b", "r3")])
   assert got == [("a", "r2"), ("b", "r1; r3")]
 
@@ -223,6 +228,7 @@ def test_active_learning_entry_point_has_the_same_on_error_choice(tmp_path):
 
   from bilevel_jax.al import loop  # pylint: disable=import-outside-toplevel
   from experiments.configs import fsdd as fsdd_config  # pylint: disable=import-outside-toplevel
+
   root = helpers.make_fsdd(tmp_path)
   _write_bad(root / BAD_NAME, "corrupt")
   config = fsdd_config.get_config("tiny")
@@ -234,6 +240,10 @@ def test_active_learning_entry_point_has_the_same_on_error_choice(tmp_path):
   assert loaded.train_waveforms.shape[0] == 11 and loaded.test_waveforms.shape[0] == 12
   # The entry point defines the flag (a subprocess: two entry points' flags cannot share one
   # process) and passes it on.
-  helpshort = subprocess.run([sys.executable, "-m", "experiments.active_learning", "--helpshort"],
-                             capture_output=True, text=True, check=False).stdout
+  helpshort = subprocess.run(
+    [sys.executable, "-m", "experiments.active_learning", "--helpshort"],
+    capture_output=True,
+    text=True,
+    check=False,
+  ).stdout
   assert "--on_error: <raise|skip>" in helpshort

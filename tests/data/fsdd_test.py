@@ -1,4 +1,5 @@
 """FSDD on the real data (official split), the waveform cache, and the opt-in download."""
+
 from __future__ import annotations
 
 import collections
@@ -47,8 +48,11 @@ def test_waveforms_match_librosa_load_and_durations(fsdd, fsdd_root):
     path = fsdd_root / fsdd.train.files[i]
     y, _ = librosa.load(path, sr=16000, res_type="soxr_hq")  # independent decode + resample
     n = len(y)
-    want = (np.pad(y, ((16000 - n) // 2, 16000 - n - (16000 - n) // 2)) if n < 16000 else
-            y[(n - 16000) // 2:(n - 16000) // 2 + 16000])
+    want = (
+      np.pad(y, ((16000 - n) // 2, 16000 - n - (16000 - n) // 2))
+      if n < 16000
+      else y[(n - 16000) // 2 : (n - 16000) // 2 + 16000]
+    )
     np.testing.assert_allclose(fsdd.train.waveforms[i], want, atol=1e-5)
     assert fsdd.train.durations[i] == pytest.approx(sf.info(str(path)).duration)
   assert 0.1 < fsdd.train.durations.min() and fsdd.train.durations.max() < 2.5

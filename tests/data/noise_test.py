@@ -1,4 +1,5 @@
 """Background noise: the six official recordings, custom folders, and the generated fallback."""
+
 from __future__ import annotations
 
 import logging
@@ -57,8 +58,8 @@ def test_fallback_is_logged_and_is_white_and_pink(tmp_path, caplog):
   for row in noise:
     power = np.abs(np.fft.rfft(row.astype(np.float64))) ** 2
     slopes.append(np.polyfit(np.log(freqs[band]), np.log(power[band]), 1)[0])
-  assert abs(slopes[0]) < 0.05            # white: flat spectrum
-  assert abs(slopes[1] + 1.0) < 0.05      # pink: power ~ 1/f
+  assert abs(slopes[0]) < 0.05  # white: flat spectrum
+  assert abs(slopes[1] + 1.0) < 0.05  # pink: power ~ 1/f
   with pytest.raises(FileNotFoundError, match="_background_noise_"):
     data.load_background_noise(tmp_path, fallback=False)
 

@@ -1,4 +1,5 @@
 """The data-preparation job end to end on a small dataset written by the test."""
+
 from __future__ import annotations
 
 from bilevel_jax.utils import io
@@ -8,8 +9,9 @@ from tests.data import helpers
 
 def test_prepare_data_writes_summary_and_png(tmp_path, capsys):
   root = helpers.make_fsdd(tmp_path / "d")
-  helpers.write_wav(root.parent / "_background_noise_" / "n.wav",
-                    helpers.tone(50, 2.0, 16000), 16000)
+  helpers.write_wav(
+    root.parent / "_background_noise_" / "n.wav", helpers.tone(50, 2.0, 16000), 16000
+  )
   summary = prepare_data.run("fsdd", str(root.parent), str(tmp_path / "work"), num_examples=3)
   out = capsys.readouterr().out
   assert "== fsdd ==" in out and "Durations before pad/crop" in out

@@ -1,4 +1,5 @@
 """Speech Commands V2: the real sample (decoding, vocabulary, labels, speakers) and split logic."""
+
 from __future__ import annotations
 
 import pathlib
@@ -16,13 +17,17 @@ from tests.data import helpers
 
 @pytest.fixture(scope="module")
 def sample(speech_commands_sample_root):
-  return data.load_dataset("speech_commands_sample", speech_commands_sample_root.parent,
-                           progress=False)
+  return data.load_dataset(
+    "speech_commands_sample", speech_commands_sample_root.parent, progress=False
+  )
 
 
 def test_real_sample_vocabulary_labels_speakers(sample, speech_commands_sample_root):
-  words = sorted(p.name for p in speech_commands_sample_root.iterdir()
-                 if p.is_dir() and not p.name.startswith("_"))
+  words = sorted(
+    p.name
+    for p in speech_commands_sample_root.iterdir()
+    if p.is_dir() and not p.name.startswith("_")
+  )
   assert len(words) == 35 and sample.class_names == tuple(words) == speech_commands.WORDS
   assert "_background_noise_" not in sample.class_names
   # Every clip of the sample is in the official testing list (see its README).
@@ -47,8 +52,13 @@ def test_real_sample_decoding_is_lossless_at_16k(sample, speech_commands_sample_
     np.testing.assert_array_equal(sample.test.waveforms[i], raw)
 
 
-def _make_root(tmp_path: pathlib.Path, sample_root: pathlib.Path, clips: list[str],
-               validation: list[str], testing: list[str]) -> pathlib.Path:
+def _make_root(
+  tmp_path: pathlib.Path,
+  sample_root: pathlib.Path,
+  clips: list[str],
+  validation: list[str],
+  testing: list[str],
+) -> pathlib.Path:
   """A Speech Commands folder with all 35 word folders, some real clips and our own lists."""
   root = tmp_path / "speech_commands_v2"
   for w in speech_commands.WORDS:
@@ -56,8 +66,10 @@ def _make_root(tmp_path: pathlib.Path, sample_root: pathlib.Path, clips: list[st
   for c in clips:
     shutil.copyfile(sample_root / c, root / c)
   (root / "_background_noise_").mkdir()
-  shutil.copyfile(sample_root / "_background_noise_" / "white_noise.wav",
-                  root / "_background_noise_" / "white_noise.wav")
+  shutil.copyfile(
+    sample_root / "_background_noise_" / "white_noise.wav",
+    root / "_background_noise_" / "white_noise.wav",
+  )
   (root / "validation_list.txt").write_text("\n".join(validation))
   (root / "testing_list.txt").write_text("\n".join(testing) + "\n")
   return root
@@ -65,9 +77,11 @@ def _make_root(tmp_path: pathlib.Path, sample_root: pathlib.Path, clips: list[st
 
 @pytest.fixture
 def small(tmp_path, speech_commands_sample_root):
-  clips = sorted(str(p.relative_to(speech_commands_sample_root))
-                 for w in ("yes", "no", "zero") for p in
-                 sorted((speech_commands_sample_root / w).glob("*.wav"))[:3])
+  clips = sorted(
+    str(p.relative_to(speech_commands_sample_root))
+    for w in ("yes", "no", "zero")
+    for p in sorted((speech_commands_sample_root / w).glob("*.wav"))[:3]
+  )
   validation = [clips[0], clips[4], "yes/notpresent_nohash_0.wav"]  # absent entries are ignored
   testing = [clips[1], clips[8]]
   return _make_root(tmp_path, speech_commands_sample_root, clips, validation, testing), clips

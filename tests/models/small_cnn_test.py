@@ -23,8 +23,9 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensiv
 
 
 def _custom_vjp_count(model, x):
-  v = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                   jax.eval_shape(lambda: model.init(jax.random.key(0), x)))
+  v = jax.tree.map(
+    lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  )
   jaxpr = jax.make_jaxpr(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]))(v)
   return str(jaxpr).count("custom_vjp_call[")
 
@@ -42,12 +43,16 @@ def test_small_cnn_chunked_kernel_gradients_equal_plain_float64(x64):
 
   def grads(model):
     def loss(params):
-      (logits, emb), upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                       x, train=True, mutable=["batch_stats"])
+      (logits, emb), upd = model.apply(
+        {"params": params, "batch_stats": variables["batch_stats"]},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+      )
       return jnp.sum(probe_logits * logits) + jnp.sum(probe_emb * emb), upd["batch_stats"]
+
     f = jax.jit(jax.grad(loss, has_aux=True))
-    return f.lower(variables["params"]).compile(compiler_options=_FAST_COMPILE)(
-        variables["params"])
+    return f.lower(variables["params"]).compile(compiler_options=_FAST_COMPILE)(variables["params"])
 
   want = grads(plain)
   chunked = plain.clone(weight_grad_chunk=2)

@@ -1,4 +1,5 @@
 """WRN shapes and the closed-form parameter count."""
+
 import functools
 
 import jax
@@ -17,7 +18,7 @@ def closed_form_param_count(depth: int, width: int, in_channels: int, num_classe
   total = conv(3, in_channels, 16)
   cin = 16
   for stage in range(3):
-    w = 16 * width * 2 ** stage
+    w = 16 * width * 2**stage
     total += bn(cin) + conv(3, cin, w) + bn(w) + conv(3, w, w)
     if cin != w or stage > 0:
       total += conv(1, cin, w)  # shortcut projection
@@ -35,7 +36,8 @@ def count_params(model, input_shape):
 def test_param_count_matches_closed_form(depth, width, channels):
   model = WideResNet(num_classes=10, depth=depth, width=width)
   assert count_params(model, (1, 32, 32, channels)) == closed_form_param_count(
-      depth, width, channels, 10)
+    depth, width, channels, 10
+  )
 
 
 def test_wrn28_2_is_about_1_47m_params():
@@ -50,11 +52,13 @@ def test_output_shapes_and_batch_stats_update():
   variables = jax.jit(model.init)(jax.random.key(0), x)
   logits, emb = jax.jit(model.apply)(variables, x)
   assert logits.shape == (3, 7) and emb.shape == (3, 64)
-  (logits_t, _), upd = jax.jit(functools.partial(model.apply, train=True,
-                                                 mutable=["batch_stats"]))(variables, x)
+  (logits_t, _), upd = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+    variables, x
+  )
   assert logits_t.shape == (3, 7)
-  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"],
-                         upd["batch_stats"])
+  changed = jax.tree.map(
+    lambda a, b: bool(jnp.any(a != b)), variables["batch_stats"], upd["batch_stats"]
+  )
   assert all(jax.tree.leaves(changed))
   # The head reads the embedding: logits = emb @ W + b.
   head = variables["params"]["head"]

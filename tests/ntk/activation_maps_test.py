@@ -5,6 +5,7 @@ checks here (the quadrature by ~1000x its tolerance; the Monte-Carlo check, 4 st
 asserts its resolution: 1% of each map > 8 standard errors for rho >= 0). The whole-network Monte-Carlo tests in wrn_kernel_test.py cannot
 resolve 1% (finite-width fluctuations of a depth-10 residual net are several % per init).
 """
+
 import math
 
 import jax.numpy as jnp
@@ -42,8 +43,9 @@ def _quadrature(rho, a, n=1 << 20):
 
 def _closed_form(a):
   q12 = RHOS * math.sqrt(Q11 * Q22)
-  nngp, dot = wk.activation_maps(jnp.full(RHOS.shape, Q11), jnp.full(RHOS.shape, Q22),
-                                 jnp.asarray(q12), a)
+  nngp, dot = wk.activation_maps(
+    jnp.full(RHOS.shape, Q11), jnp.full(RHOS.shape, Q22), jnp.asarray(q12), a
+  )
   return np.asarray(nngp), np.asarray(dot)
 
 
@@ -55,23 +57,23 @@ def test_maps_match_angular_quadrature(x64, slope):
   np.testing.assert_allclose(got_nngp / scale, want[:, 0] / scale, atol=1e-5)
   np.testing.assert_allclose(got_dot, want[:, 1], atol=1e-5)
   # Diagonal (rho = 1): the variance gain (1 + a^2) / 2 that input_stats uses.
-  np.testing.assert_allclose(got_dot[-1], 0.5 * (1 + slope ** 2), rtol=1e-12)
+  np.testing.assert_allclose(got_dot[-1], 0.5 * (1 + slope**2), rtol=1e-12)
 
 
 def _mc_moments(rho, a, n_chunks=8, chunk=1 << 21):
   """Monte-Carlo means and standard errors of phi(u) phi(v) and phi'(u) phi'(v) over
   n_chunks * chunk samples (drawn chunk by chunk to bound memory)."""
   rng = np.random.default_rng(0)
-  sums = np.zeros((2, 2))                   # [map][sum, sum of squares]
+  sums = np.zeros((2, 2))  # [map][sum, sum of squares]
   for _ in range(n_chunks):
     z = rng.standard_normal((2, chunk))
     u = math.sqrt(Q11) * z[0]
-    v = math.sqrt(Q22) * (rho * z[0] + math.sqrt(1 - rho ** 2) * z[1])
+    v = math.sqrt(Q22) * (rho * z[0] + math.sqrt(1 - rho**2) * z[1])
     for k, s in enumerate((_phi(u, a) * _phi(v, a), _dphi(u, a) * _dphi(v, a))):
       sums[k] += s.sum(), (s * s).sum()
   n = n_chunks * chunk
   mean = sums[:, 0] / n
-  return mean, np.sqrt((sums[:, 1] / n - mean ** 2) / n)
+  return mean, np.sqrt((sums[:, 1] / n - mean**2) / n)
 
 
 @pytest.mark.parametrize("slope", [0.0, 0.1])
@@ -106,10 +108,12 @@ def test_relu_is_the_slope_zero_case(x64):
 def test_relu_kernel_is_leaky_relu_with_slope_zero(final):
   x = np.random.default_rng(1).normal(size=(3, 8, 8, 1)).astype(np.float32)
   relu = wk.wrn_kernel(x, depth=10, activation="relu", final_activation=final)
-  leaky0 = wk.wrn_kernel(x, depth=10, activation="leaky_relu", leaky_slope=0.0,
-                         final_activation=final)
-  leaky = wk.wrn_kernel(x, depth=10, activation="leaky_relu", leaky_slope=1e-4,
-                        final_activation=final)
+  leaky0 = wk.wrn_kernel(
+    x, depth=10, activation="leaky_relu", leaky_slope=0.0, final_activation=final
+  )
+  leaky = wk.wrn_kernel(
+    x, depth=10, activation="leaky_relu", leaky_slope=1e-4, final_activation=final
+  )
   np.testing.assert_array_equal(relu.ntk, leaky0.ntk)
   np.testing.assert_array_equal(relu.nngp, leaky0.nngp)
   # The leaky branch as a -> 0: each of the 9 activations moves the kernel by O(a).
@@ -117,11 +121,14 @@ def test_relu_kernel_is_leaky_relu_with_slope_zero(final):
   assert not np.allclose(leaky.ntk, relu.ntk, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bad,match", [
+@pytest.mark.parametrize(
+  "bad,match",
+  [
     (dict(activation="tanh"), "activation='tanh'"),
     (dict(activation="leaky_relu", leaky_slope=1.0), "leaky_slope=1.0"),
     (dict(activation="leaky_relu", leaky_slope=-0.1), "leaky_slope=-0.1"),
-])
+  ],
+)
 def test_bad_activation_raises(bad, match):
   with pytest.raises(ValueError, match=match):
     wk.wrn_kernel(np.zeros((1, 8, 8, 1), np.float32), depth=10, **bad)

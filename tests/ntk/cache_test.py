@@ -1,4 +1,5 @@
 """Landmark-kernel cache: interrupted + resumed == uninterrupted; second call is a hit."""
+
 import jax
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ class _Interrupt(Exception):
 
 
 def test_resume_after_interrupt_matches_uninterrupted(fsdd_log_mels, tmp_path):
-  x = downsample(fsdd_log_mels(10, seed=7), 2)             # (10, 16, 16, 1)
+  x = downsample(fsdd_log_mels(10, seed=7), 2)  # (10, 16, 16, 1)
   idx = nystrom.draw_landmarks(jax.random.key(0), 10, 4)
   kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False)
 
@@ -25,8 +26,9 @@ def test_resume_after_interrupt_matches_uninterrupted(fsdd_log_mels, tmp_path):
   with pytest.raises(_Interrupt):
     cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a", callback=stop_after_two, **kw)
   seen = []
-  resumed = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a",
-                                  callback=lambda d, t: seen.append(d), **kw)
+  resumed = cache.landmark_kernel(
+    x, idx, cache_dir=tmp_path / "a", callback=lambda d, t: seen.append(d), **kw
+  )
   assert resumed.computed_blocks == 3 and seen == [3, 4, 5]  # only the 3 missing blocks
   straight = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "b", **kw)
   assert straight.computed_blocks == 5
@@ -34,8 +36,13 @@ def test_resume_after_interrupt_matches_uninterrupted(fsdd_log_mels, tmp_path):
   want = km.kernel_matrix(x, x[idx], depth=10, tile=(2, 4), progress=False)
   np.testing.assert_allclose(resumed.matrix, want, rtol=1e-6)
 
-  hit = cache.landmark_kernel(x, idx, cache_dir=tmp_path / "a",
-                              callback=lambda d, t: pytest.fail("cache hit computed a block"), **kw)
+  hit = cache.landmark_kernel(
+    x,
+    idx,
+    cache_dir=tmp_path / "a",
+    callback=lambda d, t: pytest.fail("cache hit computed a block"),
+    **kw,
+  )
   assert hit.computed_blocks == 0 and hit.path == resumed.path
   np.testing.assert_array_equal(hit.matrix, straight.matrix)
   # Another landmark draw or architecture is another entry.
@@ -49,12 +56,13 @@ def test_default_location_is_cache_root_and_bad_indices_raise(fsdd_log_mels):
     cache.landmark_kernel(x, np.array([0, 4]), depth=10, progress=False)
   res = cache.landmark_kernel(x, np.array([1, 3]), depth=10, tile=(2, 4), progress=False)
   from bilevel_jax.utils import paths
+
   assert res.path.parent == paths.cache_root() / "ntk"
 
 
 def test_cross_kernel_any_columns(fsdd_log_mels, tmp_path):
   x = downsample(fsdd_log_mels(5, seed=7), 2)
-  u = downsample(fsdd_log_mels(3, seed=8), 2)              # columns that are not rows of x
+  u = downsample(fsdd_log_mels(3, seed=8), 2)  # columns that are not rows of x
   kw = dict(depth=10, block_rows=2, tile=(2, 4), progress=False, cache_dir=tmp_path)
   first = cache.cross_kernel(x, u, **kw)
   assert first.computed_blocks == 3 and first.matrix.shape == (5, 3)
@@ -67,12 +75,12 @@ def test_cross_kernel_any_columns(fsdd_log_mels, tmp_path):
     cache.cross_kernel(x, u[:, :8], **kw)
 
 
-def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, tmp_path,
-                                                                 caplog):
+def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, tmp_path, caplog):
   """Two callers of one cache entry (as two AL processes): the second blocks on the lock while
   the first fills the folder, then reads the finished kernel without computing a block."""
   import logging  # pylint: disable=g-import-not-at-top
   import threading  # pylint: disable=g-import-not-at-top
+
   caplog.set_level(logging.INFO, logger="bilevel_jax.utils.io")  # where the lock logs its wait
   x = downsample(fsdd_log_mels(6, seed=7), 2)
   idx = np.array([0, 2, 5])
@@ -92,8 +100,7 @@ def test_second_caller_waits_for_the_first_and_reads_its_kernel(fsdd_log_mels, t
   assert second_done.wait(60)
   assert first.computed_blocks == 3 and second["res"].computed_blocks == 0
   waits = [r.getMessage() for r in caplog.records if "Waiting for another" in r.getMessage()]
-  assert waits == [f"Waiting for another process to finish the kernel cache entry "
-                   f"{first.path}."]
+  assert waits == [f"Waiting for another process to finish the kernel cache entry {first.path}."]
   np.testing.assert_array_equal(second["res"].matrix, first.matrix)
 
 

@@ -1,4 +1,5 @@
 """Real FSDD log-mel inputs shared by the kernel tests (computed once per session)."""
+
 import functools
 
 import numpy as np

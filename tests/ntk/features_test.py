@@ -1,4 +1,5 @@
 """Nystrom features and augmented-copy banks of the bilevel strategy."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -16,19 +17,32 @@ from bilevel_jax.strategies import inputs
 def test_nystrom_map_is_pinv_sqrt(x64):
   rng = np.random.default_rng(0)
   a = rng.normal(size=(6, 4))
-  k = a @ a.T                                   # rank 4 of 6: needs the pseudo-inverse
+  k = a @ a.T  # rank 4 of 6: needs the pseudo-inverse
   m = kernel.nystrom_map(k).astype(np.float64)
   np.testing.assert_allclose(m @ k @ m, np.linalg.pinv(k) @ k, atol=1e-4)
-  z = k @ m                                     # features of the landmarks themselves
+  z = k @ m  # features of the landmarks themselves
   np.testing.assert_allclose(z @ z.T, k, rtol=1e-4, atol=1e-4)
 
 
 def _config(m=4, n_aug=2, **ntk):
   c = ml_collections.ConfigDict()
-  c.bilevel = ml_collections.ConfigDict(dict(
-      landmarks=m, landmark_seed=0, augmentations=n_aug, ntk_depth=10, kernel="ntk",
-      kernel_batch=4, uniform_fraction=0.1, lr=1e-3, l2=1e-4, inner_steps=5, batch_size=0,
-      cg_steps=3, **ntk))
+  c.bilevel = ml_collections.ConfigDict(
+    dict(
+      landmarks=m,
+      landmark_seed=0,
+      augmentations=n_aug,
+      ntk_depth=10,
+      kernel="ntk",
+      kernel_batch=4,
+      uniform_fraction=0.1,
+      lr=1e-3,
+      l2=1e-4,
+      inner_steps=5,
+      batch_size=0,
+      cg_steps=3,
+      **ntk,
+    )
+  )
   return c
 
 
@@ -66,9 +80,12 @@ def test_features_and_banks(tmp_path, monkeypatch):
   legacy = dict(ntk_activation="relu", ntk_leaky_slope=0.0, ntk_final_activation=False)
   kernel.KernelFeatures(_config(**legacy).bilevel, waves, noise, tag="synthetic")
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 1
-  leaky = kernel.KernelFeatures(_config(ntk_activation="leaky_relu", ntk_leaky_slope=0.1,
-                                        ntk_final_activation=True).bilevel, waves, noise,
-                                tag="synthetic")
+  leaky = kernel.KernelFeatures(
+    _config(ntk_activation="leaky_relu", ntk_leaky_slope=0.1, ntk_final_activation=True).bilevel,
+    waves,
+    noise,
+    tag="synthetic",
+  )
   assert len(list((tmp_path / "al_kernel").glob("synthetic_*.npz"))) == 2
   assert len(list((tmp_path / "ntk").glob("*/meta.json"))) == 2
   x = leaky._clean_x(leaky.landmark_idx)
@@ -94,8 +111,12 @@ def test_check_config_names_the_entry():
   with pytest.raises(ValueError, match=r"config.bilevel: leaky_slope=1.5"):
     kernel.check_config(_config(ntk_activation="leaky_relu", ntk_leaky_slope=1.5).bilevel)
   with pytest.raises(ValueError, match="landmarks=11"):
-    kernel.KernelFeatures(_config(m=11).bilevel, np.zeros((10, 16000), np.float32),
-                          np.zeros((1, 20000), np.float32), tag="x")
+    kernel.KernelFeatures(
+      _config(m=11).bilevel,
+      np.zeros((10, 16000), np.float32),
+      np.zeros((1, 20000), np.float32),
+      tag="x",
+    )
 
 
 class _Data(NamedTuple):
@@ -116,8 +137,14 @@ def test_strategy_prepare_builds_the_same_inputs(tmp_path, monkeypatch):
   prepared = inputs.prepare("bilevel", config, _Data("synthetic", waves, noise))
   direct = kernel.KernelFeatures(config.bilevel, waves, noise, tag="synthetic_12")
   b = config.bilevel
-  want = dict(uniform_fraction=b.uniform_fraction, lr=b.lr, l2=b.l2, inner_steps=b.inner_steps,
-              batch_size=None, cg_steps=b.cg_steps)   # batch_size 0 -> None: the full bank
+  want = dict(
+    uniform_fraction=b.uniform_fraction,
+    lr=b.lr,
+    l2=b.l2,
+    inner_steps=b.inner_steps,
+    batch_size=None,
+    cg_steps=b.cg_steps,
+  )  # batch_size 0 -> None: the full bank
   assert {k: v for k, v in prepared.options.items() if k != "bank_fn"} == want
   assert callable(prepared.options["bank_fn"])
   labeled, stream = np.array([4, 1, 9]), jax.random.key(3)
@@ -127,13 +154,17 @@ def test_strategy_prepare_builds_the_same_inputs(tmp_path, monkeypatch):
   # Both hit one cache entry (same tag and key as the loop used before).
   assert len(list((tmp_path / "al_kernel").glob("synthetic_12_*.npz"))) == 1
   # features_of (a test split) on training clips reproduces their training features.
-  np.testing.assert_allclose(direct.features_of(waves[:3]), direct.features[:3], rtol=1e-4,
-                             atol=1e-4 * np.abs(direct.features).max())
+  np.testing.assert_allclose(
+    direct.features_of(waves[:3]),
+    direct.features[:3],
+    rtol=1e-4,
+    atol=1e-4 * np.abs(direct.features).max(),
+  )
 
 
 def test_loop_checks_the_block_through_the_strategy():
   bad = _config(n_aug=0)
   with pytest.raises(ValueError, match=r"config.bilevel.augmentations=0"):
     inputs.check_config("bilevel", bad)
-  inputs.check_config("uniform", bad)     # no block, nothing to check
+  inputs.check_config("uniform", bad)  # no block, nothing to check
   assert inputs.prepare("uniform", bad, None).options == {}

@@ -7,6 +7,7 @@ weight and bias drawn from N(0, 1) and scaled in the forward pass:
 As the widths grow, the output covariance over inits tends to the NNGP and the empirical NTK
 J(x) J(x')^T to the analytic NTK; the tests use this as a Monte-Carlo reference.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,6 +20,7 @@ from jax import lax
 
 class NTKConv(nn.Module):
   """SAME conv in NTK parameterization. x: (B, H, W, C_in) -> (B, H', W', features)."""
+
   features: int
   kernel_size: int = 3
   stride: int = 1
@@ -29,8 +31,9 @@ class NTKConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     k, c_in = self.kernel_size, x.shape[-1]
     w = self.param("kernel", nn.initializers.normal(1.0), (k, k, c_in, self.features))
-    y = lax.conv_general_dilated(x, w, (self.stride, self.stride), "SAME",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = lax.conv_general_dilated(
+      x, w, (self.stride, self.stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     y = y * (self.w_std / jnp.sqrt(k * k * c_in))
     if self.b_std:
       y = y + self.b_std * self.param("bias", nn.initializers.normal(1.0), (self.features,))
@@ -39,6 +42,7 @@ class NTKConv(nn.Module):
 
 class NTKDense(nn.Module):
   """Dense readout in NTK parameterization. x: (B, D) -> (B, features)."""
+
   features: int
   w_std: float = 1.0
   b_std: float = 0.0
@@ -61,6 +65,7 @@ class WideResNetNTK(nn.Module):
     num_outputs: readout width.
     activation, leaky_slope, final_activation: as in `wrn_kernel.WRNKernelConfig`.
   """
+
   depth: int = 28
   channels: Sequence[int] = (16, 32, 64, 128)
   num_outputs: int = 1
@@ -103,8 +108,9 @@ class WideResNetNTK(nn.Module):
     return NTKDense(self.num_outputs, self.readout_w_std, self.readout_b_std)(x)
 
 
-def empirical_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array,
-                      x2: jax.Array) -> tuple[jax.Array, jax.Array]:
+def empirical_kernels(
+  model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """One init's empirical kernels.
 
   Args:
@@ -122,20 +128,26 @@ def empirical_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array,
   grad0 = jax.grad(lambda p, x: model.apply(p, x[None])[0, 0])
   j1 = jax.vmap(grad0, in_axes=(None, 0))(params, x1)
   j2 = jax.vmap(grad0, in_axes=(None, 0))(params, x2)
-  ntk = sum(jnp.tensordot(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), (1, 1))
-            for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2)))
+  ntk = sum(
+    jnp.tensordot(a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1), (1, 1))
+    for a, b in zip(jax.tree.leaves(j1), jax.tree.leaves(j2))
+  )
   return nngp, ntk
 
 
-def monte_carlo_kernels(model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2: jax.Array,
-                        num_inits: int) -> tuple[jax.Array, jax.Array]:
+def monte_carlo_kernels(
+  model: WideResNetNTK, key: jax.Array, x1: jax.Array, x2: jax.Array, num_inits: int
+) -> tuple[jax.Array, jax.Array]:
   """Mean over `num_inits` inits of `empirical_kernels` (one jit, a scan over inits)."""
+
   @jax.jit
   def run(keys, x1, x2):
     def body(acc, k):
       nngp, ntk = empirical_kernels(model, k, x1, x2)
       return (acc[0] + nngp, acc[1] + ntk), None
+
     zeros = jnp.zeros((x1.shape[0], x2.shape[0]), jnp.float32)
     (nngp, ntk), _ = lax.scan(body, (zeros, zeros), keys)
     return nngp / num_inits, ntk / num_inits
+
   return run(jax.random.split(key, num_inits), x1, x2)

@@ -1,4 +1,5 @@
 """Nystrom features: exact on landmarks, error shrinks with m, finite for rank-deficient K_UU."""
+
 import jax
 import numpy as np
 import pytest
@@ -30,14 +31,16 @@ def test_exact_on_landmarks(ntk_48):
 
 def test_error_elsewhere_shrinks_as_m_grows(ntk_48):
   order = np.asarray(jax.random.permutation(jax.random.key(1), 48))
-  errors = [nystrom.reconstruction_error(ntk_48, _features(ntk_48, np.sort(order[:m]))[0])
-            for m in (2, 6, 16, 40)]
+  errors = [
+    nystrom.reconstruction_error(ntk_48, _features(ntk_48, np.sort(order[:m]))[0])
+    for m in (2, 6, 16, 40)
+  ]
   assert all(b < a for a, b in zip(errors, errors[1:])), errors
   assert errors[-1] < 0.1 * errors[0], errors
 
 
 def test_rank_deficient_landmarks_give_finite_exact_features(ntk_48):
-  idx = np.array([0, 1, 2, 2, 3, 3, 3, 7])                 # duplicates: K_UU has rank 5
+  idx = np.array([0, 1, 2, 2, 3, 3, 3, 7])  # duplicates: K_UU has rank 5
   z, nmap = _features(ntk_48, idx)
   assert nmap.rank == 5
   assert np.all(np.isfinite(z))
@@ -47,10 +50,12 @@ def test_rank_deficient_landmarks_give_finite_exact_features(ntk_48):
 
 def test_smooth_kernel_error_decays_fast(x64):
   x = np.linspace(0.0, 1.0, 200)[:, None]
-  k = np.exp(-(x - x.T) ** 2 / 0.1)                     # fast-decaying spectrum
+  k = np.exp(-((x - x.T) ** 2) / 0.1)  # fast-decaying spectrum
   order = np.asarray(jax.random.permutation(jax.random.key(2), 200))
-  errors = [nystrom.reconstruction_error(k, _features(k, np.sort(order[:m]), rcond=1e-10)[0])
-            for m in (3, 6, 12, 40)]
+  errors = [
+    nystrom.reconstruction_error(k, _features(k, np.sort(order[:m]), rcond=1e-10)[0])
+    for m in (3, 6, 12, 40)
+  ]
   assert all(b < a for a, b in zip(errors, errors[1:])), errors
   assert errors[-1] < 1e-3, errors
 

@@ -1,4 +1,5 @@
 """experiments.compare_runs: an ablation's strategy against a reference run, seed by seed."""
+
 import pathlib
 import subprocess
 import sys
@@ -13,15 +14,29 @@ _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 def test_ablation_against_reference_run(tmp_path):
   rng = np.random.default_rng(3)
-  ref = _write_results(tmp_path / "ref", {"uniform": rng.uniform(0.3, 0.9, (3, 3)),
-                                          "bilevel": rng.uniform(0.3, 0.9, (3, 3))})
-  abl = rng.uniform(0.3, 0.9, (2, 3))      # the ablation ran seeds 0 and 1 only
+  ref = _write_results(
+    tmp_path / "ref",
+    {"uniform": rng.uniform(0.3, 0.9, (3, 3)), "bilevel": rng.uniform(0.3, 0.9, (3, 3))},
+  )
+  abl = rng.uniform(0.3, 0.9, (2, 3))  # the ablation ran seeds 0 and 1 only
   _write_results(tmp_path / "abl", {"bilevel": abl}, config={"bilevel": {"landmarks": 9}})
   out = tmp_path / "cmp" / "comparison.md"
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.compare_runs", f"--run={tmp_path / 'abl'}",
-       "--name=Bilevel m9", f"--against={tmp_path / 'ref'}", f"--out={out}"],
-      cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      "-m",
+      "experiments.compare_runs",
+      f"--run={tmp_path / 'abl'}",
+      "--name=Bilevel m9",
+      f"--against={tmp_path / 'ref'}",
+      f"--out={out}",
+    ],
+    cwd=_REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = io.read_json(out.with_suffix(".json"))
   d = 100 * (abl[:, 2] - ref["uniform"][:2, 2])
@@ -32,7 +47,20 @@ def test_ablation_against_reference_run(tmp_path):
   assert "| Bilevel m9 vs | 20 | 30 |" in out.read_text()
 
   bad = subprocess.run(
-      [sys.executable, "-m", "experiments.compare_runs", f"--run={tmp_path / 'abl'}",
-       "--strategy=kcenter", "--name=x", f"--against={tmp_path / 'ref'}", f"--out={out}"],
-      cwd=_REPO, capture_output=True, text=True, timeout=300, check=False)
+    [
+      sys.executable,
+      "-m",
+      "experiments.compare_runs",
+      f"--run={tmp_path / 'abl'}",
+      "--strategy=kcenter",
+      "--name=x",
+      f"--against={tmp_path / 'ref'}",
+      f"--out={out}",
+    ],
+    cwd=_REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
   assert bad.returncode != 0 and "has no results of strategy 'kcenter'" in bad.stderr

@@ -1,4 +1,5 @@
 """experiments.publish: a finished run's result files go from runs/ into results/."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,10 @@ from experiments import publish
 
 def _run(tmp_path, complete=True):
   run = tmp_path / "runs" / "x"
-  io.atomic_write_json(run / "fsdd_uniform_seed0.json",
-                       {"format": "bilevel_jax.al/1", "complete": complete, "rounds": []})
+  io.atomic_write_json(
+    run / "fsdd_uniform_seed0.json",
+    {"format": "bilevel_jax.al/1", "complete": complete, "rounds": []},
+  )
   io.atomic_write_json(run / "config.json", {"command": "c"})
   io.atomic_write_bytes(run / "report" / "table1.md", b"| a |\n")
   io.atomic_write_bytes(run / "report" / "figure3.png", b"\x89PNG")
@@ -25,8 +28,7 @@ def test_copies_results_and_leaves_caches(tmp_path):
   run, dest = _run(tmp_path), tmp_path / "results" / "y"
   written = publish.publish(run, dest)
   got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-  assert got == ["config.json", "fsdd_uniform_seed0.json", "report/figure3.png",
-                 "report/table1.md"]
+  assert got == ["config.json", "fsdd_uniform_seed0.json", "report/figure3.png", "report/table1.md"]
   assert sorted(written) == sorted(dest / g for g in got)
   for name in got:
     assert (dest / name).read_bytes() == (run / name).read_bytes()

@@ -1,4 +1,5 @@
 """Representer formulation (Borsos et al. 2020) against the Nystrom-feature selection."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,18 +36,28 @@ def test_objectives_and_scores_coincide_when_support_spans(x64):
   y_pairs = jnp.repeat(by, a, axis=0)
   pair_w = jnp.repeat(valid.astype(jnp.float64), a) / (a * valid.sum())
 
-  @jax.jit                      # one compilation instead of hundreds of eager x64 ops
+  @jax.jit  # one compilation instead of hundreds of eager x64 ops
   def both(alpha_t, w):
     k_tt, k_tp, k_pp = z_t @ z_t.T, z_t @ z.T, R.pool_kernel(z)
     g_val, g_all, probs = R.outer_grad_alpha(alpha_t, k_tp, k_pp, y)
     # P = 40 >= m = 6: the support's features span R^m, so exact solves give equal scores.
     cg = R.solve_alpha(alpha_t, g_all, k_tt, k_tp, k_pp, y_pairs, pair_w, l2, steps=60)
-    v = ihvp.inverse_hvp(lambda u: inner.bank_objective(u, bank, l2), w,
-                         jax.grad(outer.outer_objective)(w, z, y), steps=60).x
-    got = (R.kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2), g_val,
-           R.candidate_scores(cg.x, k_tp, k_pp, probs, y))
-    want = (inner.bank_objective(w, bank, l2), outer.outer_objective(w, z, y),
-            outer.pool_scores(w, v, z, y))
+    v = ihvp.inverse_hvp(
+      lambda u: inner.bank_objective(u, bank, l2),
+      w,
+      jax.grad(outer.outer_objective)(w, z, y),
+      steps=60,
+    ).x
+    got = (
+      R.kernel_inner_objective(alpha_t, k_tt, y_pairs, pair_w, l2),
+      g_val,
+      R.candidate_scores(cg.x, k_tp, k_pp, probs, y),
+    )
+    want = (
+      inner.bank_objective(w, bank, l2),
+      outer.outer_objective(w, z, y),
+      outer.pool_scores(w, v, z, y),
+    )
     return got, want
 
   (f_got, g_got, got), (f_want, g_want, want) = both(alpha_t, w)
@@ -64,10 +75,21 @@ def test_picks_match_when_both_inner_solves_converge(x64):
   bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
   kw = dict(b=5, lr=0.02, l2=5e-2, inner_steps=6000, batch_size=None, cg_steps=60)
   # The representer formulation weighs the inner loss as a mean over the bank rows.
-  a = S.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
-                     loss_reduction="mean", **kw)
-  b = R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
-                     k_pool=R.pool_kernel(jnp.asarray(z)), **kw)
+  a = S.select_batch(
+    jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, loss_reduction="mean", **kw
+  )
+  b = R.select_batch(
+    jax.random.key(0),
+    z,
+    y,
+    lab,
+    t[lab],
+    bank,
+    syn.bank_fn,
+    params,
+    k_pool=R.pool_kernel(jnp.asarray(z)),
+    **kw,
+  )
   np.testing.assert_array_equal(np.asarray(a.indices), np.asarray(b.indices))
   np.testing.assert_allclose(np.asarray(a.scores), np.asarray(b.scores), rtol=0.15)
 
@@ -78,16 +100,18 @@ def test_candidate_subsample_and_errors():
   lab = np.array([0, 1, 2], np.int32)
   bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
   kw = dict(b=4, inner_steps=20, cg_steps=5, batch_size=8)
-  sel = R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
-                       candidates=6, **kw)
+  sel = R.select_batch(
+    jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, candidates=6, **kw
+  )
   idx = np.asarray(sel.indices)
   assert len(set(idx.tolist())) == 4 and not set(idx.tolist()) & set(lab.tolist())
   assert np.all(np.isfinite(np.asarray(sel.scores)))
   with pytest.raises(ValueError, match="k_pool"):
     R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
   with pytest.raises(ValueError, match="candidates"):
-    R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params,
-                   candidates=100, **kw)
+    R.select_batch(
+      jax.random.key(0), z, y, lab, t[lab], bank, syn.bank_fn, params, candidates=100, **kw
+    )
 
 
 def test_key_streams_match_the_nystrom_selection():
@@ -109,14 +133,18 @@ def test_non_finite_scores_raise(monkeypatch):
   y = rng.dirichlet(np.ones(3), 12).astype(np.float32)
   t = rng.integers(0, 3, 12).astype(np.int32)
   lab = np.array([0, 1], np.int32)
-  bank = np.stack([z[lab], z[lab]], axis=1)                     # (L, A=2, m)
+  bank = np.stack([z[lab], z[lab]], axis=1)  # (L, A=2, m)
   bank_fn = lambda params, key, i: jnp.stack([params[i], params[i]])
   params = z
   nan = jnp.array([1.0, jnp.nan])
-  monkeypatch.setattr(R, "_select", lambda *a, **k: S.Selection(
-      jnp.arange(2), jnp.ones(2, bool), nan, nan, nan, nan, jnp.zeros((3, 3))))
+  monkeypatch.setattr(
+    R,
+    "_select",
+    lambda *a, **k: S.Selection(
+      jnp.arange(2), jnp.ones(2, bool), nan, nan, nan, nan, jnp.zeros((3, 3))
+    ),
+  )
   kw = dict(b=2, uniform_fraction=0.0, k_pool=np.zeros((12, 12), np.float32))
   with pytest.raises(FloatingPointError, match="greedy step 1 of 2"):
     R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, bank_fn, params, **kw)
-  R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, bank_fn, params, validate=False,
-                 **kw)
+  R.select_batch(jax.random.key(0), z, y, lab, t[lab], bank, bank_fn, params, validate=False, **kw)

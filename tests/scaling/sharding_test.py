@@ -1,5 +1,6 @@
 """Sharding of pool-sized work: helpers in-process, and 4 fake CPU devices in a subprocess
 (XLA_FLAGS must be set before jax is imported, so the multi-device check runs in a child)."""
+
 import functools
 import json
 import os
@@ -61,25 +62,30 @@ _CHILD = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_sharded_selection_matches_unsharded_on_4_devices():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, env=env,
-                        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-                        timeout=300)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+    [sys.executable, "-c", _CHILD],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["n_shards"] == 4 and out["shard_rows"] == 16
   assert out["feat_shards"] == 4 and out["feat_err"] < 1e-5
   assert out["local_shards"] == 4 and out["local_equal"]
   assert "global_rows=62 must be divisible by the 4 devices" in out["local_err"]
-  n_bilevel = 4                       # b = 5: 4 greedy + 1 uniform (drawn over the padded shape)
+  n_bilevel = 4  # b = 5: 4 greedy + 1 uniform (drawn over the padded shape)
   assert out["got"][:n_bilevel] == out["ref"][:n_bilevel]
   assert max(out["got"]) < 62 and len(set(out["got"])) == 5
   # float32 sums in another order, amplified by 10 CG steps on an ill-conditioned H: scores move
   # by ~0.2% typically and up to ~2% for small scores, so the tolerance scales with the largest.
   ref_scores = np.asarray(out["ref_scores"])
-  np.testing.assert_allclose(out["got_scores"], ref_scores, rtol=1e-2,
-                             atol=1e-2 * np.abs(ref_scores).max())
+  np.testing.assert_allclose(
+    out["got_scores"], ref_scores, rtol=1e-2, atol=1e-2 * np.abs(ref_scores).max()
+  )
   np.testing.assert_allclose(out["got_w"], out["ref_w"], rtol=1e-2, atol=1e-3)
 
 
@@ -112,6 +118,7 @@ def test_sharded_entry_checks_scores_and_keywords(monkeypatch):
   been padded and placed. The selection itself is stubbed (its NaN path is tested in
   tests/bilevel/select_test.py); this checks the sharded entry's wiring."""
   from bilevel_jax.bilevel import select  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   z = rng.normal(size=(12, 3)).astype(np.float32)
   y = rng.dirichlet(np.ones(2), 12).astype(np.float32)
@@ -120,9 +127,11 @@ def test_sharded_entry_checks_scores_and_keywords(monkeypatch):
   bank_fn = lambda params, key, i: jnp.stack([params[i], params[i]])
   args = (jax.random.key(0), z, y, lab, np.array([0, 1], np.int32), bank, bank_fn, z)
   scores = jnp.array([0.5, jnp.nan, jnp.nan])
-  stub = functools.wraps(select.select_batch)(   # keeps the signature (its defaults are read)
-      lambda *a, **k: select.Selection(jnp.arange(3), jnp.ones(3, bool), scores, scores, scores,
-                                       scores, jnp.zeros((3, 2))))
+  stub = functools.wraps(select.select_batch)(  # keeps the signature (its defaults are read)
+    lambda *a, **k: select.Selection(
+      jnp.arange(3), jnp.ones(3, bool), scores, scores, scores, scores, jnp.zeros((3, 2))
+    )
+  )
   monkeypatch.setattr(select, "select_batch", stub)
   mesh = sharding.pool_mesh(jax.devices()[:1])
   with pytest.raises(FloatingPointError, match="greedy step 1 of 3"):

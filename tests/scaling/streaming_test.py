@@ -1,4 +1,5 @@
 """Streaming pools from disk: chunked readers/writers, chunked features, streamed selection."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,13 +32,20 @@ def test_streamed_features_match_direct(tmp_path):
   wav = rng.normal(size=(37, 12)).astype(np.float32)
   np.save(tmp_path / "wav.npy", wav)
   featurize = lambda w: w.reshape(w.shape[0], 2, 2, 3)
-  kern = lambda a, b: jnp.exp(-0.1 * jnp.sum((a.reshape(a.shape[0], 1, -1)
-                                              - b.reshape(1, b.shape[0], -1)) ** 2, -1))
+  kern = lambda a, b: jnp.exp(
+    -0.1 * jnp.sum((a.reshape(a.shape[0], 1, -1) - b.reshape(1, b.shape[0], -1)) ** 2, -1)
+  )
   u = featurize(jnp.asarray(wav[:5]))
   mm = jnp.asarray(rng.normal(size=(5, 5)).astype(np.float32))
-  info = streaming.stream_nystrom_features(streaming.RowFile(tmp_path / "wav.npy"),
-                                           tmp_path / "z.npy", featurize, kern, u, mm,
-                                           chunk_rows=8)
+  info = streaming.stream_nystrom_features(
+    streaming.RowFile(tmp_path / "wav.npy"),
+    tmp_path / "z.npy",
+    featurize,
+    kern,
+    u,
+    mm,
+    chunk_rows=8,
+  )
   want = np.asarray(kern(featurize(jnp.asarray(wav)), u) @ mm)
   np.testing.assert_allclose(np.load(tmp_path / "z.npy"), want, rtol=1e-5, atol=1e-5)
   assert info["rows"] == 37
@@ -55,19 +63,35 @@ def test_streamed_selection_picks_as_in_memory(tmp_path):
   kw = dict(b=5, inner_steps=30, cg_steps=10, batch_size=16, lr=0.05)
   key = jax.random.key(2)
   ref = S.select_batch(key, z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
-  copies_fn = lambda k, i, row: syn.bank_fn({"z": row[None], "tau": params["tau"],
-                                            "copies": params["copies"]}, k, 0)
-  got = streaming.select_streamed(key, streaming.RowFile(tmp_path / "z.npy"),
-                                  streaming.RowFile(tmp_path / "y.npy"), lab, t[lab], bank,
-                                  copies_fn, chunk_rows=32, **kw)
+  copies_fn = lambda k, i, row: syn.bank_fn(
+    {"z": row[None], "tau": params["tau"], "copies": params["copies"]}, k, 0
+  )
+  got = streaming.select_streamed(
+    key,
+    streaming.RowFile(tmp_path / "z.npy"),
+    streaming.RowFile(tmp_path / "y.npy"),
+    lab,
+    t[lab],
+    bank,
+    copies_fn,
+    chunk_rows=32,
+    **kw,
+  )
   np.testing.assert_array_equal(got.indices, np.asarray(ref.indices))
   np.testing.assert_allclose(got.scores, np.asarray(ref.scores), rtol=1e-2)
   assert not set(got.indices.tolist()) & set(lab.tolist())
   assert set(got.stage_seconds) == {"validate", "inner", "outer_grad", "cg", "scoring"}
   with pytest.raises(ValueError, match="b=200"):
-    streaming.select_streamed(key, streaming.RowFile(tmp_path / "z.npy"),
-                              streaming.RowFile(tmp_path / "y.npy"), lab, t[lab], bank,
-                              copies_fn, b=200)
+    streaming.select_streamed(
+      key,
+      streaming.RowFile(tmp_path / "z.npy"),
+      streaming.RowFile(tmp_path / "y.npy"),
+      lab,
+      t[lab],
+      bank,
+      copies_fn,
+      b=200,
+    )
 
 
 def _files(tmp_path, z, y):
@@ -91,8 +115,9 @@ def test_streamed_selection_rejects_bad_inputs_before_selecting(tmp_path):
 
   def run(z=z, y=y, lab=lab, labels=t[lab], **changes):
     feats, pseudo = _files(tmp_path, z, y)
-    return streaming.select_streamed(jax.random.key(0), feats, pseudo, lab, labels, bank,
-                                     copies_fn, **{**kw, **changes})
+    return streaming.select_streamed(
+      jax.random.key(0), feats, pseudo, lab, labels, bank, copies_fn, **{**kw, **changes}
+    )
 
   with pytest.raises(ValueError, match=r"labeled_idx has duplicates: \[3\]"):
     run(lab=np.array([3, 3], np.int32))

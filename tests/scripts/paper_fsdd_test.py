@@ -1,5 +1,6 @@
 """scripts/gpu/paper_fsdd.sh rehearsed on CPU (DRY_RUN, the tiny config): a call cut by its
 budget exits 75 with its state packed; the next call restores that state and finishes."""
+
 import os
 import pathlib
 import subprocess
@@ -17,12 +18,27 @@ _REPO = pathlib.Path(__file__).resolve().parents[2]
 def _call(tmp, budget, state):
   out = tmp / f"out{budget}"
   out.mkdir()
-  env = dict(os.environ, DRY_RUN="1", MODE="tiny", PHASES="uniform kcenter", MARGIN="0",
-             HARD_EXTRA="900",
-             STATE=str(state), WORK=str(tmp / "work"), OUT=str(out), PYTHON=sys.executable,
-             PYTHONPATH=str(_REPO))
-  proc = subprocess.run(["bash", "scripts/gpu/paper_fsdd.sh", str(budget)], cwd=_REPO, env=env,
-                        capture_output=True, text=True, timeout=1200)
+  env = dict(
+    os.environ,
+    DRY_RUN="1",
+    MODE="tiny",
+    PHASES="uniform kcenter",
+    MARGIN="0",
+    HARD_EXTRA="900",
+    STATE=str(state),
+    WORK=str(tmp / "work"),
+    OUT=str(out),
+    PYTHON=sys.executable,
+    PYTHONPATH=str(_REPO),
+  )
+  proc = subprocess.run(
+    ["bash", "scripts/gpu/paper_fsdd.sh", str(budget)],
+    cwd=_REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=1200,
+  )
   return proc, out
 
 

@@ -1,4 +1,5 @@
 """Mid-training checkpoints and time budgets: a killed or stopped training resumes bitwise."""
+
 import dataclasses
 import itertools
 import os
@@ -47,8 +48,14 @@ print("history", [h["step"] for h in res.history])
 
 def _child(workdir, out, kill_at=None):
   env = dict(os.environ, PYTHONPATH=str(_REPO), KILL_AT=str(kill_at or 0))
-  return subprocess.run([sys.executable, "-c", _CHILD, str(workdir), str(out)], cwd=_REPO,
-                        env=env, capture_output=True, text=True, timeout=900)
+  return subprocess.run(
+    [sys.executable, "-c", _CHILD, str(workdir), str(out)],
+    cwd=_REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
 
 
 @pytest.mark.slow
@@ -69,18 +76,34 @@ def test_killed_training_resumes_to_the_same_parameters_bitwise(tmp_path):
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-KW = dict(num_classes=4, featurize_fn=standin.featurize,
-          augment_featurize_fn=standin.augment_and_featurize,
-          noise=np.ones((1, standin.T), np.float32), progress=False)
+KW = dict(
+  num_classes=4,
+  featurize_fn=standin.featurize,
+  augment_featurize_fn=standin.augment_and_featurize,
+  noise=np.ones((1, standin.T), np.float32),
+  progress=False,
+)
 
 
 def _setup(**overrides):
   waves, labels = standin.toy_dataset(n=40, num_classes=4)
-  lab = np.stack([np.concatenate([np.arange(k, 40, 4)[s:s + 1] for k in range(4)])
-                  for s in range(2)])
-  base = dict(method="mixmatch", steps=6, batch_size=8, depth=10, width=1, log_every=3,
-              checkpoint_every=3, rampup_steps=4, ema_decay=0.9, bn_momentum=0.9,
-              seed_mode="host", seed_threads=1)
+  lab = np.stack(
+    [np.concatenate([np.arange(k, 40, 4)[s : s + 1] for k in range(4)]) for s in range(2)]
+  )
+  base = dict(
+    method="mixmatch",
+    steps=6,
+    batch_size=8,
+    depth=10,
+    width=1,
+    log_every=3,
+    checkpoint_every=3,
+    rampup_steps=4,
+    ema_decay=0.9,
+    bn_momentum=0.9,
+    seed_mode="host",
+    seed_threads=1,
+  )
   base.update(overrides)
   return train_lib.TrainConfig(**base), waves, labels, lab, jax.random.split(jax.random.key(2), 2)
 
@@ -114,17 +137,20 @@ def test_steps_per_call_matches_one_step_per_call():
   """lax.scan over 4 steps per call (then 2 single steps) against 6 single-step calls."""
   tc, waves, labels, lab, keys = _setup(log_every=6, checkpoint_every=6)
   one = train_lib.train_many(tc, waves, labels, lab, keys, **KW)
-  scanned = train_lib.train_many(dataclasses.replace(tc, steps_per_call=4), waves, labels, lab,
-                                 keys, **KW)
+  scanned = train_lib.train_many(
+    dataclasses.replace(tc, steps_per_call=4), waves, labels, lab, keys, **KW
+  )
   np.testing.assert_array_equal(scanned.state.step, [6, 6])
   # XLA may fuse a scan body differently from a lone step: equal up to float32 rounding. Conv
   # biases feeding batch norm are left out: their true gradient is zero, and Adam turns the
   # rounding noise there into lr-sized steps.
   kernels = lambda params: {k: v for k, v in _flat(params).items() if "kernel" in k}
-  chex.assert_trees_all_close(kernels(scanned.state.params), kernels(one.state.params),
-                              rtol=1e-3, atol=1e-4)
-  np.testing.assert_allclose(scanned.history[-1]["train/loss"], one.history[-1]["train/loss"],
-                             rtol=1e-4)
+  chex.assert_trees_all_close(
+    kernels(scanned.state.params), kernels(one.state.params), rtol=1e-3, atol=1e-4
+  )
+  np.testing.assert_allclose(
+    scanned.history[-1]["train/loss"], one.history[-1]["train/loss"], rtol=1e-4
+  )
 
 
 def _flat(tree):
@@ -137,27 +163,56 @@ def test_bfloat16_compute_tracks_float32():
   weight by ~lr = 1e-3, so the runs differ by a fraction of one update per weight)."""
   tc, waves, labels, lab, keys = _setup(steps=4, log_every=4, checkpoint_every=4)
   f32 = train_lib.train_many(tc, waves, labels, lab, keys, **KW)
-  bf16 = train_lib.train_many(dataclasses.replace(tc, precision="bfloat16"), waves, labels,
-                              lab, keys, **KW)
+  bf16 = train_lib.train_many(
+    dataclasses.replace(tc, precision="bfloat16"), waves, labels, lab, keys, **KW
+  )
   for leaf in jax.tree.leaves(bf16.state):
     assert leaf.dtype in (np.float32, np.int32, np.uint32), leaf.dtype
-  diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), bf16.state.params,
-                      f32.state.params)
+  diff = jax.tree.map(
+    lambda a, b: float(np.max(np.abs(a - b))), bf16.state.params, f32.state.params
+  )
   assert 0 < max(jax.tree.leaves(diff)) < 2e-2, diff
-  np.testing.assert_allclose(bf16.history[-1]["train/loss"], f32.history[-1]["train/loss"],
-                             rtol=5e-2)
+  np.testing.assert_allclose(
+    bf16.history[-1]["train/loss"], f32.history[-1]["train/loss"], rtol=5e-2
+  )
 
 
 @pytest.mark.slow
 def test_bfloat16_short_training_accuracy_matches_float32():
   """150 MixMatch steps on the toy task: bf16 compute reaches float32's test accuracy."""
   from bilevel_jax.ssl import evaluate as eval_lib  # pylint: disable=g-import-not-at-top
-  tc, waves, labels, lab, keys = _setup(steps=150, log_every=50, checkpoint_every=150,
-                                        ema_decay=0.95, rampup_steps=50)
+
+  tc, waves, labels, lab, keys = _setup(
+    steps=150, log_every=50, checkpoint_every=150, ema_decay=0.95, rampup_steps=50
+  )
   accs = {}
   for precision in ("float32", "bfloat16"):
-    res = train_lib.train_many(dataclasses.replace(tc, precision=precision), waves, labels, lab,
-                               keys, **KW)
+    res = train_lib.train_many(
+      dataclasses.replace(tc, precision=precision), waves, labels, lab, keys, **KW
+    )
     accs[precision] = [eval_lib.evaluate(c, waves, labels, 4).accuracy for c in res.classifiers]
   assert min(accs["float32"]) > 0.8 and min(accs["bfloat16"]) > 0.8, accs
   assert abs(np.mean(accs["float32"]) - np.mean(accs["bfloat16"])) <= 0.1, accs
+
+
+def test_saving_writes_no_orbax_info_lines(tmp_path):
+  """Orbax logs ~30 INFO lines per save through absl; they would bury the run's own log."""
+  import io as _io  # pylint: disable=g-import-not-at-top
+  import logging as _logging  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.ssl import checkpoint  # pylint: disable=g-import-not-at-top
+
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.INFO)
+  buf = _io.StringIO()
+  handler = _logging.StreamHandler(buf)
+  _logging.getLogger("absl").addHandler(handler)
+  try:
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    ckpt.save(1, {"w": np.ones(3, np.float32)})
+    ckpt.close()
+    _logging.getLogger("absl").warning("kept")
+  finally:
+    _logging.getLogger("absl").removeHandler(handler)
+    absl_logging.set_verbosity(verbosity)
+  assert buf.getvalue().splitlines() == ["kept"]

@@ -3,6 +3,7 @@
 Run as subprocesses: the experiment's absl flags would clash with other experiment modules
 imported into the same test process.
 """
+
 import os
 import pathlib
 import subprocess
@@ -23,12 +24,26 @@ def test_paper_scale_trains_seeds_in_sequence_and_cpu_scale_together():
 
 
 def _figure1(workdir: pathlib.Path, data_root: pathlib.Path, seeds_together: bool) -> dict:
-  cmd = [sys.executable, "-m", "experiments.ssl_vs_supervised",
-         "--config=experiments/configs/mixmatch.py:tiny", "--config.methods=('supervised',)",
-         "--config.progress=False", f"--config.data_root={data_root}",
-         f"--config.seeds_together={seeds_together}", f"--workdir={workdir}"]
-  proc = subprocess.run(cmd, cwd=_REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                        capture_output=True, text=True, timeout=600, check=False)
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.ssl_vs_supervised",
+    "--config=experiments/configs/mixmatch.py:tiny",
+    "--config.methods=('supervised',)",
+    "--config.progress=False",
+    f"--config.data_root={data_root}",
+    f"--config.seeds_together={seeds_together}",
+    f"--workdir={workdir}",
+  ]
+  proc = subprocess.run(
+    cmd,
+    cwd=_REPO,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return io.read_json(workdir / "results.json")
 

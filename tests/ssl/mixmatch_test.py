@@ -1,4 +1,5 @@
 """MixMatch pieces against NumPy references."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,7 @@ from bilevel_jax.ssl import mixmatch
 
 def test_sharpen_matches_numpy(x64):
   p = np.random.default_rng(0).dirichlet(np.ones(5), size=4)
-  want = p ** 2 / np.sum(p ** 2, axis=-1, keepdims=True)
+  want = p**2 / np.sum(p**2, axis=-1, keepdims=True)
   np.testing.assert_allclose(mixmatch.sharpen(jnp.asarray(p), 0.5), want, rtol=1e-12)
   np.testing.assert_allclose(mixmatch.sharpen(jnp.asarray(p), 1.0), p, rtol=1e-12)
 
@@ -17,7 +18,7 @@ def test_sharpen_matches_numpy(x64):
 def test_guess_labels_averages_augmentations_and_stops_gradient(x64):
   logits = jax.random.normal(jax.random.key(0), (2, 3, 4), jnp.float64)
   p = np.asarray(jax.nn.softmax(logits, -1)).mean(0)
-  want = p ** 2 / np.sum(p ** 2, -1, keepdims=True)
+  want = p**2 / np.sum(p**2, -1, keepdims=True)
   np.testing.assert_allclose(mixmatch.guess_labels(logits, 0.5), want, rtol=1e-12)
   g = jax.grad(lambda l: jnp.sum(mixmatch.guess_labels(l, 0.5) * jnp.arange(4.0)))(logits)
   assert np.all(np.asarray(g) == 0)

@@ -1,4 +1,5 @@
 """Small stand-in for bilevel_jax.audio in tests: (B, 256) 'waveforms' -> (B, 8, 8, 1) features."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ def augment_and_featurize(key, waveforms, noise):
   gain = jax.random.uniform(k1, (b, 1), minval=0.8, maxval=1.2)
   shift = jax.random.randint(k2, (b,), -8, 9)
   rolled = jax.vmap(jnp.roll)(waveforms, shift)
-  noisy = rolled * gain + 0.05 * jax.random.normal(k3, (1, 1)) * noise[0, :waveforms.shape[1]]
+  noisy = rolled * gain + 0.05 * jax.random.normal(k3, (1, 1)) * noise[0, : waveforms.shape[1]]
   return featurize(noisy)
 
 

@@ -1,4 +1,5 @@
 """Writers that two processes may run at once: unique temporary names, locks, fsync, umask."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,10 @@ from bilevel_jax.utils import io
 def test_umask_is_read_without_changing_it(tmp_path, monkeypatch):
   old = os.umask(0o027)
   try:
+
     def no_flip(*args):
       raise AssertionError("os.umask called: it changes the mask for every thread")
+
     monkeypatch.setattr(os, "umask", no_flip)
     assert io.process_umask() == 0o027
     io.atomic_write_json(tmp_path / "r.json", {"a": 1})
@@ -27,11 +30,15 @@ def test_umask_is_read_without_changing_it(tmp_path, monkeypatch):
     assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
 
 
-@pytest.mark.parametrize("write", [
+@pytest.mark.parametrize(
+  "write",
+  [
     lambda p: io.atomic_write_json(p / "r.json", {"a": 1}),
     lambda p: io.atomic_save_npy(p / "a.npy", np.arange(3)),
     lambda p: io.atomic_savez(p / "a.npz", compressed=True, x=np.arange(3)),
-], ids=["json", "npy", "npz"])
+  ],
+  ids=["json", "npy", "npz"],
+)
 def test_data_and_folder_are_fsynced(tmp_path, monkeypatch, write):
   synced = []
   real = os.fsync
@@ -40,6 +47,7 @@ def test_data_and_folder_are_fsynced(tmp_path, monkeypatch, write):
     mode = os.fstat(fd).st_mode
     synced.append("dir" if stat.S_ISDIR(mode) else "file")
     real(fd)
+
   monkeypatch.setattr(os, "fsync", record)
   write(tmp_path)
   assert "file" in synced and synced[-1] == "dir", synced  # data first, the rename last
@@ -62,6 +70,7 @@ def test_two_writers_of_one_path_do_not_share_a_temp_file(tmp_path, monkeypatch)
       io.atomic_savez(path, x=np.full(3, value))
     except Exception as e:  # pylint: disable=broad-except
       errors.append(e)
+
   threads = [threading.Thread(target=writer, args=(v,)) for v in (1, 2)]
   for t in threads:
     t.start()
@@ -75,6 +84,7 @@ def test_two_writers_of_one_path_do_not_share_a_temp_file(tmp_path, monkeypatch)
 
 def test_two_row_writers_of_one_path_both_finish(tmp_path):
   from bilevel_jax.scaling import streaming  # pylint: disable=g-import-not-at-top
+
   path = tmp_path / "z.npy"
   a = streaming.RowWriter(path, (2, 3))
   b = streaming.RowWriter(path, (2, 3))
@@ -90,6 +100,7 @@ def test_kernel_features_are_written_under_their_lock(tmp_path, monkeypatch):
   import fcntl  # pylint: disable=g-import-not-at-top
   from bilevel_jax.ntk import features as kernel  # pylint: disable=g-import-not-at-top
   from tests.ntk.features_test import _config  # pylint: disable=g-import-not-at-top
+
   monkeypatch.setenv("BILEVEL_JAX_CACHE", str(tmp_path))
   real, held = io.atomic_savez, []
 

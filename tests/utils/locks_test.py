@@ -1,4 +1,5 @@
 """The workdir lock: a second process fails at once, naming the holder."""
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,9 @@ def hold_in_child(workdir: pathlib.Path, seconds: float = 60.0) -> subprocess.Po
   """Starts a process holding `workdir`'s lock; returns once it holds it."""
   ready = workdir.parent / f"{workdir.name}.ready"
   env = dict(os.environ, PYTHONPATH=str(_REPO))
-  child = subprocess.Popen([sys.executable, "-c", _HOLD, str(workdir), str(ready), str(seconds)],
-                           env=env)
+  child = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, str(workdir), str(ready), str(seconds)], env=env
+  )
   deadline = time.monotonic() + 120
   while not ready.exists():
     if child.poll() is not None or time.monotonic() > deadline:

@@ -1,4 +1,5 @@
 """Package import: Python version guard and JAX's platform default (no 'tpu' log line)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ def _run(code: str, extra_path: str | None = None, **env) -> subprocess.Complete
   environ = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
   environ["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, str(_REPO)) if p)
   environ.update(env)
-  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                        env=environ, cwd=_REPO, check=False)
+  return subprocess.run(
+    [sys.executable, "-c", code],
+    capture_output=True,
+    text=True,
+    env=environ,
+    cwd=_REPO,
+    check=False,
+  )
 
 
 def test_entry_point_runs_on_cpu_without_the_tpu_log_line():
@@ -37,14 +44,17 @@ def test_explicit_jax_platforms_and_installed_plugins_are_left_alone(tmp_path):
   out = _run("import bilevel_jax, os; print(os.environ['JAX_PLATFORMS'])", JAX_PLATFORMS="cpu,")
   assert out.stdout.strip() == "cpu,"
   (tmp_path / "jax_plugins" / "fake_gpu").mkdir(parents=True)  # as jax-cuda12-plugin installs
-  code = ("import bilevel_jax, os; print(bilevel_jax.accelerator_plugin_installed(), "
-          "os.environ.get('JAX_PLATFORMS'))")
+  code = (
+    "import bilevel_jax, os; print(bilevel_jax.accelerator_plugin_installed(), "
+    "os.environ.get('JAX_PLATFORMS'))"
+  )
   out = _run(code, extra_path=str(tmp_path))
   assert out.stdout.split() == ["True", "None"], out.stderr
 
 
 def test_old_python_fails_at_import_with_the_version(monkeypatch):
   import bilevel_jax  # pylint: disable=import-outside-toplevel
+
   source = pathlib.Path(bilevel_jax.__file__).read_text()
   monkeypatch.setattr(sys, "version_info", (3, 10, 14, "final", 0))
   code = compile(source, "bilevel_jax/__init__.py", "exec")
@@ -58,6 +68,7 @@ def test_old_python_fails_at_import_with_the_version(monkeypatch):
 
 def test_pyproject_says_python_3_11_and_an_spdx_license():
   import tomllib  # pylint: disable=import-outside-toplevel
+
   meta = tomllib.loads((_REPO / "pyproject.toml").read_text())
   assert meta["project"]["requires-python"] == ">=3.11"
   # An SPDX string (PEP 639), not the deprecated {text = ...} table; setuptools >= 77 reads it.

@@ -1,4 +1,5 @@
 """Progress bars share the terminal with logging: no log line glued to a bar, bars move early."""
+
 import logging
 import re
 import sys
@@ -10,7 +11,7 @@ from bilevel_jax.ssl import train as train_lib
 from bilevel_jax.utils import progress
 from tests.ssl import standin
 
-_BAR = re.compile(r"\d+/\d+ \[")           # tqdm's "3/10 [00:01<..." counter
+_BAR = re.compile(r"\d+/\d+ \[")  # tqdm's "3/10 [00:01<..." counter
 _LOG = re.compile(r"MESSAGE-\d+|step \d+/\d+ loss")
 
 
@@ -40,6 +41,7 @@ def test_log_lines_are_never_glued_to_a_bar(capsys):
 
 def test_absl_handler_is_redirected_too():
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+
   absl_logging.use_absl_handler()
   inner = absl_logging.get_absl_handler().python_handler
   before = inner.stream
@@ -58,10 +60,25 @@ def test_disabled_progress_logs_each_event_once(caplog):
 
 def test_training_bar_moves_before_the_first_logged_chunk(capsys):
   waves, labels = standin.toy_dataset(n=40, num_classes=4)
-  tc = train_lib.TrainConfig(method="supervised", steps=10, batch_size=8, depth=10, width=1,
-                             log_every=10, checkpoint_every=10)
-  train_lib.train(tc, waves, labels, np.arange(8), jax.random.key(0), num_classes=4,
-                  featurize_fn=standin.featurize,
-                  augment_featurize_fn=standin.augment_and_featurize, progress=True)
+  tc = train_lib.TrainConfig(
+    method="supervised",
+    steps=10,
+    batch_size=8,
+    depth=10,
+    width=1,
+    log_every=10,
+    checkpoint_every=10,
+  )
+  train_lib.train(
+    tc,
+    waves,
+    labels,
+    np.arange(8),
+    jax.random.key(0),
+    num_classes=4,
+    featurize_fn=standin.featurize,
+    augment_featurize_fn=standin.augment_and_featurize,
+    progress=True,
+  )
   err = capsys.readouterr().err
   assert re.search(r"\b1/10 \[", err), err[-2000:]  # a step-1 update, not only 0 then 10
