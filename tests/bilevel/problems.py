@@ -44,12 +44,14 @@ def fsdd_ntk_problem(
   augmented copies are the log-mels shifted in time by 1, -1 and 2 frames. Pseudo-labels are
   noisy soft predictions of the true digit (c = 10). ~30 s on 2 CPU cores (decoding + kernel).
   """
-  from bilevel_jax.ntk import inputs, kernel_matrix, nystrom  # pylint: disable=g-import-not-at-top
+  from bilevel_jax import data  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.ntk import kernel_matrix, nystrom  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.testing import inputs  # pylint: disable=g-import-not-at-top
 
   x = inputs.fsdd_log_mels(n, seed=seed, data_root=data_root)
-  files = inputs.fsdd_files(data_root, split="train")
-  idx = np.sort(np.random.default_rng(seed).choice(len(files), n, replace=False))
-  classes = np.array([int(files[i].name.split("_")[0]) for i in idx])  # as fsdd_log_mels draws
+  labels = np.asarray(data.load_dataset("fsdd", data_root, progress=False).train.labels)
+  idx = np.sort(np.random.default_rng(seed).choice(len(labels), n, replace=False))
+  classes = labels[idx]  # the clips fsdd_log_mels draws (same seed, same rule)
   xs = x.reshape(n, 8, 4, 8, 4, 1).mean((2, 4))
   copies = [np.roll(xs, s, axis=2) for s in (1, -1, 2)]
   landmarks = xs[np.arange(0, n, n // m)[:m]]
