@@ -6,7 +6,7 @@ For every (pool size P, landmarks m, classes c) a fresh subprocess (clean peak-m
     selection's shapes: inner Adam solve, outer gradient, CG, scoring (x n_bilevel greedy steps),
     Nystrom map (z = K_xU M for the pool, M from eigh of K_UU);
   * NumPy/SciPy (`benchmarks/selection_numpy.py`): same rule, same keys, per stage;
-  * representer formulation (`bilevel_representer`): all pool points as candidates (needs the
+  * representer formulation (`bilevel/representer.py`): all pool points as candidates (needs the
     P x P kernel, so only while it fits `--rep_max_gib`) and the authors' 200-candidate variant;
   * picks of each against ours, peak RSS (and device peak bytes on GPU).
 The NTK stage is kernel entries per second of `ntk.wrn_kernel` (WRN-28) measured once per run;
@@ -143,7 +143,7 @@ def _single(args, p, m, c):
   from benchmarks import selection_numpy
   from bilevel_jax.bilevel import ihvp, inner, outer
   from bilevel_jax.bilevel import select as S
-  from bilevel_jax.bilevel_representer import select as R
+  from bilevel_jax.bilevel import representer as R
   from bilevel_jax.scaling import synthetic as syn
 
   res = {"pool": p, "m": m, "c": c}

@@ -7,7 +7,7 @@ import pytest
 
 from bilevel_jax.bilevel import ihvp, inner, outer
 from bilevel_jax.bilevel import select as S
-from bilevel_jax.bilevel_representer import select as R
+from bilevel_jax.bilevel import representer as R
 from bilevel_jax.scaling import synthetic as syn
 
 
