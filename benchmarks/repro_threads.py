@@ -8,9 +8,9 @@ be compared bit for bit:
   * NTK rows k(X[:rows], U) (depth 10, the quick config's 256 landmarks) and the log-mel
     normalization statistics.
 
-  taskset -c 0   python -m benchmarks.repro_threads --out=/tmp/one.npz
-  taskset -c 0,1 python -m benchmarks.repro_threads --out=/tmp/two.npz
-  python -m benchmarks.repro_threads --compare /tmp/one.npz /tmp/two.npz   # -> JSON
+  taskset -c 0   python -m benchmarks.repro_threads --out=runs/repro_one.npz
+  taskset -c 0,1 python -m benchmarks.repro_threads --out=runs/repro_two.npz
+  python -m benchmarks.repro_threads --compare runs/repro_one.npz runs/repro_two.npz   # -> JSON
 """
 
 from __future__ import annotations

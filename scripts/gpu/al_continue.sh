@@ -6,7 +6,7 @@
 source scripts/gpu/env.sh
 LIMIT=${1:-480}
 SRC=results/active_learning/fsdd_cpu
-W=/tmp/al_fsdd_cpu && mkdir -p $W/models && cp $SRC/*.json $W/ && cp $SRC/models/*.msgpack $W/models/
+W=runs/al_fsdd_cpu_gpu && mkdir -p $W/models && cp $SRC/*.json $W/ && cp $SRC/models/*.msgpack $W/models/
 timeout $LIMIT python3 -m experiments.active_learning --config=experiments/configs/fsdd.py:cpu \
   --config.strategy=bilevel,kcenter,consistency,max_entropy \
   --config.vmap_seeds=True --config.progress=False --config.tensorboard=False \

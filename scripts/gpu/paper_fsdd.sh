@@ -18,7 +18,7 @@ MODE=${MODE:-paper}
 PHASES=${PHASES:-"bilevel,uniform kcenter,consistency,max_entropy"}
 MARGIN=${MARGIN:-60}  # seconds kept for packing the state and the transfer back
 STATE=${STATE:-.devstate/paper_fsdd}
-W=${WORK:-/tmp/paper_fsdd}
+W=${WORK:-runs/paper_fsdd}
 START=$(date +%s)
 if [ -z "${DRY_RUN:-}" ]; then
   source scripts/gpu/env.sh  # carried wheels (also a CUDA jax build, if carried) and paths
