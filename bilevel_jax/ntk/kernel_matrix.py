@@ -39,19 +39,18 @@ def make_config(
   final_activation: bool = True,
 ) -> wk.WRNKernelConfig:
   """A validated `WRNKernelConfig` (raises ValueError naming the bad value)."""
-  cfg = wk.WRNKernelConfig(
-    int(depth),
-    float(w_std),
-    float(b_std),
-    float(readout_w_std),
-    float(readout_b_std),
-    int(shortcut_size),
-    bool(activate_shortcut),
-    str(activation),
-    float(leaky_slope),
-    bool(final_activation),
+  cfg = wk.make_config(
+    depth,
+    w_std,
+    b_std,
+    readout_w_std,
+    readout_b_std,
+    shortcut_size,
+    activate_shortcut,
+    activation,
+    leaky_slope,
+    final_activation,
   )
-  cfg.validate()
   if cfg.shortcut_size not in (1, 3):
     raise ValueError(f"shortcut_size={shortcut_size}; expected 1 or 3.")
   return cfg

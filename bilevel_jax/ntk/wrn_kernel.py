@@ -412,6 +412,33 @@ _pair_kernels_jit = _jit(_pair_kernels, static_argnames=("cfg", "fence"))
 _tile_kernels_jit = _jit(_tile_kernels, static_argnames=("cfg", "fence"))
 
 
+def make_config(
+  depth: int = 28,
+  w_std: float = 1.0,
+  b_std: float = 0.0,
+  readout_w_std: float = 1.0,
+  readout_b_std: float = 0.0,
+  shortcut_size: int = 1,
+  activate_shortcut: bool = False,
+  activation: str = "leaky_relu",
+  leaky_slope: float = TRAINED_LEAKY_SLOPE,
+  final_activation: bool = True,
+) -> WRNKernelConfig:
+  """A validated `WRNKernelConfig` from plain values (raises ValueError naming a bad one)."""
+  return WRNKernelConfig(
+    int(depth),
+    float(w_std),
+    float(b_std),
+    float(readout_w_std),
+    float(readout_b_std),
+    int(shortcut_size),
+    bool(activate_shortcut),
+    str(activation),
+    float(leaky_slope),
+    bool(final_activation),
+  ).validate()
+
+
 def wrn_kernel(
   x1: jax.Array,
   x2: jax.Array | None = None,
@@ -444,17 +471,17 @@ def wrn_kernel(
   _check_inputs(x1, "x1")
   _check_inputs(x2, "x2")
   chex.assert_equal_shape_suffix([x1, x2], 3)
-  cfg = WRNKernelConfig(
+  cfg = make_config(
     depth,
-    float(w_std),
-    float(b_std),
-    float(readout_w_std),
-    float(readout_b_std),
-    int(shortcut_size),
-    bool(activate_shortcut),
-    str(activation),
-    float(leaky_slope),
-    bool(final_activation),
-  ).validate()
+    w_std,
+    b_std,
+    readout_w_std,
+    readout_b_std,
+    shortcut_size,
+    activate_shortcut,
+    activation,
+    leaky_slope,
+    final_activation,
+  )
   fn = _tile_kernels_jit if jit else _tile_kernels
   return fn(jnp.asarray(x1), jnp.asarray(x2), cfg)

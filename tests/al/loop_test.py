@@ -24,6 +24,19 @@ from tests.al import configs
 _REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+def _zero_data():
+  """A 20-clip, 10-class stand-in for loop.Data (zeros; for bookkeeping tests)."""
+  return loop.Data(
+    "fsdd",
+    10,
+    np.zeros((20, 4), np.float32),
+    np.arange(20) % 10,
+    np.zeros((2, 4), np.float32),
+    np.zeros(2, np.int32),
+    np.zeros((1, 8)),
+  )
+
+
 def _tiny(**overrides):
   return configs.with_overrides(fsdd_config.get_config("tiny"), overrides)
 
@@ -309,15 +322,7 @@ def test_train_seconds_are_per_seed(monkeypatch):
     return types.SimpleNamespace(classifiers=["model1"])
 
   monkeypatch.setattr(ssl_train, "train_many", fake_train_many)
-  data = loop.Data(
-    "fsdd",
-    10,
-    np.zeros((20, 4), np.float32),
-    np.arange(20) % 10,
-    np.zeros((2, 4), np.float32),
-    np.zeros(2, np.int32),
-    np.zeros((1, 8)),
-  )
+  data = _zero_data()
   models, seconds = loop._train(c, data, [0, 1], 1, labeled, shared)
   assert models == {0: "model0", 1: "model1"}
   assert seconds[0] == 0.0 and seconds[1] >= 0.02
@@ -330,15 +335,7 @@ def test_two_processes_train_a_round0_model_once(monkeypatch, tmp_path):
   from bilevel_jax.al import model_cache  # pylint: disable=g-import-not-at-top
 
   c = _tiny()
-  data = loop.Data(
-    "fsdd",
-    10,
-    np.zeros((20, 4), np.float32),
-    np.arange(20) % 10,
-    np.zeros((2, 4), np.float32),
-    np.zeros(2, np.int32),
-    np.zeros((1, 8)),
-  )
+  data = _zero_data()
   labeled = {0: np.arange(10, dtype=np.int32)}
   calls, started = [], threading.Event()
 
