@@ -139,6 +139,9 @@ def test_committed_results_load_without_a_journal():
   files = sorted((_REPO / "results" / "active_learning").rglob("*_seed*.json"))
   assert files
   for f in files:
-    if results.journal_path(f).exists():
-      continue
-    assert results.load(f)["rounds"] == json.loads(f.read_text())["rounds"]
+    raw = json.loads(f.read_text())
+    if results.journal_path(f).exists() or str(raw.get("format", "")).startswith(
+      "bilevel_jax.pick_stats"
+    ):
+      continue  # pick-statistics files share the folder but are not AL records
+    assert results.load(f)["rounds"] == raw["rounds"]
