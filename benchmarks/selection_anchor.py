@@ -12,7 +12,8 @@ L = 10 labeled, A = 16 cached augmented copies per point) to .npy files, then al
   * theirs: `benchmarks/selection_anchor_torch.py` in the torch environment `--torch_python`,
     importing their `bilevel_coreset.py` from `--authors_repo` (9 greedy picks, 1000 Adam steps,
     SciPy CG capped at 30 iterations, kernel cached),
-so load from other processes hits both alike. Timing ratios are reported per round.
+so load from other processes hits both alike. Timing ratios are reported per round. Without
+`--authors_repo` only ours run (e.g. exact against paper settings on a machine without torch).
 
   .venv/bin/python -m benchmarks.selection_anchor --authors_repo=AUTHORS_REPO \
       --torch_python=TORCH_VENV/bin/python --out=benchmarks/results/selection_anchor_cpu.json
@@ -34,8 +35,10 @@ import numpy as np
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", required=True)
-  ap.add_argument("--authors_repo", required=True)
-  ap.add_argument("--torch_python", required=True, help="python of a venv with torch installed")
+  ap.add_argument(
+    "--authors_repo", default="", help="the authors' checkout; empty: time ours only (no torch)"
+  )
+  ap.add_argument("--torch_python", default="", help="python of a venv with torch installed")
   ap.add_argument("--pool", type=int, default=2690)
   ap.add_argument("--m", type=int, default=2000)
   ap.add_argument("--c", type=int, default=10)
@@ -69,15 +72,17 @@ def main(argv=None):
     if "jax" in sys.modules:
       raise SystemExit("--ours_one_core must be set before JAX is imported (run as a script)")
     os.sched_setaffinity(0, {cores[-1]})
-  if not os.path.isfile(os.path.join(args.authors_repo, "bilevel_coreset.py")):
+  if args.authors_repo and not os.path.isfile(
+    os.path.join(args.authors_repo, "bilevel_coreset.py")
+  ):
     raise SystemExit(f"--authors_repo={args.authors_repo!r} has no bilevel_coreset.py")
-  if not os.access(args.torch_python, os.X_OK):
+  if args.authors_repo and not os.access(args.torch_python, os.X_OK):
     raise SystemExit(f"--torch_python={args.torch_python!r} is not an executable")
   try:
     threads_list = [int(v) for v in args.torch_threads.split(",") if v]
   except ValueError:
     raise SystemExit(f"--torch_threads must be comma-separated ints, got {args.torch_threads!r}")
-  if not threads_list or min(threads_list) < 1:
+  if args.authors_repo and (not threads_list or min(threads_list) < 1):
     raise SystemExit(f"--torch_threads needs positive thread counts, got {args.torch_threads!r}")
   if min(args.rounds, args.repeats, args.inner_steps, args.cg_steps) < 1:
     raise SystemExit("--rounds, --repeats, --inner_steps and --cg_steps must be >= 1")
@@ -192,7 +197,7 @@ def main(argv=None):
         jax.block_until_ready(ours(kw))
         ts.append(time.perf_counter() - s)
       entry[name + "_s"] = float(np.median(ts))
-    for threads in threads_list:
+    for threads in threads_list if args.authors_repo else ():
       out = os.path.join(data, f"torch_{r}_{threads}.json")
       proc = subprocess.run(
         [
@@ -234,6 +239,15 @@ def main(argv=None):
     )
     io.atomic_write_json(args.out, res)
   ok = [e for e in res["rounds"] if "authors_torch" in e]
+  if not args.authors_repo:  # ours only: the ratios of our variants, median over rounds
+    res["summary"] = {
+      name + "_s": float(np.median([e[name + "_s"] for e in res["rounds"]])) for name in variants
+    }
+    for name in variants:
+      if name != "ours_minibatch64":
+        res["summary"][f"ratio_{name}_over_minibatch64"] = float(
+          np.median([e[name + "_s"] / e["ours_minibatch64_s"] for e in res["rounds"]])
+        )
   if ok:
     theirs_picks = ok[0]["authors_torch"]["picks"]
     res["summary"] = {

@@ -59,7 +59,10 @@ def _kernel_prepare(name: str):
 
   def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
     prepared = paper.prepare(block, data, progress=progress)
-    options = dict(prepared.options)
+    # Only the variant's own options: bilevel_ssl has no solver / loss_reduction options, and
+    # jit would take a string it does not know as a traced array.
+    own = base.get(name).options
+    options = {k: v for k, v in prepared.options.items() if k in own}
     options.update(inputs.block_options(name, block))
     if "batch_size" in options:
       options["batch_size"] = options["batch_size"] or None  # 0: the full bank

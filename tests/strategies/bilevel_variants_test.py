@@ -339,3 +339,21 @@ def test_options_follow_bilevel_and_configs_are_checked():
   bad.bilevel_ssl.solver = "exact"
   with pytest.raises(ValueError, match="only solver='paper'"):
     inputs.check_config("bilevel_ssl", bad)
+
+
+@pytest.mark.parametrize("name", ["bilevel_ssl", "bilevel_tempered"])
+def test_kernel_prepare_passes_only_the_variants_own_options(monkeypatch, name):
+  """The NTK variants build their inputs with bilevel's prepare hook, whose options include
+  bilevel-only ones (solver, loss_reduction for bilevel_ssl); the jitted variant must not get
+  them (a string option it does not declare is taken as a traced array and fails)."""
+  from bilevel_jax.strategies import bilevel as paper  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.strategies import inputs  # pylint: disable=g-import-not-at-top
+  from experiments.configs import fsdd  # pylint: disable=g-import-not-at-top
+
+  every = {k: 0 for k in strategies.get("bilevel").options}
+  every.update(solver="paper", loss_reduction="mean")
+  monkeypatch.setattr(paper, "prepare", lambda block, data, progress=False: inputs.Prepared(every))
+  c = fsdd.get_config("tiny")
+  options = strategies.get(name).prepare(c[name], data=None).options
+  assert set(options) <= set(strategies.get(name).options)
+  assert ("loss_reduction" in options) == ("loss_reduction" in strategies.get(name).options)
