@@ -27,7 +27,8 @@ hook (`bilevel_jax.ntk.features`: landmarks drawn with `landmark_seed`, standard
 log-mels, k(X, U) cached, Nystrom map, augmented copies made inside the jitted selection) and
 `strategies.select_with_diagnostics("bilevel", ...)`. The committed results in
 results/bilevel_evidence/ were made by an earlier version with its own copy of this pipeline
-(see that folder's README for what differs).
+(see that folder's README for what differs). The shared inputs of the parts (data, the strategy's
+inputs per m, one selection by method) are in `experiments.evidence_inputs`.
 
 Caveat: here the pseudo-labels come from the same proxy (logistic regression on the same
 features) as the inner problem, so at step 0 the inner solution nearly minimises the pool part
@@ -41,7 +42,6 @@ import pathlib
 import shlex
 import sys
 import time
-from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -52,11 +52,11 @@ from ml_collections import config_flags
 import numpy as np
 
 from bilevel_jax import data as data_lib
-from bilevel_jax import strategies
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.utils import io
+from experiments import evidence_inputs
 from experiments import proxy_model
 from experiments.configs import bilevel_evidence as evidence_config
 
@@ -66,112 +66,15 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (result JSON).", required=True)
 
 
-class Data(NamedTuple):
-  """What the bilevel strategy's `prepare` reads (as the AL loop's `Data`)."""
-
-  name: str
-  train_waveforms: np.ndarray  # (N, 16000)
-  noise: np.ndarray  # (K, L)
-
-
-class Run(NamedTuple):
-  """One experiment's fixed inputs."""
-
-  config: ml_collections.ConfigDict
-  data: Data
-  classes: np.ndarray  # (N,) training labels
-  test_waveforms: np.ndarray
-  test_classes: np.ndarray
-  num_classes: int
-  out_dir: pathlib.Path
-  command: str
-
-
-class Inputs:
-  """The bilevel strategy's inputs for m landmarks, built once per m (features cached on disk)."""
-
-  def __init__(self, run: Run, m: int):
-    config = ml_collections.ConfigDict({"bilevel": run.config.bilevel.to_dict()})
-    config.bilevel.landmarks = m
-    self.m, self.n_aug = m, int(config.bilevel.augmentations)
-    self.prepared = strategy_inputs.prepare(
-      "bilevel", config, run.data, progress=run.config.progress
-    )
-    self.kernel = self.prepared.builder  # ntk.features.KernelFeatures
-    self.stream = jax.random.key(run.config.bank_seed)
-    self._test_z = None
-    self._test_waveforms = run.test_waveforms
-
-  @property
-  def train_z(self) -> np.ndarray:
-    return self.kernel.features  # (N, m)
-
-  def test_z(self) -> np.ndarray:
-    if self._test_z is None:
-      self._test_z = self.kernel.features_of(self._test_waveforms)  # (T, m)
-    return self._test_z
-
-  def banks(self, indices) -> np.ndarray:
-    """(L, A, m) features of the augmented copies (the same copies for every seed)."""
-    return self.kernel.banks(0, np.asarray(indices), self.stream)
-
-  def context(self, labeled) -> dict:
-    return self.prepared.context(0, np.asarray(labeled), self.stream)
-
-
-_INPUTS: dict[int, Inputs] = {}
-
-
-def inputs_for(run: Run, m: int) -> Inputs:
-  if m not in _INPUTS:
-    _INPUTS[m] = Inputs(run, m)
-  return _INPUTS[m]
-
-
-def _meta(run: Run) -> dict:
-  return {
-    "command": run.command,
-    "config": run.config.to_dict(),
-    "pipeline": "strategies 'bilevel' prepare (bilevel_jax.ntk.features)",
-  }
-
-
-def _select(run: Run, method, key, feats: Inputs, pseudo, labeled, rng):
-  """Indices of the next batch by `method`; returns (indices, diagnostics)."""
-  b = run.config.batch_size_per_round
-  available = np.setdiff1d(np.arange(len(pseudo)), labeled)
-  if method == "uniform":
-    return rng.choice(available, b, replace=False), {}
-  if method == "max_entropy":
-    ent = -np.sum(pseudo * np.log(np.maximum(pseudo, 1e-12)), axis=1)
-    return available[np.argsort(-ent[available], kind="stable")[:b]], {}
-  if method != "bilevel":
-    raise ValueError(f"unknown method {method!r}")
-  n = len(pseudo)
-  mask = np.zeros(n, bool)
-  mask[labeled] = True
-  labels = np.full(n, -1, np.int32)
-  labels[labeled] = run.classes[labeled]
-  ctx = strategies.RoundContext(
-    probs=jnp.asarray(pseudo, jnp.float32),
-    labeled_mask=mask,
-    labeled_idx=np.asarray(labeled, np.int32),
-    labels=labels,
-    **feats.context(labeled),
-  )
-  picks, diag = strategies.select_with_diagnostics("bilevel", key, ctx, b, **feats.prepared.options)
-  return np.asarray(picks), jax.device_get(diag)
-
-
 # ----------------------------------------------------------------------------------------------
 # Parts.
 
 
-def run_lr_check(run: Run):
+def run_lr_check(run: evidence_inputs.Run):
   """Gap between Adam and the L-BFGS optimum of the model's objective on seed 0's labeled
   banks, per learning rate: picks a usable lr."""
   m, b = run.config.m_first, run.config.bilevel
-  feats = inputs_for(run, m)
+  feats = evidence_inputs.inputs_for(run, m)
   labeled = proxy_model.class_covering_labels(run.classes, run.num_classes, 0)
   opt = proxy_model.lbfgs_objective(run, feats, labeled)
   rows = []
@@ -194,7 +97,7 @@ def run_lr_check(run: Run):
     )
     rows.append({"lr": lr, "adam_objective": float(loss), "gap": float(loss) - opt})
   out = {
-    **_meta(run),
+    **evidence_inputs.meta(run),
     "m": m,
     "n_aug": feats.n_aug,
     "lbfgs_optimum": opt,
@@ -206,9 +109,9 @@ def run_lr_check(run: Run):
   return out
 
 
-def run_first_batch(run: Run):
+def run_first_batch(run: evidence_inputs.Run):
   m, rows, c = run.config.m_first, [], run.num_classes
-  feats = inputs_for(run, m)
+  feats = evidence_inputs.inputs_for(run, m)
   methods = ("bilevel", "uniform", "max_entropy")
   for seed in range(run.config.seeds):
     path = run.out_dir / f"first_batch_m{m}" / f"seed{seed}.json"
@@ -232,7 +135,7 @@ def run_first_batch(run: Run):
     }
     for method in methods:
       t0 = time.time()
-      idx, diag = _select(
+      idx, diag = evidence_inputs.select_by(
         run, method, jax.random.fold_in(key, 1), feats, pseudo, labeled, np.random.default_rng(seed)
       )
       row["methods"][method] = {
@@ -244,7 +147,7 @@ def run_first_batch(run: Run):
         "seconds": time.time() - t0,
         **diag,
       }
-    row.update(_meta(run))
+    row.update(evidence_inputs.meta(run))
     io.atomic_write_json(path, row)
     rows.append(row)
     print(
@@ -256,7 +159,7 @@ def run_first_batch(run: Run):
       flush=True,
     )
   summary = {
-    **_meta(run),
+    **evidence_inputs.meta(run),
     "m": m,
     "n_aug": feats.n_aug,
     "seeds": len(rows),
@@ -278,9 +181,9 @@ def run_first_batch(run: Run):
   return summary
 
 
-def run_al_curve(run: Run):
+def run_al_curve(run: evidence_inputs.Run):
   m, b, c = run.config.m_curve, run.config.batch_size_per_round, run.num_classes
-  feats = inputs_for(run, m)
+  feats = evidence_inputs.inputs_for(run, m)
   pool_z, test_z = feats.train_z, feats.test_z()
   rounds = (run.config.final_labels - c) // b
   results = {}
@@ -304,7 +207,7 @@ def run_al_curve(run: Run):
         if r == rounds:
           break
         t0 = time.time()
-        idx, diag = _select(
+        idx, diag = evidence_inputs.select_by(
           run,
           method,
           jax.random.fold_in(key, 2 * r + 1),
@@ -327,13 +230,13 @@ def run_al_curve(run: Run):
         "labeled": labeled,
         "selection_seconds": t_sel,
         "diagnostics": diags,
-        **_meta(run),
+        **evidence_inputs.meta(run),
       }
       io.atomic_write_json(path, row)
       results[(method, seed)] = row
       print(f"al_curve {method} seed {seed}: {np.round(accs, 3).tolist()}", flush=True)
   summary = {
-    **_meta(run),
+    **evidence_inputs.meta(run),
     "m": m,
     "n_aug": feats.n_aug,
     "b": b,
@@ -354,12 +257,12 @@ def run_al_curve(run: Run):
   return summary
 
 
-def run_timing(run: Run):
+def run_timing(run: evidence_inputs.Run):
   """The bilevel strategy's selection from the whole pool: first call and repeats."""
   m, c, b = run.config.m_timing, run.num_classes, run.config.bilevel
   labeled = proxy_model.class_covering_labels(run.classes, c, 0)
   synthetic = run.config.timing_features == "synthetic"
-  feats = inputs_for(run, m)
+  feats = evidence_inputs.inputs_for(run, m)
   if synthetic:  # values do not change the work: loop counts are fixed
     rng = np.random.default_rng(0)
     norm = float(np.mean(np.linalg.norm(feats.train_z, axis=1)))
@@ -409,7 +312,7 @@ def run_timing(run: Run):
     )
     print(f"timing m={m} rep {rep}: {runs[-1]['total_s']:.2f}s", flush=True)
   out = {
-    **_meta(run),
+    **evidence_inputs.meta(run),
     "features": "SYNTHETIC (real shapes)" if synthetic else "real NTK Nystrom",
     "pool_size": int(pool_z.shape[0]),
     "m": m,
@@ -452,9 +355,9 @@ def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, co
   root = config.data_root or None
   ds = data_lib.load_dataset("fsdd", root, progress=config.progress)
   noise = np.asarray(data_lib.load_background_noise(root), np.float32)
-  run = Run(
+  run = evidence_inputs.Run(
     config,
-    Data(ds.name, np.asarray(ds.train.waveforms, np.float32), noise),
+    evidence_inputs.Data(ds.name, np.asarray(ds.train.waveforms, np.float32), noise),
     np.asarray(ds.train.labels),
     np.asarray(ds.test.waveforms, np.float32),
     np.asarray(ds.test.labels),
@@ -463,15 +366,15 @@ def run_parts(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, co
     command,
   )
   run.out_dir.mkdir(parents=True, exist_ok=True)
-  _INPUTS.clear()
+  evidence_inputs.INPUTS.clear()
   if "kernel" in parts:
     for m in sorted({config.m_first, config.m_curve, config.m_timing}):
-      inputs_for(run, m).test_z()
+      evidence_inputs.inputs_for(run, m).test_z()
   if "initial_banks" in parts:  # banks of every seed's initial labels, ahead of time
     for seed in range(config.seeds):
       labeled = proxy_model.class_covering_labels(run.classes, run.num_classes, seed)
       for m in sorted({config.m_first, config.m_curve}):
-        inputs_for(run, m).banks(labeled)
+        evidence_inputs.inputs_for(run, m).banks(labeled)
   if "lr_check" in parts:
     run_lr_check(run)
   if "first_batch" in parts:

@@ -18,19 +18,9 @@ traced, so repeated calls with the same shapes, settings of the static options a
 object reuse one compilation. F and G follow `loss_reduction` ("sum": the paper's Eq. 3, or
 "mean"; see inner.py and outer.py).
 
-Augmented copies (`bank_fn`). The bank function is static (hashed by identity) and its arrays
-come in through the traced `bank_params` pytree rather than a closure: closed-over arrays would
-be baked into the program as constants, and a fresh closure each round would recompile.
-  * Precomputed copies: `precomputed_bank(pool_bank)` with pool_bank (P, A, m).
-  * Copies made on the host when a point is picked (kernel code jitted on its own, disk
-    cache): `HostBank(host_fn, A, m)`, a jax.pure_callback inside the program.
-  * NTK copies computed inside the jit: a module-level function such as
-      def ntk_bank_fn(params, key, i):          # params: waveforms (P, 16000), noise, landmarks,
-        keys = jax.random.split(key, A)         #   landmark variance maps, Nystrom map (m, m)
-        x = jax.vmap(lambda k: augment_and_featurize(k, params.waveforms[i][None], params.noise)[0])(keys)
-        return nystrom_map(ntk(x, params.landmarks), params.nystrom)   # (A, m)
-    with the bilevel_jax.audio / bilevel_jax.ntk functions; pass it with its params
-    (`bilevel_jax.ntk.features.make_bank_fn` is such a function).
+Augmented copies come from a static `bank_fn(bank_params, key, index) -> (A, m)` (`banks.py`:
+precomputed, made on the host, or computed inside the jit). The pieces of a greedy step are in
+`greedy.py` (shared with the streamed selection of `scaling.streaming`).
 
 vmap over seeds: the keys are the only batched argument, e.g.
   jax.vmap(lambda k: select_batch(k, pool_z, ...))(jax.random.split(key, S))
@@ -41,14 +31,14 @@ traced inputs get shape checks only.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from bilevel_jax.bilevel import exact
+from bilevel_jax.bilevel import greedy
 from bilevel_jax.bilevel.checks import SOLVERS  # noqa: F401
 from bilevel_jax.bilevel.checks import _check_finite  # noqa: F401
 from bilevel_jax.bilevel.checks import check_label_rows  # noqa: F401
@@ -57,12 +47,16 @@ from bilevel_jax.bilevel.checks import check_labeled  # noqa: F401
 from bilevel_jax.bilevel.checks import check_exact_settings  # noqa: F401
 from bilevel_jax.bilevel.checks import check_settings  # noqa: F401
 from bilevel_jax.bilevel.checks import validate_inputs  # noqa: F401
-from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
 from bilevel_jax.utils import tracing
 
-BankFn = Callable[[Any, jax.Array, jax.Array], jax.Array]
+# Re-exported: callers use select.<name> for the banks and the batch split.
+from bilevel_jax.bilevel.banks import BankFn
+from bilevel_jax.bilevel.banks import HostBank  # noqa: F401
+from bilevel_jax.bilevel.banks import precomputed_bank  # noqa: F401
+from bilevel_jax.bilevel.greedy import split_batch  # noqa: F401
+from bilevel_jax.bilevel.greedy import uniform_picks  # noqa: F401
 
 
 class Selection(NamedTuple):
@@ -90,59 +84,6 @@ class Selection(NamedTuple):
   inner_grad_norm: jax.Array | None = None
   inner_iterations: jax.Array | None = None
   ihvp_iterations: jax.Array | None = None
-
-
-def _take_bank(pool_bank: jax.Array, key: jax.Array, index: jax.Array) -> jax.Array:
-  del key  # the copies were drawn in advance
-  return pool_bank[index]
-
-
-def precomputed_bank(pool_bank: jax.Array) -> tuple[BankFn, jax.Array]:
-  """(bank_fn, bank_params) that look copies up in pool_bank: (P, A, m)."""
-  if np.ndim(pool_bank) != 3:
-    raise ValueError(f"pool_bank must have shape (P, A, m), got {np.shape(pool_bank)}.")
-  return _take_bank, jnp.asarray(pool_bank)
-
-
-class HostBank:
-  """bank_fn that computes copies on the host (jax.pure_callback), e.g. with a kernel function
-  that is jitted on its own or a cache on disk.
-
-  `host_fn(index: int, key_data: np.ndarray uint32) -> (A, m)` array. Create one HostBank per
-  experiment and reuse it: select_batch compiles once per bank_fn object. Use it with
-  bank_params=None. Works under vmap (the callback then runs once per batch member).
-  """
-
-  def __init__(
-    self, host_fn: Callable[[int, np.ndarray], np.ndarray], n_aug: int, m: int, dtype=jnp.float32
-  ):
-    self.host_fn = host_fn
-    self.shape = jax.ShapeDtypeStruct((n_aug, m), dtype)
-
-  def _call_host(self, index, key_data):
-    out = np.asarray(self.host_fn(int(index), np.asarray(key_data)), self.shape.dtype)
-    if out.shape != self.shape.shape:
-      raise ValueError(f"HostBank host_fn returned shape {out.shape}, expected {self.shape.shape}.")
-    return out
-
-  def __call__(self, params, key, index):
-    del params
-    return jax.pure_callback(
-      self._call_host, self.shape, index, jax.random.key_data(key), vmap_method="sequential"
-    )
-
-
-def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:
-  """(n_bilevel, n_uniform) with n_uniform = round(uniform_fraction * b) (Python round)."""
-  n_uniform = int(round(uniform_fraction * b))
-  return b - n_uniform, n_uniform
-
-
-def uniform_picks(key: jax.Array, available: jax.Array, n_uniform: int, dtype) -> jax.Array:
-  """n_uniform distinct indices drawn uniformly at random among the True entries of
-  `available` (P,) bool (the caller guarantees enough). Returns (n_uniform,) int32."""
-  u = jnp.where(available, jax.random.uniform(key, available.shape, dtype), -1.0)
-  return lax.top_k(u, n_uniform)[1].astype(jnp.int32)
 
 
 @functools.partial(
@@ -192,7 +133,7 @@ def _select(
 ):
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
-  n_lab, n_aug, _ = labeled_bank.shape
+  n_lab = labeled_bank.shape[0]
   dtype = pool_z.dtype
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
 
@@ -200,82 +141,57 @@ def _select(
   targets = pseudo_labels.at[labeled_idx].set(onehot)  # (P, c) for G
   available = jnp.ones((p,), bool) if pool_valid is None else pool_valid
   available = available.at[labeled_idx].set(False)
-  cap = n_lab + n_bilevel
-  bank = inner.Bank(
-    z=jnp.zeros((cap, n_aug, m), dtype).at[:n_lab].set(labeled_bank.astype(dtype)),
-    y=jnp.zeros((cap, c), dtype).at[:n_lab].set(onehot),
-    valid=jnp.arange(cap) < n_lab,
-  )
+  bank = greedy.init_bank(labeled_bank, onehot, n_bilevel, dtype)
 
   def greedy_step(k, carry):
     state, v_prev, bank, available, picks, diag = carry
-    if solver == "exact":
-      red = exact.reduce_bank(bank, reduction)  # once per greedy step (bank is fixed)
-      # Newton is warm-started from the previous step's w. (Starting from w0 instead took ~40%
-      # fewer CG iterations on the anchor problem but swapped two picks of a float32 reference
-      # case; the warm start with rotated coordinates is 0.78x the paper settings' time there.)
-      newton = exact.newton_solve(
-        exact.to_reduced(state.w.T, red),
-        red,
-        l2,
-        tol=inner_tol,
-        max_iter=inner_max_iter,
-        cg_max_iter=newton_cg_max_iter,
-      )
-      state = inner.InnerState(exact.to_full(newton.wr, red).T, state.opt_state)
-      inner_iters = newton.iterations
-    else:
-      kwargs = {} if reduction == "mean" else {"reduction": reduction}
-      state, _ = inner_solver(
-        jax.random.fold_in(inner_key, k),
-        state,
-        bank,
-        lr,
-        l2,
-        steps=inner_steps,
-        batch_size=batch_size,
-        **kwargs,
-      )
-      inner_iters = inner_steps
+    solve = greedy.solve_inner(
+      k,
+      state,
+      bank,
+      inner_key,
+      lr,
+      l2,
+      inner_tol,
+      solver=solver,
+      reduction=reduction,
+      inner_solver=inner_solver,
+      inner_steps=inner_steps,
+      batch_size=batch_size,
+      inner_max_iter=inner_max_iter,
+      newton_cg_max_iter=newton_cg_max_iter,
+    )
+    state = solve.state
     # The loop works on transposed (c, m) weights: see inner.xent_grad_t for why.
     wt = state.w.T
     g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid, reduction)
-    hvp = inner.bank_hvp_t(wt, bank, l2, reduction)
-    if solver == "exact":
-      cg = exact.inverse_hvp(
-        newton.wr, red, l2, g_grad_t, v_prev, rtol=ihvp_rtol, max_iter=ihvp_max_iter
-      )
-      # The recorded residual is the true one of the full system (one full-bank HVP).
-      full_r = hvp(cg.x) - g_grad_t
-      cg = cg._replace(
-        residual=jnp.sqrt(
-          jnp.sum(full_r * full_r)
-          / jnp.maximum(jnp.sum(g_grad_t * g_grad_t), jnp.finfo(dtype).tiny)
-        )
-      )
-      cg_iters = cg.iterations
-    else:
-      cg = ihvp.cg_solve(hvp, g_grad_t, steps=cg_steps)
-      cg_iters = cg_steps
+    cg, cg_iters = greedy.solve_ihvp(
+      wt,
+      bank,
+      l2,
+      g_grad_t,
+      v_prev,
+      solve,
+      ihvp_rtol,
+      solver=solver,
+      reduction=reduction,
+      cg_steps=cg_steps,
+      ihvp_max_iter=ihvp_max_iter,
+    )
     scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)  # (P,)
-    masked = jnp.where(available, scores, -jnp.inf)
-    i = jnp.argmax(masked)
+    best, i = greedy.best_pick(scores, available)
     # F of the inner problem this pick was scored with (before the pick joins the bank).
     f_val, f_grad = inner.bank_grad_t(wt, bank, l2, reduction)
     copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
-    bank = inner.Bank(
-      bank.z.at[n_lab + k].set(copies),
-      bank.y.at[n_lab + k].set(pseudo_labels[i]),
-      bank.valid.at[n_lab + k].set(True),
-    )
+    bank = greedy.add_to_bank(bank, n_lab + k, copies, pseudo_labels[i])
     row = jnp.stack(
       [
-        masked[i],
+        best,
         f_val,
         g_val,
         cg.residual,
         jnp.sqrt(jnp.sum(f_grad * f_grad)),
-        jnp.asarray(inner_iters, dtype),
+        jnp.asarray(solve.iterations, dtype),
         jnp.asarray(cg_iters, dtype),
       ]
     )
@@ -299,7 +215,7 @@ def _select(
   state, _, _, available, picks, diag = lax.fori_loop(0, n_bilevel, greedy_step, carry)
 
   if n_uniform:
-    picks = jnp.concatenate([picks, uniform_picks(uniform_key, available, n_uniform, dtype)])
+    picks = jnp.concatenate([picks, greedy.uniform_picks(uniform_key, available, n_uniform, dtype)])
   is_bilevel = jnp.arange(n_bilevel + n_uniform) < n_bilevel
   return Selection(
     picks,
@@ -417,7 +333,7 @@ def select_batch(
       ihvp_max_iter=ihvp_max_iter,
       newton_cg_max_iter=newton_cg_max_iter,
     )
-  n_bilevel, n_uniform = split_batch(b, uniform_fraction)
+  n_bilevel, n_uniform = greedy.split_batch(b, uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
   if w0 is None:

@@ -19,13 +19,9 @@ are trained); the shortcut conv sees phi(x) in every group's first block or in n
 (`activate_shortcut`), the trained WRN only in the first group's. The legacy kernel (before
 issue 13: ReLU, no final activation) is `activation="relu", final_activation=False`.
 
-Leaky ReLU phi(u) = max(u, a u) = a u + (1 - a) relu(u), 0 <= a < 1. For centred Gaussians
-(u, v) with variances q1, q2 and covariance q12 = rho sqrt(q1 q2), using E[u relu(v)] = q12 / 2
-and E[relu'(v)] = 1 / 2, its maps follow from ReLU's arc-cosine kernels in closed form:
-  E[phi(u) phi(v)]   = a q12 + (1 - a)^2 sqrt(q1 q2) J1(rho) / (2 pi),
-  E[phi'(u) phi'(v)] = a + (1 - a)^2 (pi - arccos rho) / (2 pi),
-  J1(rho) = sqrt(1 - rho^2) + (pi - arccos rho) rho;  on the diagonal both give (1 + a^2) / 2
-  (times q1 for the first). a = 0 is ReLU.
+The activation maps (leaky ReLU from ReLU's arc-cosine kernels, in closed form) are in
+`ntk.arccos`; the spatial passes over covariance maps (box filters, padding, fences) in
+`ntk.spatial`.
 
 Parameterization: standard NTK (neural-tangents' stax): a conv computes
   W_std / sqrt(k * k * C_in) * conv(x, w) + b_std * b, with w, b ~ N(0, 1);
@@ -41,10 +37,10 @@ is part of. The pair maps of a T1 x T2 tile are one packed array (2, H + 2, W + 
 ([q, t], with a stored zero border = the SAME padding), so each layer is one contiguous pass:
 a block is three passes (relu; conv + relu; conv + shortcut), each one fused kernel writing
 the packed array (XLA:CPU has no multi-output loop fusion: with two separate maps it
-materialized rho and sqrt(1 - |rho|) as extra full-size maps in every ReLU). Each pass runs as the taken branch of a data-dependent conditional (`_fenced`) so
-XLA materializes it once instead of fusing (and recomputing) it inside the 9 taps of the next
-conv. arccos is a float32-accurate polynomial (Abramowitz & Stegun 4.4.46, |error| <= 2e-8):
-XLA:CPU's arccos (atan2) cost ~40x more per element here. Our own jitted programs are compiled
+materialized rho and sqrt(1 - |rho|) as extra full-size maps in every ReLU). Each pass runs
+as the taken branch of a data-dependent conditional (`spatial.fenced`) so XLA materializes it
+once instead of fusing (and recomputing) it inside the 9 taps of the next conv. arccos is a
+float32-accurate polynomial (`ntk.arccos`). Our own jitted programs are compiled
 with `COMPILER_OPTIONS` (512-bit vectors and fast math: ~20% faster per tile, results within
 ~2e-7 of the default options). Measured on 2 shared cores: ~25-30 us of CPU per entry (NNGP +
 NTK) in 16 x 16 tiles, memory-bound (a 2.4 MB packed map per pass at 32 x 32); the blocks are
@@ -55,14 +51,15 @@ benchmarks/results/ntk_*.json.
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
+
+from bilevel_jax.ntk import arccos
+from bilevel_jax.ntk import spatial
 
 # Per-program XLA:CPU options of our own jitted kernels (a caller's jit uses its own options).
 # Fast math keeps the kernels' float32 agreement with neural-tangents (see ntk_oracle.json):
@@ -145,135 +142,6 @@ class InputStats(NamedTuple):
   sqrt: tuple[jax.Array, ...]
 
 
-# Abramowitz & Stegun 4.4.46: acos(a) = sqrt(1 - a) * poly(a) on [0, 1], |error| <= 2e-8.
-_ACOS_COEFFS = (
-  1.5707963050,
-  -0.2145988016,
-  0.0889789874,
-  -0.0501743046,
-  0.0308918810,
-  -0.0170881256,
-  0.0066700901,
-  -0.0012624911,
-)
-
-
-def _acos_nonneg(a: jax.Array, sqrt_one_minus_a: jax.Array) -> jax.Array:
-  """arccos(a) for a in [0, 1], given sqrt(1 - a)."""
-  p = jnp.full_like(a, _ACOS_COEFFS[-1])
-  for c in _ACOS_COEFFS[-2::-1]:
-    p = p * a + c
-  return sqrt_one_minus_a * p
-
-
-def relu_kernel(rho: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Normalized arc-cosine kernels of ReLU at correlation rho (clipped to [-1, 1]).
-
-  Returns (j, jdot) with E[relu(u) relu(v)] = sqrt(q1 q2) * j / (2 pi) and
-  E[relu'(u) relu'(v)] = jdot / (2 pi), i.e. j = sin(theta) + (pi - theta) cos(theta),
-  jdot = pi - theta, theta = arccos(rho).
-  """
-  rho = jnp.clip(rho, -1.0, 1.0)
-  a = jnp.abs(rho)
-  s_minus = jnp.sqrt(1.0 - a)
-  if a.dtype == jnp.float64:  # float64 references: exact
-    acos_a = jnp.arccos(a)
-  else:
-    acos_a = _acos_nonneg(a, s_minus)  # arccos(|rho|)
-  jdot = jnp.where(rho >= 0, math.pi - acos_a, acos_a)  # pi - arccos(rho)
-  j = s_minus * jnp.sqrt(1.0 + a) + jdot * rho  # sqrt(1 - rho^2) + ...
-  return j, jdot
-
-
-def _scaled_sqrt(q: jax.Array, slope: float) -> jax.Array:
-  """(1 - a) sqrt(q / (2 pi)): the per-input factor of the arc-cosine term."""
-  return jnp.sqrt(q * ((1.0 - slope) ** 2 * 0.5 / math.pi))
-
-
-def activation_maps(
-  q11: jax.Array, q22: jax.Array, q12: jax.Array, slope: float = 0.0
-) -> tuple[jax.Array, jax.Array]:
-  """E[phi(u) phi(v)] and E[phi'(u) phi'(v)] for centred Gaussians with variances q11, q22 > 0
-  and covariance q12 (elementwise, same shapes), phi(u) = max(u, slope * u); the code path of
-  the kernel (normalizers of `input_stats`, update of `_pair_kernels`). For tests."""
-  ones = jnp.ones_like(q12)
-  out = _relu_pair(
-    q12[..., None, None],
-    ones[..., None, None],
-    _safe_rsqrt(q11)[..., None],
-    _safe_rsqrt(q22)[..., None],
-    _scaled_sqrt(q11, slope)[..., None],
-    _scaled_sqrt(q22, slope)[..., None],
-    slope,
-  )
-  return out[0][..., 0, 0], out[1][..., 0, 0]
-
-
-def _safe_rsqrt(q: jax.Array) -> jax.Array:
-  # Zero variance (the zero border, or an all-zero padding input) gives correlation 0, not NaN.
-  return jnp.where(q > 0, lax.rsqrt(jnp.maximum(q, 1e-30)), 0.0)
-
-
-def _always_true(x: jax.Array) -> jax.Array:
-  """A boolean scalar that is always True but that XLA cannot constant-fold (it reads x)."""
-  bits = lax.bitcast_convert_type(x.reshape(-1)[0].astype(jnp.float32), jnp.int32)
-  return (bits | 1) != 0
-
-
-def _fenced(fn, pred: jax.Array | None):
-  """Runs fn as the taken branch of a conditional that XLA cannot resolve at compile time.
-
-  Values crossing a conditional boundary are materialized, so XLA cannot fuse the pass into its
-  consumers. Without this fence XLA:CPU (which drops optimization barriers before fusion) fuses
-  the cheap tail of each ReLU into all 9 taps of the next conv and recomputes it there.
-  """
-  if pred is None or not isinstance(pred, jax.core.Tracer):
-    return fn  # eager: every op is materialized anyway
-
-  def wrapped(*args):
-    out = jax.eval_shape(fn, *args)
-    zeros = lambda *_: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), out)
-    return lax.cond(pred, fn, zeros, *args)
-
-  return wrapped
-
-
-def _same_pads(size: int, k: int, stride: int) -> tuple[int, int, int]:
-  out = -(-size // stride)
-  total = max((out - 1) * stride + k - size, 0)
-  return out, total // 2, total - total // 2
-
-
-def _pad1(x: jax.Array) -> jax.Array:
-  return jnp.pad(x, [(1, 1), (1, 1)] + [(0, 0)] * (x.ndim - 2))
-
-
-def box_filter(x: jax.Array, k: int, stride: int) -> jax.Array:
-  """Window sums of a map stored with a one-pixel zero border.
-
-  Args:
-    x: (H + 2, W + 2, ...) map whose border is zero (the SAME padding, stored once).
-    k: window size, 1 or 3.
-    stride: 1 or 2.
-
-  Returns:
-    (H', W', ...) window sums over k x k (SAME, strided, not normalized), H' = ceil(H / s),
-    without a border (`_pad1` adds it back).
-  """
-  if k not in (1, 3):
-    raise ValueError(f"box_filter supports kernel sizes 1 and 3, got {k}.")
-  h, w = x.shape[0] - 2, x.shape[1] - 2
-  oh, lo_h, _ = _same_pads(h, k, stride)
-  ow, lo_w, _ = _same_pads(w, k, stride)
-  taps = []
-  for dh in range(k):
-    for dw in range(k):
-      start = (dh - lo_h + 1, dw - lo_w + 1) + (0,) * (x.ndim - 2)
-      limit = (start[0] + (oh - 1) * stride + 1, start[1] + (ow - 1) * stride + 1) + x.shape[2:]
-      taps.append(lax.slice(x, start, limit, (stride, stride) + (1,) * (x.ndim - 2)))
-  return functools.reduce(jnp.add, taps)
-
-
 def _strides(cfg: WRNKernelConfig):
   """(stride, first block of its group) of every block, in network order."""
   n = cfg.blocks_per_group()
@@ -286,48 +154,23 @@ def input_stats(x: jax.Array, cfg: WRNKernelConfig) -> InputStats:
   slope = cfg.slope()
   gain = 0.5 * (1.0 + slope * slope)  # E[phi(u)^2] / E[u^2]
   x = jnp.moveaxis(x, 0, -2)  # (H, W, T, C)
-  conv = lambda q, k, s: _pad1(w_var / (k * k) * box_filter(q, k, s) + b_var)
-  q = conv(_pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)  # stem; / C as in stax
+  conv = lambda q, k, s: spatial.pad1(w_var / (k * k) * spatial.box_filter(q, k, s) + b_var)
+  q = conv(spatial.pad1(jnp.sum(x * x, -1) / x.shape[-1]), 3, 1)  # stem; / C as in stax
   rs, ss = [], []
   for stride, first in _strides(cfg):
     a = gain * q
     h = conv(a, 3, stride)
     for v in (q, h):
-      rs.append(_safe_rsqrt(v))
-      ss.append(_scaled_sqrt(v, slope))
+      rs.append(arccos.safe_rsqrt(v))
+      ss.append(arccos.scaled_sqrt(v, slope))
     if first:
       q = conv(gain * h, 3, 1) + conv(a if cfg.activate_shortcut else q, cfg.shortcut_size, stride)
     else:
       q = conv(gain * h, 3, 1) + q
   if cfg.final_activation:
-    rs.append(_safe_rsqrt(q))
-    ss.append(_scaled_sqrt(q, slope))
+    rs.append(arccos.safe_rsqrt(q))
+    ss.append(arccos.scaled_sqrt(q, slope))
   return InputStats(tuple(rs), tuple(ss))
-
-
-def _pad12(s: jax.Array) -> jax.Array:
-  return jnp.pad(s, [(0, 0), (1, 1), (1, 1)] + [(0, 0)] * (s.ndim - 3))
-
-
-def _conv_pair(s: jax.Array, k: int, stride: int, w_var: float, b_var: float):
-  """Conv of packed pair maps s (2, H + 2, W + 2, T1, T2) -> unpadded (q, t), each (H', W', T1, T2)."""
-  box = box_filter(jnp.moveaxis(s, 0, -1), k, stride)  # (H', W', T1, T2, 2)
-  scale = w_var / (k * k)
-  q = scale * box[..., 0] + b_var
-  return q, scale * box[..., 1] + q
-
-
-def _relu_pair(q, t, r1, r2, n1, n2, slope: float = 0.0):
-  """Activation update of pair maps (..., T1, T2) given per-input normalizers (..., T1) /
-  (..., T2) (`InputStats`; n includes the (1 - a) factor); slope a (static): see the module
-  docstring (a = 0: ReLU, computed without the extra terms)."""
-  rho = q * r1[..., :, None] * r2[..., None, :]
-  j, jdot = relu_kernel(rho)
-  nngp = (n1[..., :, None] * n2[..., None, :]) * j
-  if slope == 0.0:
-    return jnp.stack([nngp, t * (jdot * (0.5 / math.pi))])
-  dot = slope + (1.0 - slope) ** 2 * (0.5 / math.pi) * jdot
-  return jnp.stack([slope * q + nngp, t * dot])
 
 
 def _pair_kernels(
@@ -340,48 +183,48 @@ def _pair_kernels(
 ) -> Kernels:
   """Kernels of all T1 x T2 pairs of a tile. x1: (T1, H, W, C), x2: (T2, H, W, C).
 
-  s1, s2: `input_stats` of x1 and x2. fence: materialize every pass (see `_fenced`); False only
-  for comparisons.
+  s1, s2: `input_stats` of x1 and x2. fence: materialize every pass (see `spatial.fenced`);
+  False only for comparisons.
   """
-  one = _always_true(x1) if fence else None
+  one = spatial.always_true(x1) if fence else None
   w_var, b_var = cfg.w_std**2, cfg.b_std**2
   slope = cfg.slope()
   unpad = lambda m: m[1:-1, 1:-1]
 
   def stem(x1, x2):
     q12 = jnp.einsum("hwic,hwjc->hwij", jnp.moveaxis(x1, 0, -2), jnp.moveaxis(x2, 0, -2))
-    q = w_var / 9 * box_filter(_pad1(q12 / x1.shape[-1]), 3, 1) + b_var
-    return _pad12(jnp.stack([q, q]))  # no NTK term before the stem
+    q = w_var / 9 * spatial.box_filter(spatial.pad1(q12 / x1.shape[-1]), 3, 1) + b_var
+    return spatial.pad12(jnp.stack([q, q]))  # no NTK term before the stem
 
   def relu(s, l):
-    return _relu_pair(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l], slope)
+    return arccos.pair_update(s[0], s[1], s1.rsqrt[l], s2.rsqrt[l], s1.sqrt[l], s2.sqrt[l], slope)
 
   def conv_relu(a, l, stride):
-    q, t = _conv_pair(a, 3, stride, w_var, b_var)
-    return _pad12(
-      _relu_pair(
+    q, t = spatial.conv_pair(a, 3, stride, w_var, b_var)
+    return spatial.pad12(
+      arccos.pair_update(
         q, t, unpad(s1.rsqrt[l]), unpad(s2.rsqrt[l]), unpad(s1.sqrt[l]), unpad(s2.sqrt[l]), slope
       )
     )
 
   def residual(h, shortcut, conv_shortcut):
-    q, t = _conv_pair(h, 3, 1, w_var, b_var)
+    q, t = spatial.conv_pair(h, 3, 1, w_var, b_var)
     if conv_shortcut is None:
-      return _pad12(jnp.stack([q, t])) + shortcut  # both borders are zero
-    q2, t2 = _conv_pair(shortcut, *conv_shortcut, w_var, b_var)
-    return _pad12(jnp.stack([q + q2, t + t2]))
+      return spatial.pad12(jnp.stack([q, t])) + shortcut  # both borders are zero
+    q2, t2 = spatial.conv_pair(shortcut, *conv_shortcut, w_var, b_var)
+    return spatial.pad12(jnp.stack([q + q2, t + t2]))
 
-  s = _fenced(stem, one)(x1, x2)
+  s = spatial.fenced(stem, one)(x1, x2)
   for b, (stride, first) in enumerate(_strides(cfg)):
-    a = _fenced(lambda s: relu(s, 2 * b), one)(s)
-    h = _fenced(lambda a: conv_relu(a, 2 * b + 1, stride), one)(a)
+    a = spatial.fenced(lambda s: relu(s, 2 * b), one)(s)
+    h = spatial.fenced(lambda a: conv_relu(a, 2 * b + 1, stride), one)(a)
     if first:
       sc = a if cfg.activate_shortcut else s
-      s = _fenced(lambda h, sc: residual(h, sc, (cfg.shortcut_size, stride)), one)(h, sc)
+      s = spatial.fenced(lambda h, sc: residual(h, sc, (cfg.shortcut_size, stride)), one)(h, sc)
     else:
-      s = _fenced(lambda h, sc: residual(h, sc, None), one)(h, s)
+      s = spatial.fenced(lambda h, sc: residual(h, sc, None), one)(h, s)
   if cfg.final_activation:
-    s = _fenced(lambda s: relu(s, len(s1.rsqrt) - 1), one)(s)
+    s = spatial.fenced(lambda s: relu(s, len(s1.rsqrt) - 1), one)(s)
   w_var, b_var = cfg.readout_w_std**2, cfg.readout_b_std**2
   hw = (s.shape[1] - 2) * (s.shape[2] - 2)
   nngp = w_var * jnp.sum(s[0], axis=(0, 1)) / hw + b_var  # the border is zero

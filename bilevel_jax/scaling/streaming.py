@@ -6,8 +6,10 @@ grad G = (1/P) sum_x z_x (p_x - t_x)^T and the scores s_x = (p_x - y~_x) . (v^T 
 argmax, so both are accumulated over fixed-size chunks read from .npy files with pread (no
 memory map: a mapped file would count every page touched in the process's resident set).
 Each chunk is one call of a jitted function of fixed shape (the last chunk is padded and
-masked), so everything compiles once. Keys are split exactly as in `bilevel.select`, so on a
-pool that fits in memory the streamed selection picks the same points as `select_batch`.
+masked), so everything compiles once. The inner solve, the inverse-HVP, the scoring and the bank
+are the in-memory selection's own greedy step pieces (`bilevel.greedy`), and keys are split
+exactly as in `bilevel.select`, so on a pool that fits in memory the streamed selection picks
+the same points as `select_batch` with the same `loss_reduction`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bilevel_jax.bilevel import ihvp
+from bilevel_jax.bilevel import checks
+from bilevel_jax.bilevel import greedy
 from bilevel_jax.bilevel import inner
-from bilevel_jax.bilevel import select as nystrom_select
+from bilevel_jax.bilevel import outer
 from bilevel_jax.utils import io
 
 
@@ -185,7 +188,7 @@ def _validate_files(features: RowFile, pseudo_labels: RowFile, chunk_rows: int) 
     if not np.all(np.isfinite(y)):
       row = int(np.argwhere(~np.isfinite(y))[0, 0])
       raise ValueError(f"{pseudo_labels.path}: pseudo_labels row {s + row} is not finite.")
-    nystrom_select.check_label_rows(f"{pseudo_labels.path}: pseudo_labels", y, row_offset=s)
+    checks.check_label_rows(f"{pseudo_labels.path}: pseudo_labels", y, row_offset=s)
 
 
 class StreamedSelection(NamedTuple):
@@ -195,27 +198,17 @@ class StreamedSelection(NamedTuple):
   stage_seconds: dict  # validate / inner / outer_grad / cg / scoring -> seconds
 
 
-@jax.jit
-def _grad_chunk(w, z, t, valid):
-  """Sum over the chunk's valid rows of z (softmax(zw) - t)^T: (m, c)."""
-  p = jax.nn.softmax(z @ w, axis=-1)
-  return z.T @ ((p - t) * valid[:, None])
+@functools.partial(jax.jit, static_argnames="reduction")
+def _grad_chunk(wt, z, t, valid, reduction):
+  """The chunk's (valid rows') share of grad G, transposed: (c, m); "mean" divides by P later."""
+  return outer.outer_value_grad_t(wt, z, t, valid, "sum" if reduction == "mean" else reduction)[1]
 
 
 @jax.jit
-def _score_chunk(w, v, z, y, avail):
-  """(best masked score, its row) within the chunk."""
-  p = jax.nn.softmax(z @ w, axis=-1)
-  s = jnp.where(avail, jnp.sum((z @ v) * (p - y), axis=-1), -jnp.inf)
-  i = jnp.argmax(s)
-  return s[i], i
-
-
-@functools.partial(jax.jit, static_argnames="steps")
-def _cg(w, g, bank, l2, *, steps):
-  # The in-memory selection's CG: closed-form HVP in the transposed (c, m) layout.
-  res = ihvp.cg_solve(inner.bank_hvp_t(w.T, bank, l2), g.T, steps=steps)
-  return ihvp.CGResult(res.x.T, res.residual)
+def _score_chunk(wt, vt, z, y, avail):
+  """(best available score, its row) within the chunk, as the in-memory greedy step scores."""
+  probs = jax.nn.softmax(z @ wt.T, axis=-1)
+  return greedy.best_pick(outer.pool_scores_t(probs, vt, z, y), avail)
 
 
 def select_streamed(
@@ -234,6 +227,7 @@ def select_streamed(
   inner_steps: int = 1000,
   batch_size: int | None = 64,
   cg_steps: int = 30,
+  loss_reduction: str = "mean",
   chunk_rows: int = 65536,
   log: Callable | None = None,
   validate: bool = True,
@@ -245,6 +239,8 @@ def select_streamed(
     labeled_idx, labeled_labels: (L,) pool indices and classes; labeled_bank: (L, A, m).
     copies_fn: `copies_fn(key, index, z_row (m,)) -> (A, m)` augmented copies of a pick
       (the in-memory `bank_fn(params, key, index)` with the pool row passed in).
+    loss_reduction: "mean" (default here, the streamed selection's convention from before the
+      paper's sum became `select_batch`'s default) or "sum"; as in `select_batch`.
     chunk_rows: pool rows per chunk (memory ~ chunk_rows * (m + 2c) * 4 bytes, twice).
     validate: one pass over both files before the selection: features finite, pseudo-label
       rows distributions (as `select_batch` checks in memory): one extra read of each file
@@ -275,7 +271,7 @@ def select_streamed(
       f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
       f"and {np.shape(labeled_bank)}."
     )
-  nystrom_select.check_settings(
+  checks.check_settings(
     b=b,
     uniform_fraction=uniform_fraction,
     lr=lr,
@@ -284,11 +280,12 @@ def select_streamed(
     batch_size=batch_size,
     cg_steps=cg_steps,
   )
+  inner.check_reduction(loss_reduction)
   if b > p - n_lab:
     raise ValueError(f"b={b!r} must be an int in [1, {p - n_lab}] (pool minus labeled).")
   if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
     raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}.")
-  nystrom_select.check_labeled(labeled_idx, labeled_labels, p, c)
+  checks.check_labeled(labeled_idx, labeled_labels, p, c)
   if not np.all(np.isfinite(labeled_bank)):
     raise ValueError("labeled_bank contains NaN/inf values; expected finite features.")
   t_validate = time.perf_counter()
@@ -296,7 +293,7 @@ def select_streamed(
     _validate_files(features, pseudo_labels, chunk_rows)
   t_validate = time.perf_counter() - t_validate
   labeled_idx = np.asarray(labeled_idx, np.int64)
-  n_bilevel, n_uniform = nystrom_select.split_batch(b, uniform_fraction)
+  n_bilevel, n_uniform = greedy.split_batch(b, uniform_fraction)
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
   log = log or (lambda *_: None)
 
@@ -304,13 +301,19 @@ def select_streamed(
   lab_pos = {int(i): k for k, i in enumerate(labeled_idx)}
   available = np.ones(p, bool)
   available[labeled_idx] = False
-  cap = n_lab + n_bilevel
-  bank = inner.Bank(
-    jnp.zeros((cap, n_aug, m)).at[:n_lab].set(labeled_bank),
-    jnp.zeros((cap, c)).at[:n_lab].set(onehot),
-    jnp.arange(cap) < n_lab,
-  )
+  bank = greedy.init_bank(jnp.asarray(labeled_bank), jnp.asarray(onehot), n_bilevel, jnp.float32)
   state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
+  vt = jnp.zeros((c, m), jnp.float32)
+  lr, l2 = jnp.float32(lr), jnp.float32(l2)
+  # The in-memory step's settings; the exact solver's entries are unused by solver="paper".
+  step_options = dict(solver="paper", reduction=loss_reduction)
+  inner_options = dict(
+    inner_solver=inner.fit_inner_steps,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    inner_max_iter=1,
+    newton_cg_max_iter=1,
+  )
   zbuf = np.empty((chunk_rows, m), np.float32)
   ybuf = np.empty((chunk_rows, c), np.float32)
   t = {"validate": t_validate, "inner": 0.0, "outer_grad": 0.0, "cg": 0.0, "scoring": 0.0}
@@ -319,8 +322,8 @@ def select_streamed(
     for s, e in chunks(p, chunk_rows):
       features.read(s, e, zbuf)  # fills zbuf in place
       pseudo_labels.read(s, e, ybuf)
-      valid = np.zeros(chunk_rows, np.float32)
-      valid[: e - s] = 1.0
+      valid = np.zeros(chunk_rows, bool)
+      valid[: e - s] = True
       if e - s < chunk_rows:
         zbuf[e - s :], ybuf[e - s :] = 0.0, 0.0
       # Fresh numpy copies: on CPU a device array may alias the host buffer (even via
@@ -331,35 +334,41 @@ def select_streamed(
   picks, scores, resid = [], [], []
   for k in range(n_bilevel):
     t0 = time.perf_counter()
-    state, _ = inner.fit_inner(
-      jax.random.fold_in(inner_key, k),
-      state,
-      bank,
-      lr,
-      l2,
-      steps=inner_steps,
-      batch_size=batch_size,
+    solve = greedy.inner_step(
+      k, state, bank, inner_key, lr, l2, jnp.float32(0), **step_options, **inner_options
     )
-    jax.block_until_ready(state.w)
+    state = solve.state
+    wt = jax.block_until_ready(state.w.T)
     t1 = time.perf_counter()
-    g = jnp.zeros((m, c), jnp.float32)
+    g_t = jnp.zeros((c, m), jnp.float32)
     for s, e, z, y, valid in passes():
-      tt = y
+      tt = y  # G's targets: the true labels on labeled rows
       hits = [(i - s, lab_pos[i]) for i in lab_pos if s <= i < e]
       if hits:
         rows, ks = zip(*hits)
         tt = y.at[np.asarray(rows)].set(onehot[np.asarray(ks)])
-      g = g + _grad_chunk(state.w, z, tt, jnp.asarray(valid))
-    g = jax.block_until_ready(g / p)
+      g_t = g_t + _grad_chunk(wt, z, tt, jnp.asarray(valid), loss_reduction)
+    g_t = jax.block_until_ready(g_t / p if loss_reduction == "mean" else g_t)
     t2 = time.perf_counter()
-    cg = _cg(state.w, g, bank, jnp.float32(l2), steps=cg_steps)
-    jax.block_until_ready(cg.x)
+    cg, _ = greedy.ihvp_step(
+      wt,
+      bank,
+      l2,
+      g_t,
+      vt,
+      solve,
+      jnp.float32(0),
+      cg_steps=cg_steps,
+      ihvp_max_iter=1,
+      **step_options,
+    )
+    vt = jax.block_until_ready(cg.x)
     t3 = time.perf_counter()
     best, best_i = -np.inf, -1
     for s, e, z, y, valid in passes():
       avail = np.zeros(chunk_rows, bool)
       avail[: e - s] = available[s:e]
-      sc, i = jax.device_get(_score_chunk(state.w, cg.x, z, y, jnp.asarray(avail)))
+      sc, i = jax.device_get(_score_chunk(wt, vt, z, y, jnp.asarray(avail)))
       if sc > best:
         best, best_i = float(sc), s + int(i)
     t4 = time.perf_counter()
@@ -368,11 +377,7 @@ def select_streamed(
     z_row = jnp.asarray(features.read(best_i, best_i + 1)[0])
     y_row = jnp.asarray(pseudo_labels.read(best_i, best_i + 1)[0])
     copies = copies_fn(jax.random.fold_in(bank_key, k), best_i, z_row)
-    bank = inner.Bank(
-      bank.z.at[n_lab + k].set(copies),
-      bank.y.at[n_lab + k].set(y_row),
-      bank.valid.at[n_lab + k].set(True),
-    )
+    bank = greedy.add_to_bank(bank, n_lab + k, copies, y_row)
     available[best_i] = False
     picks.append(best_i)
     scores.append(best)
@@ -386,6 +391,6 @@ def select_streamed(
       f"cg {t3 - t2:.2f}s score {t4 - t3:.2f}s"
     )
   if n_uniform:
-    top = nystrom_select.uniform_picks(uniform_key, jnp.asarray(available), n_uniform, jnp.float32)
+    top = greedy.uniform_picks(uniform_key, jnp.asarray(available), n_uniform, jnp.float32)
     picks.extend(np.asarray(top).tolist())
   return StreamedSelection(np.asarray(picks, np.int64), np.asarray(scores), np.asarray(resid), t)

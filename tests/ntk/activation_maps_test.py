@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bilevel_jax.ntk import arccos
 from bilevel_jax.ntk import wrn_kernel as wk
 
 Q11, Q22 = 1.7, 0.6
@@ -43,7 +44,7 @@ def _quadrature(rho, a, n=1 << 20):
 
 def _closed_form(a):
   q12 = RHOS * math.sqrt(Q11 * Q22)
-  nngp, dot = wk.activation_maps(
+  nngp, dot = arccos.activation_maps(
     jnp.full(RHOS.shape, Q11), jnp.full(RHOS.shape, Q22), jnp.asarray(q12), a
   )
   return np.asarray(nngp), np.asarray(dot)

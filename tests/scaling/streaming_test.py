@@ -52,7 +52,8 @@ def test_streamed_features_match_direct(tmp_path):
 
 
 @pytest.mark.slow
-def test_streamed_selection_picks_as_in_memory(tmp_path):
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_streamed_selection_picks_as_in_memory(tmp_path, reduction):
   spec = syn.SyntheticSpec(n=100, m=8, c=3, copies=2, seed=5)
   z, y, t = syn.pool(spec)
   np.save(tmp_path / "z.npy", z)
@@ -60,7 +61,7 @@ def test_streamed_selection_picks_as_in_memory(tmp_path):
   lab = np.array([3, 7, 11], np.int32)
   params = syn.bank_params(z, 2)
   bank = np.stack([np.asarray(syn.bank_fn(params, jax.random.key(i), jnp.int32(i))) for i in lab])
-  kw = dict(b=5, inner_steps=30, cg_steps=10, batch_size=16, lr=0.05)
+  kw = dict(b=5, inner_steps=30, cg_steps=10, batch_size=16, lr=0.05, loss_reduction=reduction)
   key = jax.random.key(2)
   ref = S.select_batch(key, z, y, lab, t[lab], bank, syn.bank_fn, params, **kw)
   copies_fn = lambda k, i, row: syn.bank_fn(
