@@ -128,6 +128,32 @@ _SLOW_CASES = [
 ]
 
 
+def _float32_floors(prob, ref, l2, red):
+  """Per pick, eps32 (||sum_i w_i z_i z_i^T|| + 2 l2) ||v|| / ||grad G||: the relative residual
+  that rounding alone gives a float32 H v - grad G at the reference's exact v (v has a part of norm ~||grad G|| / 2 l2
+  outside the rows' span, whose product with the rows cancels only to float32 rounding)."""
+  c = prob.pseudo.shape[1]
+  a = prob.pool_bank.shape[1]
+  zs = [z for copies in prob.pool_bank[prob.labeled_idx] for z in copies]
+  ys = [np.eye(c)[lab] for lab in prob.labeled_labels for _ in range(a)]
+  targets = prob.pseudo.copy()
+  targets[prob.labeled_idx] = np.eye(c)[prob.labeled_labels]
+  out = []
+  for pick, w in zip(ref.indices, ref.ws):
+    rw = 1.0 / a if red == "sum" else 1.0 / len(zs)
+    _, h = reference.inner_grad_hessian(w, zs, ys, l2, row_weight=rw)
+    g = reference.outer_grad(w, prob.pool_z, targets, red)
+    v = np.linalg.solve(h, g)
+    # The scale of the summed terms, not of H: the softmax curvature of each row makes them
+    # cancel (at the first pick ||H|| is ~1e-3 of it), which float32 resolves only to eps.
+    gram = rw * np.asarray(zs).T @ np.asarray(zs)
+    scale = np.linalg.norm(gram, 2) + 2 * l2
+    out.append(np.finfo(np.float32).eps * scale * np.linalg.norm(v) / np.linalg.norm(g))
+    zs += list(prob.pool_bank[pick])
+    ys += [prob.pseudo[pick]] * a
+  return np.array(out)
+
+
 def _check_exact(prob, l2, red, dtype):
   tol, rtol = 1e-6, 1e-4
   sel = _select(
@@ -141,15 +167,15 @@ def _check_exact(prob, l2, red, dtype):
   g0 = _grad_at_zero(prob, ref.indices, l2, red)
   # Recorded tolerances: the Newton loop's test (float64), the float32 floor within 20x of it.
   assert np.all(np.asarray(sel.inner_grad_norm) <= (1.01 if f64 else 20) * tol * g0)
-  # The inverse-HVP meets ihvp_rtol in float64 unless CG hit its cap. In float32 the l2 = 1e-4
-  # systems (condition ~1e4-1e5) have a true-residual floor of ~1e-3-1e-1 (the recursive
-  # residual drifts from the true one): the picks above still agree, and the residual recorded
-  # is the true one, so a pick's JSON says how well its v was solved.
-  capped = np.asarray(sel.ihvp_iterations) >= 1000  # select_batch's default ihvp_max_iter
+  # The inverse-HVP meets ihvp_rtol in float64. In float32 the recorded true residual of the
+  # l2 = 1e-4 systems cannot go below rounding (`_float32_floors`, ~1e-3-3e-2
+  # here): within 20x of that floor; the picks above still agree.
   residual = np.asarray(sel.cg_residual)
   if f64:
-    assert np.all(residual[~capped] <= 1.01 * rtol), residual
-  assert np.all(residual < 0.1), residual
+    assert np.all(residual <= 1.01 * rtol), residual
+  else:
+    floor = _float32_floors(prob, ref, l2, red)
+    assert np.all(residual <= np.maximum(20 * floor, 1.01 * rtol)), (residual, floor)
   assert np.all(np.asarray(sel.inner_iterations) >= 1)
   assert np.all(np.asarray(sel.ihvp_iterations) >= 1)
 
