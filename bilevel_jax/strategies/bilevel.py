@@ -4,7 +4,9 @@ Delegates to `bilevel_jax.bilevel.select.select_batch`; pseudo-labels are the mo
 predictions `ctx.probs` on the whole training set and the proxy features are `ctx.features`.
 Its inputs (WRN NTK Nystrom features of the training set, augmented-copy banks and the in-jit
 bank function) are built by `prepare` from the config's `bilevel` block with
-`bilevel_jax.ntk.features`; the block's entries named like the options below are the options.
+`bilevel_jax.ntk.features`; the block's entries named like the options below are the options,
+and its `inner_batch_size` is the option `batch_size` (`block_options`): the keyword keeps the
+name of `select_batch`'s, which callers and recorded pick-statistics variants use.
 """
 
 from __future__ import annotations
@@ -32,14 +34,24 @@ def check_config(block: Any) -> None:
   features.check_config(block)
 
 
+def block_options(name: str, block: Any) -> dict[str, Any]:
+  """Keyword options of strategy `name` (`bilevel` or a variant) from its config block: the
+  entries named like options, and the entry `inner_batch_size` as the option `batch_size`
+  (0: None, the exact full-bank gradient)."""
+  options = inputs.block_options(name, block)
+  if block is not None and "inner_batch_size" in block and "batch_size" in base.get(name).options:
+    options["batch_size"] = block["inner_batch_size"]
+  if "batch_size" in options:
+    options["batch_size"] = options["batch_size"] or None
+  return options
+
+
 def prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
   """Nystrom features and banks of `data`'s training set (cached), and the options."""
   from bilevel_jax.ntk import features  # pylint: disable=g-import-not-at-top
 
   kernel = features.prepare(block, data, progress=progress)
-  options = inputs.block_options("bilevel", block)
-  if "batch_size" in options:
-    options["batch_size"] = options["batch_size"] or None  # 0: the full bank
+  options = block_options("bilevel", block)
   options["bank_fn"] = kernel.bank_fn
   return inputs.Prepared(options, kernel.context_fields, kernel)
 

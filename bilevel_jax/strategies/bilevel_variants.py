@@ -63,9 +63,7 @@ def _kernel_prepare(name: str):
     # jit would take a string it does not know as a traced array.
     own = base.get(name).options
     options = {k: v for k, v in prepared.options.items() if k in own}
-    options.update(inputs.block_options(name, block))
-    if "batch_size" in options:
-      options["batch_size"] = options["batch_size"] or None  # 0: the full bank
+    options.update(paper.block_options(name, block))
     return prepared._replace(options=options)
 
   return prepare
@@ -175,10 +173,7 @@ def _embed_check(block: Any) -> None:
 
 def _embed_prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
   del data, progress  # the inputs come from the round's model (ctx.embeddings)
-  options = inputs.block_options("bilevel_embed", block)
-  if "batch_size" in options:
-    options["batch_size"] = options["batch_size"] or None
-  return inputs.Prepared(options)
+  return inputs.Prepared(paper.block_options("bilevel_embed", block))
 
 
 @base.register(
