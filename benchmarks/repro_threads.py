@@ -64,7 +64,7 @@ def run(out: str, steps: int, rows: int) -> None:
     data.train_waveforms,
     key=jax.random.key(0),
     num_augmentations=0,
-    batch_size=config.predict_batch,
+    batch_size=config.predict_chunk,
   )
   params = np.concatenate(
     [np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(clf.variables)]

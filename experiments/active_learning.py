@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from bilevel_jax.al import loop
 from bilevel_jax.utils import budget
 from bilevel_jax.utils import locks
+from experiments import configs
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (fsdd.py:MODE).", lock_config=True
@@ -93,4 +94,4 @@ def _run_and_report(config, command: str) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=configs.parse_flags)  # old config names: a clear error

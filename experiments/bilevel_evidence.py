@@ -56,6 +56,7 @@ from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.utils import io
+from experiments import configs
 from experiments import evidence_inputs
 from experiments import proxy_model
 from experiments.configs import bilevel_evidence as evidence_config
@@ -92,7 +93,7 @@ def run_lr_check(run: evidence_inputs.Run):
       lr,
       b.l2,
       steps=b.inner_steps,
-      batch_size=b.batch_size or None,
+      batch_size=b.inner_batch_size or None,
       reduction=b.loss_reduction,
     )
     rows.append({"lr": lr, "adam_objective": float(loss), "gap": float(loss) - opt})
@@ -286,7 +287,7 @@ def run_timing(run: evidence_inputs.Run):
     lr=b.lr,
     l2=b.l2,
     inner_steps=b.inner_steps,
-    batch_size=b.batch_size or None,
+    batch_size=b.inner_batch_size or None,
     cg_steps=b.cg_steps,
     solver=b.solver,
     loss_reduction=b.loss_reduction,
@@ -395,4 +396,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=configs.parse_flags)  # old config names: a clear error

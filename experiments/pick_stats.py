@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from bilevel_jax.al import pick_stats
 from bilevel_jax.utils import io
+from experiments import configs
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (pick_stats.py:MODE).", lock_config=True
@@ -63,4 +64,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=configs.parse_flags)  # old config names: a clear error

@@ -34,7 +34,7 @@ def fit_model(run: Any, feats: Any, labeled, key, clean: bool = False):
     b.lr,
     b.l2,
     steps=b.inner_steps,
-    batch_size=b.batch_size or None,
+    batch_size=b.inner_batch_size or None,
     reduction=b.get("loss_reduction", "mean"),
   )
   return state.w, float(loss)

@@ -166,7 +166,7 @@ def run_one(
   prepared = {} if prepared is None else prepared
   clf, train_seconds = _model(config, data, seed, r, labeled, workdir, progress)
   ev = ssl_evaluate.evaluate(
-    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_batch
+    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_chunk
   )
   st = pool_lib.streams(seed)
   # K augmented predictions drawn with one key differ with K, so each K gets its own call,
@@ -180,7 +180,7 @@ def run_one(
         data.train_waveforms,
         key=pool_lib.round_key(st.predict, r),
         num_augmentations=k,
-        batch_size=config.predict_batch,
+        batch_size=config.predict_chunk,
       )
     return outs_by_k[k]
 
@@ -252,7 +252,7 @@ def _retrained(config, data, seed, r, labeled, picks, workdir, progress) -> dict
     config, data, seed, r + 1, np.concatenate([labeled, picks]).astype(np.int32), workdir, progress
   )
   ev = ssl_evaluate.evaluate(
-    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_batch
+    clf, data.test_waveforms, data.test_labels, data.num_classes, batch_size=config.predict_chunk
   )
   return {"retrained_test_accuracy": float(ev.accuracy), "retrain_seconds": float(seconds)}
 

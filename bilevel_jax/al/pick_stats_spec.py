@@ -14,6 +14,7 @@ import numpy as np
 
 from bilevel_jax import strategies
 from bilevel_jax.al import pool as pool_lib
+from bilevel_jax.al import results
 from bilevel_jax.ssl import train as ssl_train
 from bilevel_jax.strategies import inputs as strategy_inputs
 from bilevel_jax.utils import io
@@ -114,8 +115,10 @@ def variant_config(config, variant) -> ml_collections.ConfigDict:
   with c.unlocked():
     for k, val in variant["block"].items():
       if k not in block:
+        new = results.RENAMED.get(f"{name}.{k}")
+        hint = f"; it was renamed {new.rsplit('.', 1)[-1]!r}" if new else ""
         raise ValueError(
-          f"variant block override {k!r} is not a config.{name} entry ({sorted(block)})."
+          f"variant block override {k!r} is not a config.{name} entry ({sorted(block)}){hint}."
         )
       block[k] = val
   return c

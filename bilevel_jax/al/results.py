@@ -51,9 +51,21 @@ _RESUME_IGNORED = (
 # Entries added to the config later, with the value every earlier run used: equal to it, they
 # compare as absent.
 _ADDED_LATER = {"train.precision": "float32"}
+# Config blocks of the bilevel rule: the paper's and its variants' (the variants' are built
+# from the paper's block, experiments/configs/fsdd.py, and carry the same entries).
+_BILEVEL_BLOCKS = ("bilevel", "bilevel_tempered", "bilevel_ssl", "bilevel_embed")
 # Config entries renamed since results were first written: {old dotted name: new name}. Records
-# written before a rename are read with the new names, so they stay resumable.
-RENAMED = {"al.batch": "al.batch_size_per_round"}
+# written before a rename are read with the new names, so they stay resumable; a command line
+# overriding an old name is refused, naming the new one (experiments.configs.parse_flags).
+# predict_chunk and kernel_chunk only split a computation (model predictions, kernel row
+# blocks); inner_batch_size is the inner solver's minibatch of (point, copy) pairs, not the AL
+# batch (al.batch_size_per_round).
+RENAMED = {
+  "al.batch": "al.batch_size_per_round",
+  "predict_batch": "predict_chunk",
+  **{f"{b}.batch_size": f"{b}.inner_batch_size" for b in _BILEVEL_BLOCKS},
+  **{f"{b}.kernel_batch": f"{b}.kernel_chunk" for b in _BILEVEL_BLOCKS},
+}
 
 
 # Config entries added after results were committed, with the value those results used: a

@@ -48,7 +48,7 @@ def finish_round(
     data.test_waveforms,
     data.test_labels,
     data.num_classes,
-    batch_size=config.predict_batch,
+    batch_size=config.predict_chunk,
   )
   entry = {
     "round": r,
@@ -80,7 +80,7 @@ def finish_round(
     data.train_waveforms,
     key=pool_lib.round_key(st.predict, r),
     num_augmentations=strategy.augmentations,
-    batch_size=config.predict_batch,
+    batch_size=config.predict_chunk,
   )
   extra = prepared.context(seed, labeled, st.bank) if prepared.context else {}
   ctx = outputs_lib.round_context(outs, data.train_labels, labeled, **extra)

@@ -1,5 +1,5 @@
 """Input checks of the greedy bilevel selection (`select.select_batch`): shapes, dtypes, label
-rows, labeled indices, settings. Value checks run on concrete inputs only and reduce device
+rows, labeled indices, settings (`settings.SelectionSettings`, all checked by `check_settings`). Value checks run on concrete inputs only and reduce device
 arrays where they live (no pool-sized host copies); traced inputs get shape checks.
 """
 
@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bilevel_jax.bilevel import inner
+from bilevel_jax.bilevel.settings import SelectionSettings
 from bilevel_jax.utils import device_checks
 from bilevel_jax.utils import tracing
 
@@ -79,41 +80,40 @@ def check_labeled(labeled_idx, labeled_labels, p: int, c: int) -> None:
     raise ValueError(f"labeled_labels must lie in [0, c={c}), got min {lab.min()} max {lab.max()}.")
 
 
-def check_exact_settings(
-  *, solver, loss_reduction, inner_tol, ihvp_rtol, inner_max_iter, ihvp_max_iter, newton_cg_max_iter
-) -> None:
-  """Raises ValueError naming a bad solver / convention setting (see `select_batch`)."""
-  if solver not in SOLVERS:
-    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}.")
-  inner.check_reduction(loss_reduction)
-  for name, value in (
-    ("inner_max_iter", inner_max_iter),
-    ("ihvp_max_iter", ihvp_max_iter),
-    ("newton_cg_max_iter", newton_cg_max_iter),
-  ):
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
-  for name, value in (("inner_tol", inner_tol), ("ihvp_rtol", ihvp_rtol)):
-    v = tracing.concrete(value)
-    if v is not None and (v.shape != () or not np.isfinite(v) or v < 0):
-      raise ValueError(f"{name} must be a finite scalar >= 0, got {value!r}.")
-
-
-def check_settings(*, b, uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps) -> None:
-  """Raises ValueError naming a bad selection setting (types and ranges; see `select_batch`)."""
+def check_settings(b, settings: SelectionSettings) -> None:
+  """Raises ValueError naming a bad batch size `b` or selection setting (types and ranges; see
+  `select.select_batch`). Traced float settings are checked where concrete."""
+  s = settings
   if not isinstance(b, (int, np.integer)) or b < 1:
     raise ValueError(f"b must be a positive int, got {b!r}.")
-  if not 0.0 <= uniform_fraction <= 1.0:
-    raise ValueError(f"uniform_fraction must be in [0, 1], got {uniform_fraction}.")
-  for name, value, low in (("inner_steps", inner_steps, 0), ("cg_steps", cg_steps, 1)):
+  if s.solver not in SOLVERS:
+    raise ValueError(f"solver must be one of {SOLVERS}, got {s.solver!r}.")
+  inner.check_reduction(s.loss_reduction)
+  if not 0.0 <= s.uniform_fraction <= 1.0:
+    raise ValueError(f"uniform_fraction must be in [0, 1], got {s.uniform_fraction}.")
+  for name, low in (
+    ("inner_steps", 0),
+    ("cg_steps", 1),
+    ("inner_max_iter", 1),
+    ("ihvp_max_iter", 1),
+    ("newton_cg_max_iter", 1),
+  ):
+    value = getattr(s, name)
     if not isinstance(value, (int, np.integer)) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-  if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-    raise ValueError(f"batch_size must be a positive int or None (full batch), got {batch_size!r}.")
-  for name, value, ok, want in (
-    ("lr", lr, lambda v: v > 0, "> 0"),
-    ("l2", l2, lambda v: v >= 0, ">= 0"),
+  if s.batch_size is not None and (
+    not isinstance(s.batch_size, (int, np.integer)) or s.batch_size < 1
   ):
+    raise ValueError(
+      f"batch_size must be a positive int or None (full batch), got {s.batch_size!r}."
+    )
+  for name, ok, want in (
+    ("lr", lambda v: v > 0, "> 0"),
+    ("l2", lambda v: v >= 0, ">= 0"),
+    ("inner_tol", lambda v: v >= 0, ">= 0"),
+    ("ihvp_rtol", lambda v: v >= 0, ">= 0"),
+  ):
+    value = getattr(s, name)
     v = tracing.concrete(value)
     if v is not None and (v.shape != () or not np.isfinite(v) or not ok(v)):
       raise ValueError(f"{name} must be a finite scalar {want}, got {value!r}.")
@@ -129,35 +129,15 @@ def validate_inputs(
   bank_params,
   *,
   b,
-  uniform_fraction,
-  lr,
-  l2,
-  inner_steps,
-  batch_size,
-  cg_steps,
+  settings: SelectionSettings,
   w0=None,
   label_tol=1e-3,
   inner_solver=None,
   pool_valid=None,
-  solver="paper",
-  loss_reduction="mean",
-  inner_tol=1e-6,
-  ihvp_rtol=1e-4,
-  inner_max_iter=50,
-  ihvp_max_iter=1000,
-  newton_cg_max_iter=200,
 ) -> None:
-  """Raises ValueError naming the argument and the expectation; see `select_batch`."""
-  check_exact_settings(
-    solver=solver,
-    loss_reduction=loss_reduction,
-    inner_tol=inner_tol,
-    ihvp_rtol=ihvp_rtol,
-    inner_max_iter=inner_max_iter,
-    ihvp_max_iter=ihvp_max_iter,
-    newton_cg_max_iter=newton_cg_max_iter,
-  )
-  if solver == "exact" and inner_solver is not None:
+  """Raises ValueError naming the argument and the expectation; see `select.select_batch`."""
+  check_settings(b, settings)
+  if settings.solver == "exact" and inner_solver is not None:
     raise ValueError(
       "inner_solver replaces the paper solver's Adam; it cannot be combined with solver='exact'."
     )
@@ -197,15 +177,6 @@ def validate_inputs(
   for name, value in (("labeled_idx", labeled_idx), ("labeled_labels", labeled_labels)):
     if not jnp.issubdtype(jnp.asarray(value).dtype, jnp.integer):
       raise ValueError(f"{name} must be integers, got dtype {jnp.asarray(value).dtype}.")
-  check_settings(
-    b=b,
-    uniform_fraction=uniform_fraction,
-    lr=lr,
-    l2=l2,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
-  )
   if b > p - n_lab:
     raise ValueError(
       f"b={b} is larger than the {p - n_lab} pool points available (P={p} minus L={n_lab} labeled)."

@@ -17,6 +17,7 @@ from jax import lax
 from bilevel_jax.bilevel import exact
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
+from bilevel_jax.bilevel.settings import SelectionSettings
 
 
 def split_batch(b: int, uniform_fraction: float) -> tuple[int, int]:
@@ -65,69 +66,62 @@ def solve_inner(
   state: inner.InnerState,
   bank: inner.Bank,
   inner_key: jax.Array,
-  lr: jax.Array,
-  l2: jax.Array,
-  inner_tol: jax.Array,
+  settings: SelectionSettings,
   *,
-  solver: str,
-  reduction: str,
   inner_solver,
-  inner_steps: int,
-  batch_size: int | None,
-  inner_max_iter: int,
-  newton_cg_max_iter: int,
 ) -> InnerSolve:
-  """Step 1 of greedy step k: F over the bank, warm-started from `state`."""
-  if solver == "exact":
-    red = exact.reduce_bank(bank, reduction)  # once per greedy step (bank is fixed)
+  """Step 1 of greedy step k: F over the bank, warm-started from `state` (settings: lr, l2,
+  solver, loss_reduction; inner_steps, batch_size for "paper"; inner_tol and the iteration caps
+  for "exact")."""
+  s = settings
+  if s.solver == "exact":
+    red = exact.reduce_bank(bank, s.loss_reduction)  # once per greedy step (bank is fixed)
     # Newton is warm-started from the previous step's w. (Starting from w0 instead took ~40%
     # fewer CG iterations on the anchor problem but swapped two picks of a float32 reference
     # case; the warm start with rotated coordinates is 0.78x the paper settings' time there.)
     newton = exact.newton_solve(
       exact.to_reduced(state.w.T, red),
       red,
-      l2,
-      tol=inner_tol,
-      max_iter=inner_max_iter,
-      cg_max_iter=newton_cg_max_iter,
+      s.l2,
+      tol=s.inner_tol,
+      max_iter=s.inner_max_iter,
+      cg_max_iter=s.newton_cg_max_iter,
     )
     state = inner.InnerState(exact.to_full(newton.wr, red).T, state.opt_state)
     return InnerSolve(state, newton.iterations, (newton.wr, red))
-  kwargs = {} if reduction == "mean" else {"reduction": reduction}
+  kwargs = {} if s.loss_reduction == "mean" else {"reduction": s.loss_reduction}
   state, _ = inner_solver(
     jax.random.fold_in(inner_key, k),
     state,
     bank,
-    lr,
-    l2,
-    steps=inner_steps,
-    batch_size=batch_size,
+    s.lr,
+    s.l2,
+    steps=s.inner_steps,
+    batch_size=s.batch_size,
     **kwargs,
   )
-  return InnerSolve(state, inner_steps)
+  return InnerSolve(state, s.inner_steps)
 
 
 def solve_ihvp(
   wt: jax.Array,
   bank: inner.Bank,
-  l2: jax.Array,
   g_grad_t: jax.Array,
   v_prev: jax.Array,
   solve: InnerSolve,
-  ihvp_rtol: jax.Array,
-  *,
-  solver: str,
-  reduction: str,
-  cg_steps: int,
-  ihvp_max_iter: int,
+  settings: SelectionSettings,
 ) -> tuple[ihvp.CGResult, Any]:
   """Step 2: v = H^-1 grad G (c, m) and the CG iterations, with the closed-form HVP of F at the
-  inner solution wt (c, m). The recorded residual is ||H v - grad G|| / ||grad G|| of the full
-  system."""
-  hvp = inner.bank_hvp_t(wt, bank, l2, reduction)
-  if solver == "exact":
+  inner solution wt (c, m) (settings: l2, solver, loss_reduction; cg_steps for "paper";
+  ihvp_rtol, ihvp_max_iter for "exact"). The recorded residual is ||H v - grad G|| / ||grad G||
+  of the full system."""
+  s = settings
+  hvp = inner.bank_hvp_t(wt, bank, s.l2, s.loss_reduction)
+  if s.solver == "exact":
     wr, red = solve.exact
-    cg = exact.inverse_hvp(wr, red, l2, g_grad_t, v_prev, rtol=ihvp_rtol, max_iter=ihvp_max_iter)
+    cg = exact.inverse_hvp(
+      wr, red, s.l2, g_grad_t, v_prev, rtol=s.ihvp_rtol, max_iter=s.ihvp_max_iter
+    )
     # The recorded residual is the true one of the full system (one full-bank HVP).
     full_r = hvp(cg.x) - g_grad_t
     cg = cg._replace(
@@ -137,7 +131,7 @@ def solve_ihvp(
       )
     )
     return cg, cg.iterations
-  return ihvp.cg_solve(hvp, g_grad_t, steps=cg_steps), cg_steps
+  return ihvp.cg_solve(hvp, g_grad_t, steps=s.cg_steps), s.cg_steps
 
 
 def best_pick(scores: jax.Array, available: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -147,19 +141,7 @@ def best_pick(scores: jax.Array, available: jax.Array) -> tuple[jax.Array, jax.A
   return masked[i], i
 
 
-# Jitted steps for callers that run the pool's sums outside one program (scaling.streaming).
-inner_step = jax.jit(
-  solve_inner,
-  static_argnames=(
-    "solver",
-    "reduction",
-    "inner_solver",
-    "inner_steps",
-    "batch_size",
-    "inner_max_iter",
-    "newton_cg_max_iter",
-  ),
-)
-ihvp_step = jax.jit(
-  solve_ihvp, static_argnames=("solver", "reduction", "cg_steps", "ihvp_max_iter")
-)
+# Jitted steps for callers that run the pool's sums outside one program (scaling.streaming);
+# the settings' floats are traced, the rest static (settings.py).
+inner_step = jax.jit(solve_inner, static_argnames=("inner_solver",))
+ihvp_step = jax.jit(solve_ihvp)

@@ -47,6 +47,7 @@ import optax
 from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import select as nystrom_select
+from bilevel_jax.bilevel import settings as settings_lib
 
 
 # Same fields as the Nystrom selection; w: (m, c) = Z_T^T alpha_T at the end.
@@ -166,18 +167,7 @@ def candidate_scores(
   return jnp.sum(kv * (probs_c - pseudo_c), axis=-1)
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=(
-    "bank_fn",
-    "n_bilevel",
-    "n_uniform",
-    "inner_steps",
-    "batch_size",
-    "cg_steps",
-    "candidates",
-  ),
-)
+@functools.partial(jax.jit, static_argnames=("bank_fn", "n_bilevel", "n_uniform", "candidates"))
 def _select(
   key,
   pool_z,
@@ -187,17 +177,15 @@ def _select(
   labeled_bank,
   bank_params,
   k_pool,
-  lr,
-  l2,
+  settings,
   *,
   bank_fn,
   n_bilevel,
   n_uniform,
-  inner_steps,
-  batch_size,
-  cg_steps,
   candidates,
 ):
+  # settings: SelectionSettings, floats as pool-dtype scalars (traced), the rest static.
+  lr, l2 = settings.lr, settings.l2
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
@@ -233,8 +221,8 @@ def _select(
       lr,
       l2,
       copies=n_aug,
-      steps=inner_steps,
-      batch_size=batch_size,
+      steps=settings.inner_steps,
+      batch_size=settings.batch_size,
     )
     if candidates is None:
       cand = jnp.arange(p)
@@ -245,7 +233,7 @@ def _select(
       z_c = pool_z[cand]
       k_tc, k_cc, k_cp = k_tp[:, cand], z_c @ z_c.T, z_c @ pool_z.T
     g_val, g_all, probs = outer_grad_alpha(alpha_t, k_tp, k_cp, targets)
-    cg = solve_alpha(alpha_t, g_all, k_tt, k_tc, k_cc, y_pairs, pair_w, l2, steps=cg_steps)
+    cg = solve_alpha(alpha_t, g_all, k_tt, k_tc, k_cc, y_pairs, pair_w, l2, steps=settings.cg_steps)
     scores_c = candidate_scores(cg.x, k_tc, k_cc, probs[cand], pseudo_labels[cand])
     masked = jnp.where(available[cand], scores_c, -jnp.inf)
     i = cand[jnp.argmax(masked)]
@@ -316,6 +304,10 @@ def select_batch(
     Others: exactly as in `bilevel.select.select_batch` (validate also checks that the
       greedy scores are finite).
   """
+  # The mean convention is the only one of this formulation.
+  settings = settings_lib.SelectionSettings(
+    uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps, loss_reduction="mean"
+  )
   if validate:
     nystrom_select.validate_inputs(
       pool_z,
@@ -326,12 +318,7 @@ def select_batch(
       bank_fn,
       bank_params,
       b=b,
-      uniform_fraction=uniform_fraction,
-      lr=lr,
-      l2=l2,
-      inner_steps=inner_steps,
-      batch_size=batch_size,
-      cg_steps=cg_steps,
+      settings=settings,
     )
   p = np.shape(pool_z)[0]
   if candidates is None:
@@ -360,14 +347,10 @@ def select_batch(
     jnp.asarray(labeled_bank, dtype),
     bank_params,
     jnp.asarray(k_pool, dtype),
-    jnp.asarray(lr, dtype),
-    jnp.asarray(l2, dtype),
+    settings_lib.traced_as(settings, dtype),
     bank_fn=bank_fn,
     n_bilevel=n_bilevel,
     n_uniform=n_uniform,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
     candidates=None if candidates is None else int(candidates),
   )
   if validate:

@@ -13,9 +13,9 @@ Per greedy step k (lax.fori_loop over a selection mask):
      the next free slot of the fixed-capacity bank.
 Then round(uniform_fraction * b) more points are drawn uniformly from the rest (paper: 10%).
 
-Shapes are static (bank capacity L + n_bilevel) and lr / l2 / the exact mode's tolerances are
-traced, so repeated calls with the same shapes, settings of the static options and `bank_fn`
-object reuse one compilation. F and G follow `loss_reduction` ("sum": the paper's Eq. 3, or
+The settings travel as one `settings.SelectionSettings`: shapes are static (bank capacity
+L + n_bilevel) and lr / l2 / the exact mode's tolerances are traced, so repeated calls with the
+same shapes, settings of the static options and `bank_fn` object reuse one compilation. F and G follow `loss_reduction` ("sum": the paper's Eq. 3, or
 "mean"; see inner.py and outer.py).
 
 Augmented copies come from a static `bank_fn(bank_params, key, index) -> (A, m)` (`banks.py`:
@@ -44,17 +44,18 @@ from bilevel_jax.bilevel.checks import _check_finite  # noqa: F401
 from bilevel_jax.bilevel.checks import check_label_rows  # noqa: F401
 from bilevel_jax.bilevel.checks import _check_label_rows_on_device  # noqa: F401
 from bilevel_jax.bilevel.checks import check_labeled  # noqa: F401
-from bilevel_jax.bilevel.checks import check_exact_settings  # noqa: F401
 from bilevel_jax.bilevel.checks import check_settings  # noqa: F401
 from bilevel_jax.bilevel.checks import validate_inputs  # noqa: F401
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
+from bilevel_jax.bilevel import settings as settings_lib
 from bilevel_jax.utils import tracing
 
 # Re-exported: callers use select.<name> for the banks and the batch split.
 from bilevel_jax.bilevel.banks import BankFn
 from bilevel_jax.bilevel.banks import HostBank  # noqa: F401
 from bilevel_jax.bilevel.banks import precomputed_bank  # noqa: F401
+from bilevel_jax.bilevel.settings import SelectionSettings  # noqa: F401
 from bilevel_jax.bilevel.greedy import split_batch  # noqa: F401
 from bilevel_jax.bilevel.greedy import uniform_picks  # noqa: F401
 
@@ -86,23 +87,7 @@ class Selection(NamedTuple):
   ihvp_iterations: jax.Array | None = None
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=(
-    "bank_fn",
-    "n_bilevel",
-    "n_uniform",
-    "inner_steps",
-    "batch_size",
-    "cg_steps",
-    "inner_solver",
-    "solver",
-    "reduction",
-    "inner_max_iter",
-    "ihvp_max_iter",
-    "newton_cg_max_iter",
-  ),
-)
+@functools.partial(jax.jit, static_argnames=("bank_fn", "n_bilevel", "n_uniform", "inner_solver"))
 def _select(
   key,
   pool_z,
@@ -111,30 +96,21 @@ def _select(
   labeled_labels,
   labeled_bank,
   bank_params,
-  lr,
-  l2,
   w0,
   pool_valid,
-  inner_tol,
-  ihvp_rtol,
+  settings,
   *,
   bank_fn,
   n_bilevel,
   n_uniform,
-  inner_steps,
-  batch_size,
-  cg_steps,
   inner_solver,
-  solver,
-  reduction,
-  inner_max_iter,
-  ihvp_max_iter,
-  newton_cg_max_iter,
 ):
+  # settings: SelectionSettings with its floats as pool-dtype scalars (traced), the rest static.
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab = labeled_bank.shape[0]
   dtype = pool_z.dtype
+  reduction = settings.loss_reduction
   inner_key, bank_key, uniform_key = jax.random.split(key, 3)
 
   onehot = jax.nn.one_hot(labeled_labels, c, dtype=dtype)  # (L, c)
@@ -145,43 +121,16 @@ def _select(
 
   def greedy_step(k, carry):
     state, v_prev, bank, available, picks, diag = carry
-    solve = greedy.solve_inner(
-      k,
-      state,
-      bank,
-      inner_key,
-      lr,
-      l2,
-      inner_tol,
-      solver=solver,
-      reduction=reduction,
-      inner_solver=inner_solver,
-      inner_steps=inner_steps,
-      batch_size=batch_size,
-      inner_max_iter=inner_max_iter,
-      newton_cg_max_iter=newton_cg_max_iter,
-    )
+    solve = greedy.solve_inner(k, state, bank, inner_key, settings, inner_solver=inner_solver)
     state = solve.state
     # The loop works on transposed (c, m) weights: see inner.xent_grad_t for why.
     wt = state.w.T
     g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets, pool_valid, reduction)
-    cg, cg_iters = greedy.solve_ihvp(
-      wt,
-      bank,
-      l2,
-      g_grad_t,
-      v_prev,
-      solve,
-      ihvp_rtol,
-      solver=solver,
-      reduction=reduction,
-      cg_steps=cg_steps,
-      ihvp_max_iter=ihvp_max_iter,
-    )
+    cg, cg_iters = greedy.solve_ihvp(wt, bank, g_grad_t, v_prev, solve, settings)
     scores = outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)  # (P,)
     best, i = greedy.best_pick(scores, available)
     # F of the inner problem this pick was scored with (before the pick joins the bank).
-    f_val, f_grad = inner.bank_grad_t(wt, bank, l2, reduction)
+    f_val, f_grad = inner.bank_grad_t(wt, bank, settings.l2, reduction)
     copies = bank_fn(bank_params, jax.random.fold_in(bank_key, k), i).astype(dtype)  # (A, m)
     bank = greedy.add_to_bank(bank, n_lab + k, copies, pseudo_labels[i])
     row = jnp.stack(
@@ -306,6 +255,58 @@ def select_batch(
   Returns:
     Selection (indices (b,) and per-step diagnostics).
   """
+  settings = settings_lib.SelectionSettings(
+    uniform_fraction=uniform_fraction,
+    lr=lr,
+    l2=l2,
+    inner_steps=inner_steps,
+    batch_size=batch_size,
+    cg_steps=cg_steps,
+    solver=solver,
+    loss_reduction=loss_reduction,
+    inner_tol=inner_tol,
+    ihvp_rtol=ihvp_rtol,
+    inner_max_iter=inner_max_iter,
+    ihvp_max_iter=ihvp_max_iter,
+    newton_cg_max_iter=newton_cg_max_iter,
+  )
+  return select_with_settings(
+    key,
+    pool_z,
+    pseudo_labels,
+    labeled_idx,
+    labeled_labels,
+    labeled_bank,
+    bank_fn,
+    bank_params,
+    b=b,
+    settings=settings,
+    w0=w0,
+    validate=validate,
+    inner_solver=inner_solver,
+    pool_valid=pool_valid,
+  )
+
+
+def select_with_settings(
+  key: jax.Array,
+  pool_z: jax.Array,
+  pseudo_labels: jax.Array,
+  labeled_idx: jax.Array,
+  labeled_labels: jax.Array,
+  labeled_bank: jax.Array,
+  bank_fn: BankFn,
+  bank_params: Any,
+  *,
+  b: int,
+  settings: settings_lib.SelectionSettings,
+  w0: jax.Array | None = None,
+  validate: bool = True,
+  inner_solver: inner.InnerSolver | None = None,
+  pool_valid: jax.Array | None = None,
+) -> Selection:
+  """`select_batch` with its settings as one `SelectionSettings` (for callers that hold one,
+  e.g. `scaling.sharding`); arguments and result as in `select_batch`."""
   if validate:
     validate_inputs(
       pool_z,
@@ -316,24 +317,12 @@ def select_batch(
       bank_fn,
       bank_params,
       b=b,
-      uniform_fraction=uniform_fraction,
-      lr=lr,
-      l2=l2,
-      inner_steps=inner_steps,
-      batch_size=batch_size,
-      cg_steps=cg_steps,
+      settings=settings,
       w0=w0,
       inner_solver=inner_solver,
       pool_valid=pool_valid,
-      solver=solver,
-      loss_reduction=loss_reduction,
-      inner_tol=inner_tol,
-      ihvp_rtol=ihvp_rtol,
-      inner_max_iter=inner_max_iter,
-      ihvp_max_iter=ihvp_max_iter,
-      newton_cg_max_iter=newton_cg_max_iter,
     )
-  n_bilevel, n_uniform = greedy.split_batch(b, uniform_fraction)
+  n_bilevel, n_uniform = greedy.split_batch(b, settings.uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype
   if w0 is None:
@@ -346,24 +335,13 @@ def select_batch(
     jnp.asarray(labeled_labels),
     jnp.asarray(labeled_bank, dtype),
     bank_params,
-    jnp.asarray(lr, dtype),
-    jnp.asarray(l2, dtype),
     jnp.asarray(w0, dtype),
     None if pool_valid is None else jnp.asarray(pool_valid, bool),
-    jnp.asarray(inner_tol, dtype),
-    jnp.asarray(ihvp_rtol, dtype),
+    settings_lib.traced_as(settings, dtype),
     bank_fn=bank_fn,
     n_bilevel=n_bilevel,
     n_uniform=n_uniform,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
     inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver,
-    solver=solver,
-    reduction=loss_reduction,
-    inner_max_iter=inner_max_iter,
-    ihvp_max_iter=ihvp_max_iter,
-    newton_cg_max_iter=newton_cg_max_iter,
   )
   if validate:
     check_scores(sel.scores)

@@ -35,6 +35,7 @@ from bilevel_jax.bilevel import ihvp
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
 from bilevel_jax.bilevel import select
+from bilevel_jax.bilevel import settings as settings_lib
 
 
 def confident_weights(
@@ -52,18 +53,7 @@ def confident_weights(
   return jnp.where(conf, alpha, 0.0).astype(confidence.dtype)
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=(
-    "bank_fn",
-    "n_bilevel",
-    "n_uniform",
-    "inner_steps",
-    "batch_size",
-    "cg_steps",
-    "inner_solver",
-  ),
-)
+@functools.partial(jax.jit, static_argnames=("bank_fn", "n_bilevel", "n_uniform", "inner_solver"))
 def _select(
   key,
   pool_z,
@@ -73,19 +63,17 @@ def _select(
   labeled_labels,
   labeled_bank,
   bank_params,
-  lr,
-  l2,
+  settings,
   threshold,
   ssl_weight,
   *,
   bank_fn,
   n_bilevel,
   n_uniform,
-  inner_steps,
-  batch_size,
-  cg_steps,
   inner_solver,
 ):
+  # settings: SelectionSettings, floats as pool-dtype scalars (traced), the rest static.
+  lr, l2 = settings.lr, settings.l2
   p, m = pool_z.shape
   c = pseudo_labels.shape[1]
   n_lab, n_aug, _ = labeled_bank.shape
@@ -122,12 +110,12 @@ def _select(
       bank,
       lr,
       l2_bank,
-      steps=inner_steps,
-      batch_size=batch_size,
+      steps=settings.inner_steps,
+      batch_size=settings.batch_size,
     )
     wt = state.w.T
     g_val, g_grad_t, probs = outer.outer_value_grad_t(wt, pool_z, targets)
-    cg = ihvp.cg_solve(inner.bank_hvp_t(wt, bank, l2_bank), g_grad_t, steps=cg_steps)
+    cg = ihvp.cg_solve(inner.bank_hvp_t(wt, bank, l2_bank), g_grad_t, steps=settings.cg_steps)
     scores = r * outer.pool_scores_t(probs, cg.x, pool_z, pseudo_labels)
     masked = jnp.where(available, scores, -jnp.inf)
     i = jnp.argmax(masked)
@@ -198,6 +186,10 @@ def select_batch_ssl(
   Returns:
     (Selection, |Q_0| the number of confident pool points at the start) .
   """
+  # The paper solver with the mean convention is the only one of this greedy loop.
+  settings = settings_lib.SelectionSettings(
+    uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps, loss_reduction="mean"
+  )
   select.validate_inputs(
     pool_z,
     pseudo_labels,
@@ -207,12 +199,7 @@ def select_batch_ssl(
     bank_fn,
     bank_params,
     b=b,
-    uniform_fraction=uniform_fraction,
-    lr=lr,
-    l2=l2,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
+    settings=settings,
     inner_solver=inner_solver,
   )
   if np.shape(confidence) != np.shape(pool_z)[:1]:
@@ -234,16 +221,12 @@ def select_batch_ssl(
     jnp.asarray(labeled_labels),
     jnp.asarray(labeled_bank, dtype),
     bank_params,
-    jnp.asarray(lr, dtype),
-    jnp.asarray(l2, dtype),
+    settings_lib.traced_as(settings, dtype),
     jnp.asarray(threshold, dtype),
     jnp.asarray(ssl_weight, dtype),
     bank_fn=bank_fn,
     n_bilevel=n_bilevel,
     n_uniform=n_uniform,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
     inner_solver=inner.fit_inner_steps if inner_solver is None else inner_solver,
   )
   select.check_scores(sel.scores)

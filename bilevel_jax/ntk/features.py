@@ -44,11 +44,11 @@ log = logging.getLogger(__name__)
 
 def check_config(b: Any, num_train: int | None = None) -> None:
   """Checks the config block's entries this module reads (landmarks, landmark_seed,
-  augmentations, ntk_depth, kernel, kernel_batch); `landmarks` also against the training set
+  augmentations, ntk_depth, kernel, kernel_chunk); `landmarks` also against the training set
   size once it is known. Called before any data is decoded."""
   _check_kind(b.kernel)
   ntk_arch(b)
-  for name in ("augmentations", "kernel_batch", "landmarks"):
+  for name in ("augmentations", "kernel_chunk", "landmarks"):
     if int(b[name]) < 1:
       raise ValueError(f"config.bilevel.{name}={b[name]}; expected >= 1.")
   if num_train is not None and int(b.landmarks) > num_train:
@@ -158,7 +158,7 @@ class KernelFeatures:
     self._featurize = jax.jit(lambda w: (audio.featurize(w) - mean) / std)
     self.depth, self.kind = int(b.ntk_depth), str(b.kernel)
     self.arch = ntk_arch(b)  # WRN-kernel keywords
-    self.batch = int(b.kernel_batch)  # rows per resumable block
+    self.chunk = int(b.kernel_chunk)  # rows per resumable block
     m = int(b.landmarks)
     self.landmark_idx = nystrom.draw_landmarks(jax.random.key(int(b.landmark_seed)), n, m)
     self.features, nys_map, landmark_x = self._load_or_compute(b, tag, progress)
@@ -217,8 +217,8 @@ class KernelFeatures:
         self.landmark_idx,
         kind=b.kernel,
         **self.arch,
-        block_rows=self.batch,
-        tile=(min(self.batch, 16), 16),
+        block_rows=self.chunk,
+        tile=(min(self.chunk, 16), 16),
         progress=bool(progress),
       ).matrix
     )
@@ -267,8 +267,8 @@ class KernelFeatures:
         np.asarray(self._params.landmark_x),
         kind=self.kind,
         **self.arch,
-        block_rows=self.batch,
-        tile=(min(self.batch, 16), 16),
+        block_rows=self.chunk,
+        tile=(min(self.chunk, 16), 16),
         progress=progress,
       ).matrix
     )

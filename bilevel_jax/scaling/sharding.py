@@ -14,7 +14,6 @@ devices, `pool_mesh()` spans them, and each process passes only its own rows to
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Sequence
 
 import jax
@@ -158,36 +157,23 @@ def select_batch_sharded(
   too: give such leaves another leading size.
   """
   from bilevel_jax.bilevel import select as nystrom_select  # pylint: disable=g-import-not-at-top
+  from bilevel_jax.bilevel import settings as settings_lib  # pylint: disable=g-import-not-at-top
 
   p = np.shape(pool_z)[0]
+  settings, kwargs = settings_lib.split_options(kwargs)  # defaults: select_batch's
+  validate = kwargs.pop("validate", True)
+  others = ("w0", "inner_solver", "pool_valid", "validate")
+  unknown = set(kwargs) - set(others)
+  if unknown:
+    raise ValueError(
+      f"select_batch_sharded: unknown keyword(s) {sorted(unknown)}; expected those of "
+      f"bilevel.select.select_batch: {sorted(settings_lib.FIELDS + others)}."
+    )
   if kwargs.get("pool_valid") is not None and np.shape(kwargs["pool_valid"]) != (p,):
     raise ValueError(
       f"select_batch_sharded: pool_valid must be (P={p},), got {np.shape(kwargs['pool_valid'])}."
     )
-  validate = kwargs.pop("validate", True)
   if validate:
-    # select_batch's own defaults, so the two cannot drift apart.
-    params = inspect.signature(nystrom_select.select_batch).parameters
-    opts = {
-      k: kwargs.get(k, params[k].default)
-      for k in (
-        "uniform_fraction",
-        "lr",
-        "l2",
-        "inner_steps",
-        "batch_size",
-        "cg_steps",
-        "w0",
-        "inner_solver",
-        "pool_valid",
-      )
-    }
-    unknown = set(kwargs) - set(opts)
-    if unknown:
-      raise ValueError(
-        f"select_batch_sharded: unknown keyword(s) {sorted(unknown)}; expected "
-        f"those of bilevel.select.select_batch: {sorted(opts)}."
-      )
     nystrom_select.validate_inputs(
       pool_z,
       pseudo_labels,
@@ -197,7 +183,8 @@ def select_batch_sharded(
       bank_fn,
       bank_params,
       b=b,
-      **opts,
+      settings=settings,
+      **kwargs,
     )
   size = padded_size(p, mesh.devices.size)
   if size != p:
@@ -221,7 +208,7 @@ def select_batch_sharded(
     replicate(mesh, a) for a in (labeled_idx, labeled_labels, labeled_bank)
   )
   # validate=False: validated above on host arrays; avoid gathering shards back.
-  sel = nystrom_select.select_batch(
+  sel = nystrom_select.select_with_settings(
     key,
     pool_z,
     pseudo_labels,
@@ -231,6 +218,7 @@ def select_batch_sharded(
     bank_fn,
     bank_params,
     b=b,
+    settings=settings,
     validate=False,
     **kwargs,
   )

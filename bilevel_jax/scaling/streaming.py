@@ -28,6 +28,7 @@ from bilevel_jax.bilevel import checks
 from bilevel_jax.bilevel import greedy
 from bilevel_jax.bilevel import inner
 from bilevel_jax.bilevel import outer
+from bilevel_jax.bilevel import settings as settings_lib
 from bilevel_jax.utils import io
 
 
@@ -271,16 +272,11 @@ def select_streamed(
       f"with L, A >= 1, got {np.shape(labeled_idx)}, {np.shape(labeled_labels)} "
       f"and {np.shape(labeled_bank)}."
     )
-  checks.check_settings(
-    b=b,
-    uniform_fraction=uniform_fraction,
-    lr=lr,
-    l2=l2,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
+  # The paper solver only: the streamed loop runs its fixed-step pieces.
+  settings = settings_lib.SelectionSettings(
+    uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps, loss_reduction=loss_reduction
   )
-  inner.check_reduction(loss_reduction)
+  checks.check_settings(b, settings)
   if b > p - n_lab:
     raise ValueError(f"b={b!r} must be an int in [1, {p - n_lab}] (pool minus labeled).")
   if not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
@@ -304,16 +300,7 @@ def select_streamed(
   bank = greedy.init_bank(jnp.asarray(labeled_bank), jnp.asarray(onehot), n_bilevel, jnp.float32)
   state = inner.init_inner_state(jnp.zeros((m, c), jnp.float32))
   vt = jnp.zeros((c, m), jnp.float32)
-  lr, l2 = jnp.float32(lr), jnp.float32(l2)
-  # The in-memory step's settings; the exact solver's entries are unused by solver="paper".
-  step_options = dict(solver="paper", reduction=loss_reduction)
-  inner_options = dict(
-    inner_solver=inner.fit_inner_steps,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    inner_max_iter=1,
-    newton_cg_max_iter=1,
-  )
+  step_settings = settings_lib.traced_as(settings, jnp.float32)
   zbuf = np.empty((chunk_rows, m), np.float32)
   ybuf = np.empty((chunk_rows, c), np.float32)
   t = {"validate": t_validate, "inner": 0.0, "outer_grad": 0.0, "cg": 0.0, "scoring": 0.0}
@@ -335,7 +322,7 @@ def select_streamed(
   for k in range(n_bilevel):
     t0 = time.perf_counter()
     solve = greedy.inner_step(
-      k, state, bank, inner_key, lr, l2, jnp.float32(0), **step_options, **inner_options
+      k, state, bank, inner_key, step_settings, inner_solver=inner.fit_inner_steps
     )
     state = solve.state
     wt = jax.block_until_ready(state.w.T)
@@ -350,18 +337,7 @@ def select_streamed(
       g_t = g_t + _grad_chunk(wt, z, tt, jnp.asarray(valid), loss_reduction)
     g_t = jax.block_until_ready(g_t / p if loss_reduction == "mean" else g_t)
     t2 = time.perf_counter()
-    cg, _ = greedy.ihvp_step(
-      wt,
-      bank,
-      l2,
-      g_t,
-      vt,
-      solve,
-      jnp.float32(0),
-      cg_steps=cg_steps,
-      ihvp_max_iter=1,
-      **step_options,
-    )
+    cg, _ = greedy.ihvp_step(wt, bank, g_t, vt, solve, step_settings)
     vt = jax.block_until_ready(cg.x)
     t3 = time.perf_counter()
     best, best_i = -np.inf, -1

@@ -63,9 +63,7 @@ def _kernel_prepare(name: str):
     # jit would take a string it does not know as a traced array.
     own = base.get(name).options
     options = {k: v for k, v in prepared.options.items() if k in own}
-    options.update(inputs.block_options(name, block))
-    if "batch_size" in options:
-      options["batch_size"] = options["batch_size"] or None  # 0: the full bank
+    options.update(paper.block_options(name, block))
     return prepared._replace(options=options)
 
   return prepare
@@ -175,10 +173,7 @@ def _embed_check(block: Any) -> None:
 
 def _embed_prepare(block: Any, data: Any, *, progress: bool = False) -> inputs.Prepared:
   del data, progress  # the inputs come from the round's model (ctx.embeddings)
-  options = inputs.block_options("bilevel_embed", block)
-  if "batch_size" in options:
-    options["batch_size"] = options["batch_size"] or None
-  return inputs.Prepared(options)
+  return inputs.Prepared(paper.block_options("bilevel_embed", block))
 
 
 @base.register(
@@ -219,6 +214,18 @@ def bilevel_embed(
   return base.get("bilevel").select_with_diagnostics(key, ctx, b, bank_fn=bank_fn, **options)
 
 
+# The exact solver's settings and the loss convention, which bilevel_ssl's greedy loop lacks.
+_SSL_DROP = (
+  "solver",
+  "loss_reduction",
+  "inner_tol",
+  "ihvp_rtol",
+  "inner_max_iter",
+  "ihvp_max_iter",
+  "newton_cg_max_iter",
+)
+
+
 @base.register(
   "bilevel_ssl",
   kernel=True,
@@ -228,21 +235,9 @@ def bilevel_embed(
   check_config=_kernel_check("bilevel_ssl"),
   static_options=_STATIC_FLOATS,
 )
+@_with_paper_options(drop=_SSL_DROP, ssl_threshold=0.9, ssl_weight=0.5, pseudo_temperature=1.0)
 def bilevel_ssl(
-  key: jax.Array,
-  ctx: base.RoundContext,
-  b: int,
-  *,
-  bank_fn: Any = None,
-  uniform_fraction: float = 0.1,
-  lr: float = 1e-3,
-  l2: float = 1e-4,
-  inner_steps: int = 1000,
-  batch_size: int | None = 64,
-  cg_steps: int = 30,
-  ssl_threshold: float = 0.9,
-  ssl_weight: float = 0.5,
-  pseudo_temperature: float = 1.0,
+  key: jax.Array, ctx: base.RoundContext, b: int, **options: Any
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Variant (e): a semi-supervised proxy; the inner problem also fits the confident pool.
 
@@ -253,8 +248,11 @@ def bilevel_ssl(
   (`bilevel_jax.bilevel.semi_supervised`; ssl_weight = 0 is `bilevel`). Features, banks, G,
   scores, Adam + CG solver and uniform share as in `bilevel`. Diagnostics: `bilevel`'s
   (proxy_logits included) plus `num_confident` (|Q| at the start of the selection, repeated
-  per pick).
+  per pick). Options: `bilevel`'s but the exact solver's and loss_reduction (mean only), plus
+  ssl_threshold, ssl_weight and pseudo_temperature.
   """
+  bank_fn = options.pop("bank_fn", None)
+  pseudo_temperature = options.pop("pseudo_temperature", 1.0)
   labeled_labels = ctx.labels[ctx.labeled_idx]
   if ctx.bank is None or bank_fn is None:
     raise ValueError(
@@ -272,14 +270,8 @@ def bilevel_ssl(
     bank_fn,
     ctx.bank_params,
     b=b,
-    threshold=ssl_threshold,
-    ssl_weight=ssl_weight,
-    uniform_fraction=uniform_fraction,
-    lr=lr,
-    l2=l2,
-    inner_steps=inner_steps,
-    batch_size=batch_size,
-    cg_steps=cg_steps,
+    threshold=options.pop("ssl_threshold", 0.9),
+    **options,
   )
   diagnostics = {
     "score": selection.scores,

@@ -59,6 +59,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       progress=False,
     )
     c.bilevel.update(
-      augmentations=2, ntk_depth=10, inner_steps=20, batch_size=16, cg_steps=5, kernel_batch=16
+      augmentations=2,
+      ntk_depth=10,
+      inner_steps=20,
+      inner_batch_size=16,
+      cg_steps=5,
+      kernel_chunk=16,
     )
   return c

@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.progress = True
   c.tensorboard = True
   c.report = True  # print Table 1 and save Figure 3 into the workdir at the end
-  c.predict_batch = 256
+  c.predict_chunk = 256  # clips per forward pass of the model's predictions
   c.subset = ml_collections.ConfigDict(dict(train=0, test=0, seed=0))  # 0 = all clips
   # Labels: initial (class-covering), budget (last round), b per selection round.
   c.al = ml_collections.ConfigDict(dict(initial=10, budget=60, batch_size_per_round=10))
@@ -59,11 +59,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       lr=1e-3,
       l2=1e-4,
       inner_steps=1000,
-      batch_size=64,
+      inner_batch_size=64,  # (point, copy) pairs per Adam minibatch; 0: the full bank
       cg_steps=30,
       ntk_depth=28,
       kernel="ntk",
-      kernel_batch=64,
+      kernel_chunk=64,  # rows per block of the pool-vs-landmark kernel
     )
   )
   # The WRN kernel's activation (issue 13): the trained WRN's leaky ReLU (0.1) and its final
@@ -94,7 +94,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # A 1-conv CNN (bilevel_jax/models/small_cnn.py) so that a whole run takes seconds.
     c.train.update(steps=8, batch_size=16, log_every=4, rampup_steps=8, model="tiny_cnn")
     c.bilevel.update(
-      landmarks=32, augmentations=2, inner_steps=20, batch_size=16, cg_steps=5, ntk_depth=10
+      landmarks=32, augmentations=2, inner_steps=20, inner_batch_size=16, cg_steps=5, ntk_depth=10
     )
     c.tensorboard = False
     c.report = False
@@ -123,7 +123,7 @@ def _add_variant_blocks(c: ml_collections.ConfigDict) -> None:
   selection = {
     k: v
     for k, v in c.bilevel.to_dict().items()
-    if k not in ("landmarks", "landmark_seed", "kernel", "kernel_batch", "augmentations")
+    if k not in ("landmarks", "landmark_seed", "kernel", "kernel_chunk", "augmentations")
     and not k.startswith("ntk_")
   }
   # (f) pseudo-label temperature: < 1 sharpens, > 1 softens, 1 = the paper.

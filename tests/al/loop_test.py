@@ -299,14 +299,18 @@ def test_round0_model_is_shared_across_processes_through_the_workdir(
   assert len(list((tmp_path / "models").glob("*.msgpack"))) == 2
 
 
-def test_committed_cpu_results_resume_with_the_current_config():
-  """The committed fsdd_cpu files stay resumable: same config (up to resume-ignored entries)."""
-  files = sorted((_REPO / "results/active_learning/fsdd_cpu").glob("fsdd_*_seed*.json"))
+@pytest.mark.parametrize("folder, mode", [("fsdd_cpu", "cpu"), ("fsdd_quick", "quick")])
+def test_committed_results_resume_with_the_current_config(folder, mode):
+  """The committed files stay resumable: same config (up to resume-ignored entries), though
+  they record entries renamed since (predict_batch, bilevel.batch_size, bilevel.kernel_batch;
+  results.RENAMED)."""
+  files = sorted((_REPO / "results/active_learning" / folder).glob("fsdd_*_seed*.json"))
   if not files:
-    pytest.skip("no committed fsdd_cpu results")
+    pytest.skip(f"no committed {folder} results")
   for path in files:
     rec = io.read_json(path)
-    config = fsdd_config.get_config("cpu")
+    assert "predict_batch" in rec["config"] and "kernel_batch" in rec["config"]["bilevel"]
+    config = fsdd_config.get_config(mode)
     config.strategy, config.seed = rec["strategy"], rec["seed"]
     assert results.load_for_resume(path, dict(rec, config=config.to_dict()))["seed"] == rec["seed"]
 

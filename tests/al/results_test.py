@@ -77,3 +77,21 @@ def test_record_without_kernel_options_reads_as_the_legacy_kernel(tmp_path):
   with pytest.raises(ValueError, match=r"config entries \[.bilevel.\] differ"):
     results.load_for_resume(path, _record({"bilevel": trained}))
   assert results.upgrade_config({"al": {"initial": 3}}) == {"al": {"initial": 3}}  # no block
+
+
+def test_old_chunk_and_inner_batch_names_resume_under_the_new_ones(tmp_path):
+  """Records from before predict_batch / bilevel.batch_size / bilevel.kernel_batch (and the
+  variants' blocks) were renamed resume against a config with the new names, same values."""
+  blocks = ("bilevel", "bilevel_tempered", "bilevel_ssl", "bilevel_embed")
+  old = {"predict_batch": 256, **{b: {"batch_size": 64, "kernel_batch": 16} for b in blocks}}
+  new = {"predict_chunk": 256, **{b: {"inner_batch_size": 64, "kernel_chunk": 16} for b in blocks}}
+  new = results.with_added_defaults(new)  # what the old record's bilevel block gets too
+  assert results.upgrade_config(old) == new
+  assert results.upgrade_config(new) == new
+  assert results.upgrade_config({"train": {"batch_size": 8}}) == {"train": {"batch_size": 8}}
+  path = tmp_path / "fsdd_bilevel_seed0.json"
+  io.atomic_write_json(path, _record(old))
+  assert results.load_for_resume(path, _record(new))["config"] == old  # the file is kept as is
+  changed = dict(new, bilevel={"inner_batch_size": 32, "kernel_chunk": 16})
+  with pytest.raises(ValueError, match=r"config entries \['bilevel'\] differ"):
+    results.load_for_resume(path, _record(changed))

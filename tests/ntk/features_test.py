@@ -33,12 +33,12 @@ def _config(m=4, n_aug=2, **ntk):
       augmentations=n_aug,
       ntk_depth=10,
       kernel="ntk",
-      kernel_batch=4,
+      kernel_chunk=4,
       uniform_fraction=0.1,
       lr=1e-3,
       l2=1e-4,
       inner_steps=5,
-      batch_size=0,
+      inner_batch_size=0,
       cg_steps=3,
       **ntk,
     )
@@ -144,7 +144,7 @@ def test_strategy_prepare_builds_the_same_inputs(tmp_path, monkeypatch):
     inner_steps=b.inner_steps,
     batch_size=None,
     cg_steps=b.cg_steps,
-  )  # batch_size 0 -> None: the full bank
+  )  # inner_batch_size 0 -> batch_size None: the full bank
   assert {k: v for k, v in prepared.options.items() if k != "bank_fn"} == want
   assert callable(prepared.options["bank_fn"])
   labeled, stream = np.array([4, 1, 9]), jax.random.key(3)

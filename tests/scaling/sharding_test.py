@@ -1,7 +1,6 @@
 """Sharding of pool-sized work: helpers in-process, and 4 fake CPU devices in a subprocess
 (XLA_FLAGS must be set before jax is imported, so the multi-device check runs in a child)."""
 
-import functools
 import json
 import os
 import subprocess
@@ -127,12 +126,10 @@ def test_sharded_entry_checks_scores_and_keywords(monkeypatch):
   bank_fn = lambda params, key, i: jnp.stack([params[i], params[i]])
   args = (jax.random.key(0), z, y, lab, np.array([0, 1], np.int32), bank, bank_fn, z)
   scores = jnp.array([0.5, jnp.nan, jnp.nan])
-  stub = functools.wraps(select.select_batch)(  # keeps the signature (its defaults are read)
-    lambda *a, **k: select.Selection(
-      jnp.arange(3), jnp.ones(3, bool), scores, scores, scores, scores, jnp.zeros((3, 2))
-    )
+  stub = lambda *a, **k: select.Selection(
+    jnp.arange(3), jnp.ones(3, bool), scores, scores, scores, scores, jnp.zeros((3, 2))
   )
-  monkeypatch.setattr(select, "select_batch", stub)
+  monkeypatch.setattr(select, "select_with_settings", stub)
   mesh = sharding.pool_mesh(jax.devices()[:1])
   with pytest.raises(FloatingPointError, match="greedy step 1 of 3"):
     sharding.select_batch_sharded(mesh, *args, b=3, inner_steps=2, cg_steps=2)

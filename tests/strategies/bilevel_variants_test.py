@@ -311,14 +311,17 @@ def test_options_follow_bilevel_and_configs_are_checked():
     c = fsdd.get_config(mode)
     for name in ("bilevel_tempered", "bilevel_ssl", "bilevel_embed"):
       inputs.check_config(name, c)
-      # Every selection entry of the variant's block is one of its options.
+      # Every selection entry of the variant's block is one of its options (inner_batch_size
+      # is the option batch_size).
       block = set(c[name]) - {
         "landmarks",
         "landmark_seed",
         "kernel",
-        "kernel_batch",
+        "kernel_chunk",
         "augmentations",
+        "inner_batch_size",
       }
+      assert "batch_size" in strategies.get(name).options
       if name == "bilevel_ssl":  # its config check accepts only the paper solver and mean
         block -= {"solver", "loss_reduction"}
       assert {k for k in block if not k.startswith("ntk_")} <= set(strategies.get(name).options), (
