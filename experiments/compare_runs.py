@@ -38,17 +38,15 @@ _OUT = flags.DEFINE_string("out", None, "Output markdown path (.md).", required=
 def compare(run: str, strategy: str, name: str, against: list[str]) -> tuple[str, dict]:
   """(markdown, summary) of `strategy` in `run`, renamed `name`, against every strategy in
   `against`. Raises ValueError when `run` holds no such strategy or the datasets differ."""
-  ours = [r for r in tables.load_results([run]) if r["strategy"] == strategy]
-  if not ours:
-    raise ValueError(f"--run={run} has no results of strategy {strategy!r}.")
   base = tables.load_results(against)
-  datasets = {r["dataset"] for r in ours + base}
-  if len(datasets) > 1:
-    raise ValueError(f"--run and --against hold different datasets {sorted(datasets)}.")
-  ours = [dict(r, strategy=name) for r in ours]
+  try:
+    records = tables.with_variants(base, [tables.Variant(run, strategy, name)])
+  except ValueError as e:
+    raise ValueError(f"--run={run}: {e}") from e
+  ours = records[len(base) :]
   table = dict(tables.aggregate(base))
   table[name] = tables.aggregate(ours)[name]
-  pairs = tables.paired(ours + base, reference=name)
+  pairs = tables.paired(records, reference=name)
   md = (
     "Test accuracy %, mean ± sample std over seeds (n = seeds):\n\n"
     + tables.rounds_markdown(table)

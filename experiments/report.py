@@ -2,7 +2,10 @@ r"""Table 1 (markdown + LaTeX), Figures 2-3 and the pick-rate figure (misclassif
 vs pool error rate per round, `bilevel_jax.reports.pick_rates`) from AL result JSON files.
 
   python -m experiments.report --results=results/active_learning/fsdd_cpu \
-      --out=results/active_learning/fsdd_cpu/report
+      --out=results/active_learning/fsdd_cpu/report \
+      --variant=results/active_learning/fsdd_cpu_bilevel_embed_exact:bilevel_embed:Bilevel-embed
+
+`--variant` adds a strategy of another run (same seeds and pools) as a row of its own.
 
 Figure 2 is drawn from the round-0 file `<dataset>_<strategy>_seed<k>_round0.npz` written by the
 AL loop next to the JSON (git-ignored; a fresh t-SNE), else from the committed t-SNE points
@@ -29,11 +32,21 @@ _FIG2_SEED = flags.DEFINE_integer("figure2_seed", 0, "Seed of Figure 2.")
 _REFERENCE = flags.DEFINE_string(
   "reference", "bilevel", "Strategy compared seed by seed with each other (paired.md)."
 )
+_VARIANT = flags.DEFINE_multi_string(
+  "variant",
+  [],
+  "PATH:STRATEGY:NAME: the strategy STRATEGY of the results in PATH (a variant or ablation "
+  "on the same seeds) added as row NAME, with its own section in paired.md.",
+)
 
 
 def main(argv):
   del argv
   command = "python -m experiments.report " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  try:
+    variants = [reports.tables.parse_variant(v) for v in _VARIANT.value]
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   out = reports.write_report(
     _RESULTS.value,
     _OUT.value,
@@ -41,6 +54,7 @@ def main(argv):
     figure2_strategy=_FIG2_STRATEGY.value,
     figure2_seed=_FIG2_SEED.value,
     reference=_REFERENCE.value,
+    variants=variants,
   )
   print(out["table_markdown"])
   print()

@@ -4,7 +4,7 @@ them all)."""
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from bilevel_jax.al import results as results_lib
 from bilevel_jax.reports import figures
@@ -24,6 +24,7 @@ def write_report(
   figure2_seed: int = 0,
   with_figure2: bool = True,
   reference: str = "bilevel",
+  variants: Sequence[tables.Variant] = (),
 ) -> dict[str, Any]:
   """Writes table1.{md,tex}, table_rounds.tex, paired.md (`reference` against each other
   strategy, seed by seed), figure3.png, table1.json, pick_rates.{png,json} (misclassified-pick
@@ -31,8 +32,12 @@ def write_report(
   round-0 file of (figure2_strategy, figure2_seed) exists next to its JSON or its t-SNE points
   were written earlier (to outdir or to `report/` next to the JSON), figure2.png with
   figure2_counts.json and figure2_points.json. Returns the paths and the markdown tables.
+
+  `variants` (`tables.Variant`: a strategy of another run under its own name, e.g. a
+  selection variant on the same seeds) add their rows to every table and figure, and paired.md
+  a section per variant against every other strategy.
   """
-  records = tables.load_results(sources)
+  records = tables.with_variants(tables.load_results(sources), variants)
   table = tables.aggregate(records)
   dataset = records[0]["dataset"]
   budget = tables.final_budget(records)
@@ -53,17 +58,30 @@ def write_report(
     "sources": sorted(r["_path"] for r in records),
     "accuracy_percent": tables.cells_json(table),
   }
-  pairs = tables.paired(records, reference)
-  paired_md = ""
-  if pairs:
-    paired_md = tables.paired_markdown(pairs, reference)
+  sections = []
+  for i, ref in enumerate([reference] + [v.name for v in variants]):
+    pairs = tables.paired(records, ref)
+    if not pairs:
+      continue
+    sections.append(tables.paired_markdown(pairs, ref))
+    if i == 0:
+      summary["paired"] = {"reference": ref, "vs": tables.cells_json(pairs)}
+    else:
+      summary.setdefault("paired_variants", {})[ref] = tables.cells_json(pairs)
+  paired_md = "\n\n".join(sections)
+  if paired_md:
+    names = [tables.DISPLAY.get(r, r) for r in [reference] + [v.name for v in variants]]
+    who = (
+      f"{names[0]} minus each baseline"
+      if len(names) == 1
+      else f"{', '.join(names)}: each minus every other strategy"
+    )
     (outdir / "paired.md").write_text(
-      f"{tables.DISPLAY.get(reference, reference)} minus each baseline, test accuracy points, "
+      f"{who}, test accuracy points, "
       "same seeds: mean difference (wins-losses[-ties] over seeds). The pooled column pairs "
       "every (seed, round) after the first; rounds of one seed are not independent, so its "
       "sign test is indicative only.\n\n" + paired_md + "\n"
     )
-    summary["paired"] = {"reference": reference, "vs": tables.cells_json(pairs)}
   io.atomic_write_json(outdir / "table1.json", summary)
   fig3 = figures.figure3(
     table,

@@ -68,6 +68,56 @@ def load_results(sources: Iterable[str | pathlib.Path]) -> list[dict[str, Any]]:
   return records
 
 
+class Variant(NamedTuple):
+  """One strategy of another run, shown under its own name next to a run's strategies (a
+  selection variant or an ablation run on the same seeds and pools)."""
+
+  source: str | pathlib.Path  # its result folder or JSON
+  strategy: str  # the strategy recorded in its files
+  name: str  # the row's name in tables, figures and paired comparisons
+
+
+def parse_variant(text: str) -> Variant:
+  """`PATH:STRATEGY:NAME` (the name may hold colons) -> Variant; ValueError naming the text."""
+  parts = text.split(":", 2)
+  if len(parts) != 3 or not all(p.strip() for p in parts):
+    raise ValueError(
+      f"--variant={text!r}: expected PATH:STRATEGY:NAME, e.g. "
+      "results/active_learning/fsdd_cpu_bilevel_embed_exact:bilevel_embed:Bilevel-embed."
+    )
+  return Variant(parts[0], parts[1], parts[2])
+
+
+def load_variant(variant: Variant) -> list[dict[str, Any]]:
+  """The records of `variant.strategy` in `variant.source`, renamed `variant.name`."""
+  records = [r for r in load_results([variant.source]) if r["strategy"] == variant.strategy]
+  if not records:
+    raise ValueError(f"{variant.source} has no results of strategy {variant.strategy!r}.")
+  return [dict(r, strategy=variant.name) for r in records]
+
+
+def with_variants(
+  records: list[dict[str, Any]], variants: Iterable[Variant]
+) -> list[dict[str, Any]]:
+  """`records` plus every variant's renamed records; ValueError when a name is taken or the
+  datasets differ."""
+  out = list(records)
+  for variant in variants:
+    taken = {r["strategy"] for r in out}
+    if variant.name in taken:
+      raise ValueError(
+        f"Variant name {variant.name!r} is already a strategy of the results {sorted(taken)}."
+      )
+    out += load_variant(variant)
+  datasets = {r["dataset"] for r in out}
+  if len(datasets) > 1:
+    raise ValueError(
+      f"The results and variants hold different datasets {sorted(datasets)}: "
+      + ", ".join(sorted({f"{r['_path']} ({r['dataset']})" for r in out})[:4])
+    )
+  return out
+
+
 def strategy_order(names: Iterable[str]) -> list[str]:
   names = set(names)
   return [n for n in ORDER if n in names] + sorted(names - set(ORDER))

@@ -144,6 +144,44 @@ def test_embed_matches_reference_on_standardized_embeddings(x64):
   np.testing.assert_array_equal(z0[:, -1], 0.0)
 
 
+def test_embed_exact_sum_matches_reference(x64):
+  """The configuration of the full comparison (issue 14): exact solver, the paper's sum."""
+  prob, emb, aug = _embedding_problem(seed=1)
+  ctx = _context(
+    prob,
+    embeddings=jnp.asarray(emb),
+    aug_embeddings=jnp.asarray(aug),
+    aug_probs=jnp.asarray(np.broadcast_to(prob.pseudo, (4,) + prob.pseudo.shape)),
+  )
+  picks, diag = strategies.select_with_diagnostics(
+    "bilevel_embed",
+    jax.random.key(0),
+    ctx,
+    5,
+    augmentations=3,
+    solver="exact",
+    loss_reduction="sum",
+    uniform_fraction=0.0,
+    l2=1e-2,
+  )
+  mean, std = emb.mean(0), emb.std(0)
+  bank = np.swapaxes((aug[:3] - mean) / std, 0, 1)  # (N, 3, E)
+  ref = reference.select(
+    (emb - mean) / std,
+    prob.pseudo,
+    prob.labeled_idx,
+    prob.labeled_labels,
+    bank[prob.labeled_idx],
+    bank,
+    b=5,
+    l2=1e-2,
+    loss_reduction="sum",
+  )
+  np.testing.assert_array_equal(picks, ref.indices)
+  # Newton-CG stops at ||grad F|| <= 1e-6 ||grad F(0)|| (inner_tol), so scores agree to ~1e-6.
+  np.testing.assert_allclose(diag["score"], ref.scores, rtol=1e-5)
+
+
 def test_embed_needs_augmented_embeddings():
   prob, emb, _ = _embedding_problem()
   ctx = _context(
