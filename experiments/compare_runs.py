@@ -43,9 +43,7 @@ def compare(run: str, strategy: str, name: str, against: list[str]) -> tuple[str
     records = tables.with_variants(base, [tables.Variant(run, strategy, name)])
   except ValueError as e:
     raise ValueError(f"--run={run}: {e}") from e
-  ours = records[len(base) :]
-  table = dict(tables.aggregate(base))
-  table[name] = tables.aggregate(ours)[name]
+  table = tables.aggregate(records)
   pairs = tables.paired(records, reference=name)
   md = (
     "Test accuracy %, mean ± sample std over seeds (n = seeds):\n\n"

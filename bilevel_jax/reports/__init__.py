@@ -58,6 +58,8 @@ def write_report(
     "sources": sorted(r["_path"] for r in records),
     "accuracy_percent": tables.cells_json(table),
   }
+  if variants:
+    summary["variants"] = [[str(v.source), v.strategy, v.name] for v in variants]
   sections = []
   for i, ref in enumerate([reference] + [v.name for v in variants]):
     pairs = tables.paired(records, ref)

@@ -93,7 +93,7 @@ def load_variant(variant: Variant) -> list[dict[str, Any]]:
   records = [r for r in load_results([variant.source]) if r["strategy"] == variant.strategy]
   if not records:
     raise ValueError(f"{variant.source} has no results of strategy {variant.strategy!r}.")
-  return [dict(r, strategy=variant.name) for r in records]
+  return [dict(r, strategy=variant.name, _variant=variant.name) for r in records]
 
 
 def with_variants(
@@ -128,19 +128,21 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[int, Cell]]:
   datasets = {r["dataset"] for r in records}
   if len(datasets) > 1:
     raise ValueError(f"Results mix datasets {sorted(datasets)}; aggregate one dataset at a time.")
-  # Seeds of one table must come from one experiment (the entries a resume may change aside).
-  configs = {}
+  # Seeds of one row group must come from one experiment (the entries a resume may change
+  # aside); a variant (`with_variants`) is an experiment of its own.
+  configs = collections.defaultdict(dict)
   for rec in records:
     config = results_lib.upgrade_config(rec.get("config", {}))  # older records: current names
-    configs.setdefault(
+    configs[rec.get("_variant")].setdefault(
       json.dumps(results_lib.comparable_config(config), sort_keys=True),
       rec.get("_path", rec["strategy"]),
     )
-  if len(configs) > 1:
-    raise ValueError(
-      f"Results come from {len(configs)} different configs (e.g. "
-      f"{list(configs.values())[:2]}); aggregate one experiment at a time."
-    )
+  for group in configs.values():
+    if len(group) > 1:
+      raise ValueError(
+        f"Results come from {len(group)} different configs (e.g. "
+        f"{list(group.values())[:2]}); aggregate one experiment at a time."
+      )
   acc: dict[str, dict[int, list[float]]] = collections.defaultdict(
     lambda: collections.defaultdict(list)
   )

@@ -10,11 +10,7 @@ from experiments.configs import speech_commands
 def test_paper_mode_is_the_faithful_exact_selection(get_config):
   b = get_config("paper").bilevel
   assert (b.solver, b.loss_reduction) == ("exact", "sum")
-  assert (b.ntk_activation, b.ntk_leaky_slope, b.ntk_final_activation) == (
-    "leaky_relu",
-    0.1,
-    True,
-  )
+  assert (b.ntk_activation, b.ntk_leaky_slope, b.ntk_final_activation) == ("leaky_relu", 0.1, True)
   c = get_config("paper")
   assert c.bilevel_embed.solver == "exact" and c.bilevel_tempered.solver == "exact"
   assert c.bilevel_ssl.solver == "paper"  # its greedy loop has only the paper solver
