@@ -1,15 +1,10 @@
 """experiments.compare_runs: an ablation's strategy against a reference run, seed by seed."""
 
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 
 from bilevel_jax.utils import io
+from tests.reports import cli
 from tests.reports.report_test import _write_results
-
-_REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_ablation_against_reference_run(tmp_path):
@@ -21,21 +16,12 @@ def test_ablation_against_reference_run(tmp_path):
   abl = rng.uniform(0.3, 0.9, (2, 3))  # the ablation ran seeds 0 and 1 only
   _write_results(tmp_path / "abl", {"bilevel": abl}, config={"bilevel": {"landmarks": 9}})
   out = tmp_path / "cmp" / "comparison.md"
-  proc = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.compare_runs",
-      f"--run={tmp_path / 'abl'}",
-      "--name=Bilevel m9",
-      f"--against={tmp_path / 'ref'}",
-      f"--out={out}",
-    ],
-    cwd=_REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
+  proc = cli.run_module(
+    "experiments.compare_runs",
+    f"--run={tmp_path / 'abl'}",
+    "--name=Bilevel m9",
+    f"--against={tmp_path / 'ref'}",
+    f"--out={out}",
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = io.read_json(out.with_suffix(".json"))
@@ -46,21 +32,12 @@ def test_ablation_against_reference_run(tmp_path):
   assert summary["accuracy_percent"]["Bilevel m9"]["30"]["n"] == 2
   assert "| Bilevel m9 vs | 20 | 30 |" in out.read_text()
 
-  bad = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "experiments.compare_runs",
-      f"--run={tmp_path / 'abl'}",
-      "--strategy=kcenter",
-      "--name=x",
-      f"--against={tmp_path / 'ref'}",
-      f"--out={out}",
-    ],
-    cwd=_REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
+  bad = cli.run_module(
+    "experiments.compare_runs",
+    f"--run={tmp_path / 'abl'}",
+    "--strategy=kcenter",
+    "--name=x",
+    f"--against={tmp_path / 'ref'}",
+    f"--out={out}",
   )
   assert bad.returncode != 0 and "has no results of strategy 'kcenter'" in bad.stderr

@@ -1,18 +1,13 @@
 """Variant rows (a strategy of another run under its own name) in Table 1 and paired.md."""
 
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from bilevel_jax import reports
 from bilevel_jax.reports import tables
 from bilevel_jax.utils import io
+from tests.reports import cli
 from tests.reports.report_test import _write_results
-
-_REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _runs(tmp_path):
@@ -69,24 +64,17 @@ def test_variant_errors_name_the_problem(tmp_path):
 
 def test_report_flag(tmp_path):
   _runs(tmp_path)
-  base = [sys.executable, "-m", "experiments.report", f"--results={tmp_path / 'main'}"]
-  ok = subprocess.run(
-    base + [f"--out={tmp_path / 'r'}", f"--variant={tmp_path / 'var'}:bilevel:Bilevel exact"],
-    cwd=_REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
+  results = f"--results={tmp_path / 'main'}"
+  ok = cli.run_module(
+    "experiments.report",
+    results,
+    f"--out={tmp_path / 'r'}",
+    f"--variant={tmp_path / 'var'}:bilevel:Bilevel exact",
   )
   assert ok.returncode == 0, ok.stderr[-3000:]
   assert "| Bilevel exact |" in (tmp_path / "r" / "table1.md").read_text()
-  bad = subprocess.run(
-    base + [f"--out={tmp_path / 'r2'}", "--variant=only_a_path"],
-    cwd=_REPO,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    check=False,
+  bad = cli.run_module(
+    "experiments.report", results, f"--out={tmp_path / 'r2'}", "--variant=only_a_path"
   )
   assert bad.returncode != 0 and "--variant='only_a_path'" in bad.stderr
   assert not (tmp_path / "r2").exists()

@@ -122,14 +122,18 @@ def _embedding_problem(seed=0, n=24, e=5, k=4, c=3, n_labeled=3):
   return prob, emb, aug
 
 
-def test_embed_matches_reference_on_standardized_embeddings(x64):
-  prob, emb, aug = _embedding_problem()
-  ctx = _context(
+def _embed_context(prob, emb, aug):
+  return _context(
     prob,
     embeddings=jnp.asarray(emb),
     aug_embeddings=jnp.asarray(aug),
     aug_probs=jnp.asarray(np.broadcast_to(prob.pseudo, (4,) + prob.pseudo.shape)),
   )
+
+
+def test_embed_matches_reference_on_standardized_embeddings(x64):
+  prob, emb, aug = _embedding_problem()
+  ctx = _embed_context(prob, emb, aug)
   picks, diag = strategies.select_with_diagnostics(
     "bilevel_embed", jax.random.key(0), ctx, 5, augmentations=3, loss_reduction="mean", **_EXACT
   )
@@ -147,12 +151,7 @@ def test_embed_matches_reference_on_standardized_embeddings(x64):
 def test_embed_exact_sum_matches_reference(x64):
   """The configuration of the full comparison (issue 14): exact solver, the paper's sum."""
   prob, emb, aug = _embedding_problem(seed=1)
-  ctx = _context(
-    prob,
-    embeddings=jnp.asarray(emb),
-    aug_embeddings=jnp.asarray(aug),
-    aug_probs=jnp.asarray(np.broadcast_to(prob.pseudo, (4,) + prob.pseudo.shape)),
-  )
+  ctx = _embed_context(prob, emb, aug)
   picks, diag = strategies.select_with_diagnostics(
     "bilevel_embed",
     jax.random.key(0),
