@@ -5,6 +5,8 @@ arrays where they live (no pool-sized host copies); traced inputs get shape chec
 
 from __future__ import annotations
 
+from typing import Any, Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +17,23 @@ from bilevel_jax.utils import device_checks
 from bilevel_jax.utils import tracing
 
 SOLVERS = ("paper", "exact")
+
+
+class SelectionInputs(NamedTuple):
+  """The data of one greedy selection, in `select.select_batch`'s argument order (shapes there).
+
+  pool_z (P, m), pseudo_labels (P, c), labeled_idx (L,), labeled_labels (L,), labeled_bank
+  (L, A, m), bank_fn (static: `bank_fn(bank_params, key, index) -> (A, m)`), bank_params (a
+  pytree of arrays).
+  """
+
+  pool_z: Any
+  pseudo_labels: Any
+  labeled_idx: Any
+  labeled_labels: Any
+  labeled_bank: Any
+  bank_fn: Callable[..., Any]
+  bank_params: Any
 
 
 def _check_finite(name: str, x) -> None:
@@ -120,13 +139,7 @@ def check_settings(b, settings: SelectionSettings) -> None:
 
 
 def validate_inputs(
-  pool_z,
-  pseudo_labels,
-  labeled_idx,
-  labeled_labels,
-  labeled_bank,
-  bank_fn,
-  bank_params,
+  inputs: SelectionInputs,
   *,
   b,
   settings: SelectionSettings,
@@ -136,6 +149,7 @@ def validate_inputs(
   pool_valid=None,
 ) -> None:
   """Raises ValueError naming the argument and the expectation; see `select.select_batch`."""
+  pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params = inputs
   check_settings(b, settings)
   if settings.solver == "exact" and inner_solver is not None:
     raise ValueError(

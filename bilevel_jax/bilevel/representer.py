@@ -309,17 +309,10 @@ def select_batch(
     uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps, loss_reduction="mean"
   )
   if validate:
-    nystrom_select.validate_inputs(
-      pool_z,
-      pseudo_labels,
-      labeled_idx,
-      labeled_labels,
-      labeled_bank,
-      bank_fn,
-      bank_params,
-      b=b,
-      settings=settings,
+    inputs = nystrom_select.SelectionInputs(
+      pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params
     )
+    nystrom_select.validate_inputs(inputs, b=b, settings=settings)
   p = np.shape(pool_z)[0]
   if candidates is None:
     if k_pool is None or np.shape(k_pool) != (p, p):

@@ -40,6 +40,7 @@ import numpy as np
 
 from bilevel_jax.bilevel import greedy
 from bilevel_jax.bilevel.checks import SOLVERS  # noqa: F401
+from bilevel_jax.bilevel.checks import SelectionInputs
 from bilevel_jax.bilevel.checks import _check_finite  # noqa: F401
 from bilevel_jax.bilevel.checks import check_label_rows  # noqa: F401
 from bilevel_jax.bilevel.checks import _check_label_rows_on_device  # noqa: F401
@@ -270,15 +271,12 @@ def select_batch(
     ihvp_max_iter=ihvp_max_iter,
     newton_cg_max_iter=newton_cg_max_iter,
   )
+  inputs = SelectionInputs(
+    pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params
+  )
   return select_with_settings(
     key,
-    pool_z,
-    pseudo_labels,
-    labeled_idx,
-    labeled_labels,
-    labeled_bank,
-    bank_fn,
-    bank_params,
+    inputs,
     b=b,
     settings=settings,
     w0=w0,
@@ -290,13 +288,7 @@ def select_batch(
 
 def select_with_settings(
   key: jax.Array,
-  pool_z: jax.Array,
-  pseudo_labels: jax.Array,
-  labeled_idx: jax.Array,
-  labeled_labels: jax.Array,
-  labeled_bank: jax.Array,
-  bank_fn: BankFn,
-  bank_params: Any,
+  inputs: SelectionInputs,
   *,
   b: int,
   settings: settings_lib.SelectionSettings,
@@ -305,23 +297,14 @@ def select_with_settings(
   inner_solver: inner.InnerSolver | None = None,
   pool_valid: jax.Array | None = None,
 ) -> Selection:
-  """`select_batch` with its settings as one `SelectionSettings` (for callers that hold one,
-  e.g. `scaling.sharding`); arguments and result as in `select_batch`."""
+  """`select_batch` with its data as one `SelectionInputs` and its settings as one
+  `SelectionSettings` (for callers that hold them, e.g. `scaling.sharding`); arguments and
+  result as in `select_batch`."""
   if validate:
     validate_inputs(
-      pool_z,
-      pseudo_labels,
-      labeled_idx,
-      labeled_labels,
-      labeled_bank,
-      bank_fn,
-      bank_params,
-      b=b,
-      settings=settings,
-      w0=w0,
-      inner_solver=inner_solver,
-      pool_valid=pool_valid,
+      inputs, b=b, settings=settings, w0=w0, inner_solver=inner_solver, pool_valid=pool_valid
     )
+  pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params = inputs
   n_bilevel, n_uniform = greedy.split_batch(b, settings.uniform_fraction)
   pool_z = jnp.asarray(pool_z)
   dtype = pool_z.dtype

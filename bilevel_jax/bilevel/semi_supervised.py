@@ -190,18 +190,10 @@ def select_batch_ssl(
   settings = settings_lib.SelectionSettings(
     uniform_fraction, lr, l2, inner_steps, batch_size, cg_steps, loss_reduction="mean"
   )
-  select.validate_inputs(
-    pool_z,
-    pseudo_labels,
-    labeled_idx,
-    labeled_labels,
-    labeled_bank,
-    bank_fn,
-    bank_params,
-    b=b,
-    settings=settings,
-    inner_solver=inner_solver,
+  inputs = select.SelectionInputs(
+    pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params
   )
+  select.validate_inputs(inputs, b=b, settings=settings, inner_solver=inner_solver)
   if np.shape(confidence) != np.shape(pool_z)[:1]:
     raise ValueError(
       f"confidence must be (P={np.shape(pool_z)[0]},), got shape {np.shape(confidence)}."

@@ -174,18 +174,10 @@ def select_batch_sharded(
       f"select_batch_sharded: pool_valid must be (P={p},), got {np.shape(kwargs['pool_valid'])}."
     )
   if validate:
-    nystrom_select.validate_inputs(
-      pool_z,
-      pseudo_labels,
-      labeled_idx,
-      labeled_labels,
-      labeled_bank,
-      bank_fn,
-      bank_params,
-      b=b,
-      settings=settings,
-      **kwargs,
+    inputs = nystrom_select.SelectionInputs(
+      pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params
     )
+    nystrom_select.validate_inputs(inputs, b=b, settings=settings, **kwargs)
   size = padded_size(p, mesh.devices.size)
   if size != p:
     c = np.shape(pseudo_labels)[1]
@@ -208,19 +200,11 @@ def select_batch_sharded(
     replicate(mesh, a) for a in (labeled_idx, labeled_labels, labeled_bank)
   )
   # validate=False: validated above on host arrays; avoid gathering shards back.
+  inputs = nystrom_select.SelectionInputs(
+    pool_z, pseudo_labels, labeled_idx, labeled_labels, labeled_bank, bank_fn, bank_params
+  )
   sel = nystrom_select.select_with_settings(
-    key,
-    pool_z,
-    pseudo_labels,
-    labeled_idx,
-    labeled_labels,
-    labeled_bank,
-    bank_fn,
-    bank_params,
-    b=b,
-    settings=settings,
-    validate=False,
-    **kwargs,
+    key, inputs, b=b, settings=settings, validate=False, **kwargs
   )
   if validate:
     nystrom_select.check_scores(sel.scores)
